@@ -1,0 +1,504 @@
+"""Settings: the typed, frozen shape of config.yaml, loaded and validated once.
+
+Every problem is collected and reported together, each with where it came from (the file or an
+environment variable) and its key. Environment variables `GOALKEEPER_<SECTION>__<KEY>` override
+the file. Secrets (tokens, passwords) may only come from the environment and are never printed.
+This module reads files and the environment it is handed; it never touches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from email.utils import parseaddr
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+ENV_PREFIX = "GOALKEEPER_"
+CONFIG_PATH_VARIABLE = "GOALKEEPER_CONFIG"
+SECRET_KEYS = (
+    "inventory.fleio.token",
+    "notify.email.password",
+    "notify.telegram.token",
+    "http.admin_token",
+)
+Network: TypeAlias = IPv4Network | IPv6Network
+
+# Flags the scanner sets itself, or that would let a config change what is scanned or written.
+_FORBIDDEN_NMAP_FLAGS = re.compile(
+    r"^(-s[A-Za-z]*|-p.*|-iL|-iR|--excludefile|--exclude|-o[A-Za-z]?|--resume|--script.*|-A"
+    r"|--top-ports|-F|--datadir|--stylesheet|--append-output)$"
+)
+_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _network(value: str) -> Network:
+    try:
+        return ip_network(value.strip(), strict=True)
+    except ValueError as err:
+        raise ValueError(f"not an IP address or CIDR network: {value!r} ({err})") from None
+
+
+def _check_address(value: str) -> str:
+    if "\r" in value or "\n" in value or not _ADDRESS.match(value):
+        raise ValueError(f"not an e-mail address: {value!r}")
+    return value
+
+
+class PortEntry(Model):
+    port: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    service: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.+-]+$")
+
+
+class ScheduleSettings(Model):
+    cron: str = "0 6 * * *"
+    timezone: str = "UTC"
+    run_at_start: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _five_fields(cls, value: str) -> str:
+        if len(value.split()) != 5:
+            raise ValueError(
+                f"a cron expression has 5 fields (minute hour day month weekday): {value!r}"
+            )
+        return value
+
+
+class ScanSettings(Model):
+    ports: tuple[PortEntry, ...] | None = None  # None: the dangerous-port catalog
+    allowed_networks: tuple[Network, ...] = ()
+    exclude: tuple[Network, ...] = ()
+    privileged: bool = True
+    nmap_arguments: str = "-Pn -n -T4 --max-retries 2 --host-timeout 10m"
+    subnet_prefix: int = Field(default=24, ge=8, le=32)
+    max_concurrent_scans: int = Field(default=4, ge=1, le=64)
+    max_concurrent_per_subnet: int = Field(default=1, ge=1, le=64)
+    batch_size: int = Field(default=256, ge=1, le=65536)
+
+    @field_validator("allowed_networks", "exclude", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a list of IP addresses or CIDR networks")
+        problems: list[str] = []
+        networks: list[Network] = []
+        for index, item in enumerate(value):
+            try:
+                networks.append(_network(str(item)))
+            except ValueError as err:
+                problems.append(f"[{index}] {err}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(networks)
+
+    @field_validator("ports")
+    @classmethod
+    def _unique_ports(cls, value: tuple[PortEntry, ...] | None) -> tuple[PortEntry, ...] | None:
+        if value is not None:
+            seen: set[tuple[int, str]] = set()
+            for entry in value:
+                if (entry.port, entry.protocol) in seen:
+                    raise ValueError(f"{entry.port}/{entry.protocol} is listed twice")
+                seen.add((entry.port, entry.protocol))
+        return value
+
+    @field_validator("nmap_arguments")
+    @classmethod
+    def _safe_arguments(cls, value: str) -> str:
+        bad = [word for word in value.split() if _FORBIDDEN_NMAP_FLAGS.match(word)]
+        if bad:
+            raise ValueError(
+                f"{' '.join(bad)} may not be set here: the scan type and ports come from "
+                "scan.privileged and scan.ports, and targets only from the inventory"
+            )
+        return value
+
+
+class OpenStackSettings(Model):
+    cloud: str | None = None
+    region: str | None = None
+    api_timeout: float = Field(default=60, gt=0, le=3600)
+
+
+class FleioSettings(Model):
+    url: str | None = None
+    token: SecretStr | None = None
+    verify_tls: bool = True
+    page_size: int = Field(default=500, ge=1, le=5000)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(f"not an http(s) URL: {value!r}")
+            return value.rstrip("/")
+        return value
+
+
+class InventorySettings(Model):
+    source: Literal["openstack", "static"] = "openstack"
+    static_file: Path = Path("inventory.yaml")
+    openstack: OpenStackSettings = OpenStackSettings()
+    fleio: FleioSettings = FleioSettings()
+
+
+class EmailSettings(Model):
+    host: str = Field(default="localhost", min_length=1)
+    port: int = Field(default=587, ge=1, le=65535)
+    starttls: bool = True
+    ssl: bool = False
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(default=30, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _one_tls_mode(self) -> EmailSettings:
+        if self.starttls and self.ssl:
+            raise ValueError("starttls and ssl exclude each other: pick one (ssl is implicit TLS)")
+        return self
+
+
+class TelegramSettings(Model):
+    enabled: bool = False
+    token: SecretStr | None = None
+    chat_id: str | None = None
+    api_base: str = "https://api.telegram.org"
+    message_thread_id: int | None = None
+
+    @field_validator("chat_id", mode="before")
+    @classmethod
+    def _chat_id_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return FleioSettings._http_url(value) or value
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> TelegramSettings:
+        if self.enabled and (self.token is None or not self.chat_id):
+            raise ValueError("enabled needs token (GOALKEEPER_NOTIFY__TELEGRAM__TOKEN) and chat_id")
+        return self
+
+
+class NotifySettings(Model):
+    send_to_customers: bool = False
+    ops_email: str = "security@example.com"
+    sender: str = "Goalkeeper <security@example.com>"
+    reminder_days: float = Field(default=1, ge=0)
+    notify_resolved: bool = True
+    templates_dir: Path | None = None  # overrides the built-in mail templates, file by file
+    email: EmailSettings = EmailSettings()
+    telegram: TelegramSettings = TelegramSettings()
+
+    @field_validator("ops_email")
+    @classmethod
+    def _ops(cls, value: str) -> str:
+        return _check_address(value)
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        _, address = parseaddr(value)
+        if "\r" in value or "\n" in value or not address:
+            raise ValueError(f"not a sender address: {value!r}")
+        _check_address(address)
+        return value
+
+
+class StateSettings(Model):
+    url: str = "sqlite+aiosqlite:///./goalkeeper-state.db"
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        scheme = value.split("://", 1)[0]
+        if scheme not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+            raise ValueError(
+                f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
+            )
+        return value
+
+
+class HttpSettings(Model):
+    host: str = "0.0.0.0"  # noqa: S104 - the probes must be reachable by the kubelet
+    port: int = Field(default=8080, ge=0, le=65535)
+    admin_token: SecretStr | None = None
+
+
+class LoggingSettings(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Settings(Model):
+    environment: Literal["stage", "prod"] = "stage"
+    schedule: ScheduleSettings = ScheduleSettings()
+    scan: ScanSettings = ScanSettings()
+    inventory: InventorySettings = InventorySettings()
+    notify: NotifySettings = NotifySettings()
+    state: StateSettings = StateSettings()
+    http: HttpSettings = HttpSettings()
+    logging: LoggingSettings = LoggingSettings()
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for the log redactor."""
+        values = [self.state_password()]
+        for key in SECRET_KEYS:
+            node: Any = self
+            for part in key.split("."):
+                node = getattr(node, part)
+            if isinstance(node, SecretStr):
+                values.append(node.get_secret_value())
+        return [value for value in values if value]
+
+    def state_password(self) -> str | None:
+        return urlsplit(self.state.url).password
+
+
+class Problem(Model):
+    source: str  # the file, or "environment GOALKEEPER_..."
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        return (
+            f"{self.source}: {self.key}: {self.message}"
+            if self.key
+            else f"{self.source}: {self.message}"
+        )
+
+
+class ConfigError(Exception):
+    """Configuration is invalid. Carries every problem found, never a secret value."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+Check: TypeAlias = Callable[[Settings, Path], Iterable[Problem]]
+
+
+def load(
+    path: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    checks: Sequence[Check] = (),
+) -> Settings:
+    """Read `path`, apply environment overrides, validate; raise ConfigError listing everything."""
+    environ = os.environ if environ is None else environ
+    source = str(path)
+    data, problems = _read_yaml(path)
+    overrides, from_env, env_problems = _environment_overrides(environ)
+    problems += env_problems
+    problems += _secrets_in_file(data, source)
+    if problems:
+        raise ConfigError(problems)
+    merged = _deep_merge(data, overrides)
+    try:
+        settings = Settings.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(_problems_from(err, source, from_env)) from None
+    for check in checks:
+        problems += check(settings, path)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    environ = os.environ if environ is None else environ
+    return Path(explicit or environ.get(CONFIG_PATH_VARIABLE) or "config.yaml")
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective settings as plain data, secrets replaced, for printing."""
+    data = settings.model_dump(mode="json")
+    for key in SECRET_KEYS:
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if node[leaf] is not None:
+            node[leaf] = "***"
+    data["state"]["url"] = redact_url(settings.state.url)
+    return data
+
+
+def redact_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+        f":{parts.port}" if parts.port else ""
+    )
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], list[Problem]]:
+    source = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}, [Problem(source=source, key="", message="file not found")]
+    except OSError as err:
+        return {}, [Problem(source=source, key="", message=f"cannot read: {err.strerror}")]
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        reason = getattr(err, "problem", None) or "not valid YAML"
+        return {}, [Problem(source=source, key="", message=f"{where}{reason}")]
+    if data is None:
+        return {}, []
+    if not isinstance(data, dict):
+        return {}, [Problem(source=source, key="", message="the top level must be a mapping")]
+    return data, []
+
+
+def _environment_overrides(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, Any], dict[tuple[str, ...], str], list[Problem]]:
+    overrides: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    problems: list[Problem] = []
+    for name in sorted(environ):
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_PATH_VARIABLE:
+            continue
+        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
+        if not all(path):
+            problems.append(Problem(source=f"environment {name}", key="", message="malformed name"))
+            continue
+        node = overrides
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append(
+                    Problem(
+                        source=f"environment {name}",
+                        key=".".join(path),
+                        message="conflicts with another variable",
+                    )
+                )
+                break
+            node = child
+        else:
+            node[path[-1]] = _env_value(environ[name])
+            origin[path] = name
+    return overrides, origin, problems
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text == "null":
+        return None
+    if text[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return raw
+    return raw
+
+
+def _secrets_in_file(data: Mapping[str, Any], source: str) -> list[Problem]:
+    problems = []
+    for key in SECRET_KEYS:
+        node: Any = data
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            variable = ENV_PREFIX + key.upper().replace(".", "__")
+            problems.append(
+                Problem(
+                    source=source,
+                    key=key,
+                    message=f"secrets may not be written in the file; set {variable}",
+                )
+            )
+    state = data.get("state")
+    if (
+        isinstance(state, dict)
+        and isinstance(state.get("url"), str)
+        and urlsplit(state["url"]).password
+    ):
+        problems.append(
+            Problem(
+                source=source,
+                key="state.url",
+                message="holds a password; set GOALKEEPER_STATE__URL instead",
+            )
+        )
+    return problems
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _problems_from(
+    err: ValidationError, source: str, from_env: Mapping[tuple[str, ...], str]
+) -> list[Problem]:
+    problems = []
+    for error in err.errors(include_url=False, include_input=False):
+        loc = tuple(str(part) for part in error["loc"])
+        key = _dotted(loc)
+        origin = next(
+            (from_env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in from_env), None
+        )
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        problems.append(
+            Problem(source=f"environment {origin}" if origin else source, key=key, message=message)
+        )
+    return problems
+
+
+def _dotted(loc: tuple[str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
+    return out

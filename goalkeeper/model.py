@@ -1,0 +1,237 @@
+"""The nouns every layer shares: targets, owners, ports, scan results, findings, reports.
+
+Plain frozen values and the small Protocols that mark the pipeline's seams. Nothing here does
+I/O, reads the clock or imports an outside library: every other module may import this one.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol, TypeAlias
+
+IPAddress: TypeAlias = IPv4Address | IPv6Address
+
+
+class Transport(enum.StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class PortSpec:
+    """One dangerous port to look for, and the service the catalog knows it as."""
+
+    port: int
+    protocol: Transport
+    service: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.port}/{self.protocol}"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who pays for a project. `email is None` means billing does not know them (NOT FOUND)."""
+
+    name: str | None = None
+    email: str | None = None
+    client_id: str | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.email is not None
+
+
+UNKNOWN_OWNER = Owner()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One public address of one customer server, as the inventory sees it."""
+
+    address: IPAddress
+    server_name: str = ""
+    server_id: str = ""
+    project_id: str = ""
+    project_name: str = ""
+    owner: Owner = UNKNOWN_OWNER
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """Every target the inventory source knows, and when it was read."""
+
+    targets: tuple[Target, ...]
+    fetched_at: datetime
+    source: str
+    stale_reason: str | None = None  # set when this is the last good copy after a failed refresh
+
+
+@dataclass(frozen=True, slots=True)
+class OpenPort:
+    """A port that nmap reported `open` on one address; `evidence` is nmap's own words."""
+
+    address: IPAddress
+    port: int
+    protocol: Transport
+    evidence: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """What one scan stage learned. A host is either scanned (clean or not) or not scanned."""
+
+    scanned: frozenset[IPAddress]
+    open_ports: tuple[OpenPort, ...]
+    not_scanned: Mapping[IPAddress, str] = field(default_factory=dict)  # address -> why
+    failed_batches: int = 0
+    nmap_runs: int = 0
+    warnings: tuple[str, ...] = ()
+
+
+class FindingStatus(enum.StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One open dangerous port on one address, joined with what the inventory knows of it.
+
+    `grade` and `cause` are left for service verification and root-cause tracing.
+    """
+
+    address: IPAddress
+    port: int
+    protocol: Transport
+    service: str
+    target: Target
+    first_seen: datetime
+    last_seen: datetime
+    status: FindingStatus = FindingStatus.NEW
+    state: str = "open"
+    evidence: str = ""
+    grade: str | None = None
+    cause: str | None = None
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (str(self.address), self.port, str(self.protocol))
+
+    @property
+    def owner(self) -> Owner:
+        return self.target.owner
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceAdvice:
+    """The catalog's plain words for a customer: what is exposed, the risk, how to close it."""
+
+    service: str
+    title: str
+    exposed: str
+    risk: str
+    fix: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerReport:
+    """Everything one recipient is told in one tick: one mail."""
+
+    recipient: str  # where the mail actually goes
+    intended: str | None  # the customer address it was meant for; None when NOT FOUND
+    owner: Owner
+    findings: tuple[Finding, ...]
+    redirected: bool = False  # stage or customer mail off: sent to ops instead of `intended`
+
+    @property
+    def not_found(self) -> bool:
+        return self.intended is None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMail:
+    """A rendered mail, ready for SMTP. Headers are already safe; bodies are final."""
+
+    recipient: str
+    sender: str
+    subject: str
+    text: str
+    html: str
+    message_id: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+class InventorySource(Protocol):
+    async def fetch(self) -> Inventory: ...
+
+
+class Scanner(Protocol):
+    async def scan(
+        self, addresses: Sequence[IPAddress], ports: Sequence[PortSpec]
+    ) -> ScanResult: ...
+
+
+class Mailer(Protocol):
+    async def send(self, mail: OutgoingMail) -> None: ...
+
+
+class ChatNotifier(Protocol):
+    async def send(self, text: str) -> None: ...
+
+
+class DeliveryError(Exception):
+    """A message could not be delivered. `permanent` failures are never retried."""
+
+    def __init__(self, reason: str, *, permanent: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.permanent = permanent
+
+
+@dataclass(frozen=True, slots=True)
+class MailOutcome:
+    """What became of one owner's mail in a tick."""
+
+    recipient: str
+    intended: str | None  # None: owner NOT FOUND
+    owner_name: str | None
+    findings: int
+    message_id: str
+    delivered: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TickReport:
+    """Everything one tick did, for the CLI, the Telegram summary, logs and metrics."""
+
+    run_id: str
+    environment: str
+    started_at: datetime
+    finished_at: datetime
+    inventory_source: str
+    inventory_age_seconds: float
+    inventory_stale_reason: str | None
+    targets: int  # addresses handed to the scanner
+    refused: tuple[str, ...]  # outside scan.allowed_networks: never scanned
+    excluded: int  # inside scan.exclude: skipped on purpose
+    hosts_scanned: int
+    not_scanned: Mapping[str, str]  # address -> why
+    findings: tuple[Finding, ...]
+    resolved: tuple[Finding, ...] = ()
+    mails: tuple[MailOutcome, ...] = ()
+    owners_not_found: tuple[str, ...] = ()  # projects whose owner billing does not know
+    failed_batches: int = 0
+    warnings: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def duration_seconds(self) -> float:
+        return (self.finished_at - self.started_at).total_seconds()
