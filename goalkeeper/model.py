@@ -149,6 +149,7 @@ class OwnerReport:
     owner: Owner
     findings: tuple[Finding, ...]
     redirected: bool = False  # stage or customer mail off: sent to ops instead of `intended`
+    key: str = ""  # who it is for, logically: the owner's address, or "not-found:<project id>"
 
     @property
     def not_found(self) -> bool:
@@ -186,6 +187,10 @@ class ChatNotifier(Protocol):
     async def send(self, text: str) -> None: ...
 
 
+class InventoryUnavailable(Exception):
+    """No inventory could be read and no last good copy exists. The message holds no secret."""
+
+
 class DeliveryError(Exception):
     """A message could not be delivered. `permanent` failures are never retried."""
 
@@ -206,6 +211,7 @@ class MailOutcome:
     message_id: str
     delivered: bool
     error: str | None = None
+    subject: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +237,7 @@ class TickReport:
     failed_batches: int = 0
     warnings: tuple[str, ...] = ()
     dry_run: bool = False
+    summary_delivered: bool | None = None  # None: no chat configured, or a dry run
 
     @property
     def duration_seconds(self) -> float:

@@ -1,0 +1,49 @@
+# Goalkeeper: `make demo` runs the real code against the simulated cloud; `make test` runs every check.
+# Both install what they need on a fresh Debian machine (apt packages, then a virtualenv in .venv).
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_PACKAGES := nmap nftables iproute2 python3-venv python3-pip
+
+.PHONY: all system venv test lint unit demo bench clean
+
+all: test
+
+system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace tests), venv
+	@missing=""; \
+	for cmd in nmap nft ip; do command -v $$cmd >/dev/null 2>&1 || missing=yes; done; \
+	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing=yes; \
+	if [ -n "$$missing" ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: system $(VENV)/.installed
+
+lint: venv  ## ruff, mypy --strict, import-linter layer contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest
+
+test: lint unit
+
+demo: venv  ## one real tick against the simulated cloud on loopback
+	$(BIN)/goalkeeper demo
+
+bench: venv  ## scan speed and memory against plain nmap (see docs/performance.md)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

@@ -1,0 +1,7 @@
+"""`python -m goalkeeper` is the `goalkeeper` command."""
+
+import sys
+
+from goalkeeper.cli import main
+
+sys.exit(main())

@@ -1,0 +1,42 @@
+"""Small asyncio building blocks: blocking calls in threads, backoff arithmetic.
+
+Kept free of any outside library so every layer can use it. Nothing here sleeps on its own
+initiative: callers pass the sleep they want, so tests can pass a fake one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import random
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def run_blocking(
+    executor: Executor | None, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+) -> T:
+    """Run `func` in a thread with the caller's context (log bindings) copied in.
+
+    The thread is not orphaned on cancellation in the sense that the executor still owns it; the
+    caller must make the work itself stoppable (e.g. a timeout) when that matters.
+    """
+    loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    call = functools.partial(context.run, func, *args, **kwargs)
+    return await loop.run_in_executor(executor, call)
+
+
+def backoff_delay(
+    attempt: int, *, base: float = 1.0, cap: float = 60.0, rng: random.Random | None = None
+) -> float:
+    """Exponential backoff with jitter: a delay between half and all of min(cap, base * 2**n)."""
+    ceiling = min(cap, base * (2**attempt))
+    return (rng or random).uniform(ceiling / 2, ceiling)

@@ -1,0 +1,146 @@
+"""Command line: argv → settings → one command → exit code.
+
+Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed, 2 a usage or
+configuration error (one message listing every problem). Command output goes to stdout, logs to
+stderr. Nothing here holds logic a test would want to reach another way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from goalkeeper import config, logs
+from goalkeeper.config import ConfigError, Settings
+from goalkeeper.daemon import components, load_settings, scope_problem, tick_once
+from goalkeeper.model import TickReport
+from goalkeeper.notify.render import render_summary
+from goalkeeper.pipeline import report_as_dict, tick_problem
+
+EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help="config file (default: $GOALKEEPER_CONFIG, else ./config.yaml)",
+    )
+    parser = argparse.ArgumentParser(
+        prog="goalkeeper",
+        parents=[common],
+        description="Finds dangerous services exposed by cloud servers and tells their owners.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    scan = commands.add_parser("scan", parents=[common], help="run one full tick now, then exit")
+    scan.add_argument("--dry-run", action="store_true", help="send nothing; print the report")
+    scan.add_argument("--json", action="store_true", help="print the tick report as JSON")
+    commands.add_parser(
+        "check-config", parents=[common], help="validate and print the effective config"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    path = config.resolve_path(getattr(args, "config", None))
+    try:
+        settings = load_settings(path)
+    except ConfigError as err:
+        _print_problems(err, sys.stderr)
+        return EXIT_USAGE
+    logs.configure(
+        level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secrets()
+    )
+    if args.command == "check-config":
+        return check_config(settings, sys.stdout)
+    if args.command == "scan":
+        return asyncio.run(scan(settings, path, dry_run=args.dry_run, as_json=args.json))
+    raise AssertionError(f"unhandled command {args.command}")  # argparse allows no other
+
+
+def check_config(settings: Settings, out: TextIO) -> int:
+    yaml.safe_dump(config.redacted(settings), out, sort_keys=False)
+    problem = scope_problem(settings)
+    if problem:
+        print(f"warning: {problem}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) -> int:
+    problem = scope_problem(settings)
+    if problem:
+        print(f"goalkeeper: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        async with components(settings, path) as parts:
+            report = await tick_once(parts, dry_run=dry_run)
+    except ConfigError as err:  # the static inventory file changed since the check
+        _print_problems(err, sys.stderr)
+        return EXIT_USAGE
+    except Exception as err:  # any failure of the tick is exit 1, said plainly
+        logs.get_logger(__name__).error("tick failed", error=err)
+        print(f"goalkeeper: the tick failed: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
+    if as_json:
+        json.dump(report_as_dict(report), sys.stdout, indent=2)
+        print()
+    else:
+        print_report(report, sys.stdout)
+    why = tick_problem(report)
+    if why:
+        print(f"goalkeeper: the tick did not do its job: {why}", file=sys.stderr)
+        return EXIT_TICK_FAILED
+    return EXIT_OK
+
+
+def print_report(report: TickReport, out: TextIO) -> None:
+    mode = " (dry run: nothing was sent)" if report.dry_run else ""
+    print(f"Tick {report.run_id} [{report.environment}]{mode}", file=out)
+    print(
+        f"  targets {report.targets}, scanned {report.hosts_scanned}, "
+        f"not scanned {len(report.not_scanned)}, refused {len(report.refused)}, "
+        f"excluded {report.excluded}, findings {len(report.findings)}",
+        file=out,
+    )
+    for address, why in report.not_scanned.items():
+        print(f"  NOT SCANNED {address}: {why}", file=out)
+    for finding in report.findings:
+        target = finding.target
+        print(
+            f"  {finding.address} {finding.port}/{finding.protocol} {finding.service} "
+            f"server={target.server_name!r} project={target.project_name or target.project_id!r} "
+            f"owner={target.owner.email or 'NOT FOUND'}",
+            file=out,
+        )
+    for mail in report.mails:
+        status = "delivered" if mail.delivered else (mail.error or "not delivered")
+        meant = (
+            f" (meant for {mail.intended})"
+            if mail.intended and mail.intended != mail.recipient
+            else ""
+        )
+        print(f"  mail to {mail.recipient}{meant}: {mail.subject!r} — {status}", file=out)
+    if report.dry_run:
+        print("\nTelegram summary that would be posted:\n", file=out)
+        print(render_summary(report), file=out)
+
+
+def _print_problems(err: ConfigError, out: TextIO) -> None:
+    count = len(err.problems)
+    print(f"goalkeeper: invalid configuration ({count} problem{'s' * (count != 1)}):", file=out)
+    for problem in err.problems:
+        print(f"  {problem}", file=out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

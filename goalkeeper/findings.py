@@ -1,0 +1,117 @@
+"""Pure logic from scan results to findings, and from findings to one report per recipient.
+
+No I/O and no clock: the tick's time is an argument. Whom a mail goes to is decided here and
+only here, so the rules (NOT FOUND to ops, stage and customer-mail-off redirected to ops) are
+tested as tables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+
+from goalkeeper.model import (
+    Finding,
+    FindingStatus,
+    IPAddress,
+    OwnerReport,
+    PortSpec,
+    ScanResult,
+    Target,
+    Transport,
+)
+
+
+def build_findings(
+    result: ScanResult,
+    targets: Mapping[IPAddress, Target],
+    ports: Sequence[PortSpec],
+    *,
+    now: datetime,
+) -> tuple[Finding, ...]:
+    """One finding per open port that was asked for, on an address the inventory knows."""
+    services = {(p.port, p.protocol): p.service for p in ports}
+    findings = []
+    for open_port in result.open_ports:
+        service = services.get((open_port.port, open_port.protocol))
+        target = targets.get(open_port.address)
+        if service is None or target is None:
+            continue  # not asked for, or not ours: nmap never reports either, but be sure
+        findings.append(
+            Finding(
+                address=open_port.address,
+                port=open_port.port,
+                protocol=open_port.protocol,
+                service=service,
+                target=target,
+                first_seen=now,
+                last_seen=now,
+                status=FindingStatus.NEW,
+                evidence=open_port.evidence,
+            )
+        )
+    return tuple(sorted(findings, key=_order))
+
+
+def group_reports(
+    findings: Iterable[Finding], *, ops_email: str, redirect: bool
+) -> tuple[OwnerReport, ...]:
+    """ONE report per owner e-mail; owners billing does not know go to ops, one per project.
+
+    `redirect` (stage, or customer mail off) sends every report to ops, still one per owner so
+    each can be forwarded as it is.
+    """
+    groups: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        groups[_recipient_key(finding)].append(finding)
+    reports = []
+    # Known owners first, then the NOT FOUND reports for ops; each part in a stable order.
+    for key, items in sorted(
+        groups.items(), key=lambda kv: (kv[0].startswith("not-found:"), kv[0])
+    ):
+        owner = items[0].owner
+        intended = owner.email if owner.known else None
+        reports.append(
+            OwnerReport(
+                recipient=intended if intended and not redirect else ops_email,
+                intended=intended,
+                owner=owner,
+                findings=tuple(sorted(items, key=_order)),
+                redirected=bool(intended) and redirect,
+                key=key,
+            )
+        )
+    return tuple(reports)
+
+
+def count_by_service(findings: Iterable[Finding]) -> list[tuple[str, int, str, int]]:
+    """(service, port, protocol, count) rows, most common first."""
+    counts = Counter((f.service, f.port, str(f.protocol)) for f in findings)
+    return [(s, p, proto, n) for (s, p, proto), n in counts.most_common()]
+
+
+def unresolved_projects(findings: Iterable[Finding]) -> tuple[str, ...]:
+    """Projects with exposed hosts and no known owner, as 'name (id)'."""
+    projects = {f.target.project_id: f.target.project_name for f in findings if not f.owner.known}
+    return tuple(
+        f"{name} ({pid})" if name else pid or "(no project)"
+        for pid, name in sorted(projects.items())
+    )
+
+
+def _recipient_key(finding: Finding) -> str:
+    owner = finding.owner
+    if owner.email:
+        return owner.email.strip().lower()
+    return f"not-found:{finding.target.project_id or finding.address}"
+
+
+def _order(finding: Finding) -> tuple[int, int, int, int]:
+    address = finding.address
+    return (
+        address.version,
+        int(address),
+        finding.port,
+        0 if finding.protocol == Transport.TCP else 1,
+    )

@@ -1,0 +1,97 @@
+"""The Prometheus registry and every metric Goalkeeper exports.
+
+One explicit registry (not the process-global default), so tests can build a fresh one and the
+`/metrics` handler serves exactly these series. Labelled series that dashboards and alerts rely
+on are created at start, so they read zero before the first tick. No secret is ever a label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+TICK_OUTCOMES = ("success", "failure", "cancelled")
+CHANNELS = ("email", "telegram")
+NOTIFICATION_OUTCOMES = ("sent", "retried", "failed")
+RELOAD_OUTCOMES = ("success", "failure")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.ticks = Counter("goalkeeper_ticks", "Ticks run, by outcome.", ["outcome"], registry=r)
+        self.tick_duration = Histogram(
+            "goalkeeper_tick_duration_seconds",
+            "Wall time of a whole tick: inventory, scan, findings, notifications.",
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "goalkeeper_last_tick_success_timestamp_seconds",
+            "Unix time at which the last successful tick finished.",
+            registry=r,
+        )
+        self.targets = Gauge(
+            "goalkeeper_targets", "Addresses in scope in the last tick.", registry=r
+        )
+        self.hosts_scanned = Counter(
+            "goalkeeper_hosts_scanned", "Hosts nmap scanned to the end.", registry=r
+        )
+        self.hosts_not_scanned = Counter(
+            "goalkeeper_hosts_not_scanned",
+            "Hosts that could not be scanned (timed out, nmap failed); never counted clean.",
+            registry=r,
+        )
+        self.open_findings = Gauge(
+            "goalkeeper_open_findings",
+            "Open findings after the last tick.",
+            ["service", "port", "protocol"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "goalkeeper_notifications",
+            "Notification attempts, by channel and outcome.",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "goalkeeper_notification_queue_depth",
+            "Messages waiting to be sent, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.inventory_age = Gauge(
+            "goalkeeper_inventory_age_seconds",
+            "Age of the inventory the last tick used (grows when the last good copy is reused).",
+            registry=r,
+        )
+        self.config_reloads = Counter(
+            "goalkeeper_config_reloads",
+            "Config reloads on SIGHUP, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.owners_unresolved = Gauge(
+            "goalkeeper_owners_unresolved",
+            "Projects with exposed hosts whose owner billing does not know (NOT FOUND).",
+            registry=r,
+        )
+        self._initialise()
+
+    def _initialise(self) -> None:
+        for outcome in TICK_OUTCOMES:
+            self.ticks.labels(outcome=outcome)
+        for channel in CHANNELS:
+            self.queue_depth.labels(channel=channel)
+            for outcome in NOTIFICATION_OUTCOMES:
+                self.notifications.labels(channel=channel, outcome=outcome)
+        for outcome in RELOAD_OUTCOMES:
+            self.config_reloads.labels(outcome=outcome)
+
+    def set_open_findings(self, counts: Iterable[tuple[str, int, str, int]]) -> None:
+        """Replace the open-findings gauge with (service, port, protocol, count) rows."""
+        self.open_findings.clear()
+        for service, port, protocol, count in counts:
+            self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)

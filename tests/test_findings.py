@@ -1,0 +1,142 @@
+"""Pure logic: scope, findings and whom each report goes to, as tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from ipaddress import ip_address, ip_network
+
+import pytest
+
+from goalkeeper.findings import build_findings, group_reports, unresolved_projects
+from goalkeeper.model import OpenPort, Owner, PortSpec, ScanResult, Target, Transport
+from goalkeeper.scope import select_targets
+
+NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+ACME = Owner(name="ACME Ltd", email="admin@acme.example", client_id="7")
+BETA = Owner(name="Beta", email="Ops@Beta.example")
+PORTS = (
+    PortSpec(6379, Transport.TCP, "redis"),
+    PortSpec(11211, Transport.UDP, "memcached"),
+)
+
+
+def target(address: str, owner: Owner = ACME, project: str = "p1") -> Target:
+    return Target(
+        address=ip_address(address), server_name=f"srv-{address}", project_id=project, owner=owner
+    )
+
+
+def test_scope_refuses_outside_and_skips_excluded() -> None:
+    targets = [
+        target("203.0.113.5"),
+        target("203.0.113.9"),
+        target("198.51.100.1"),
+        target("203.0.113.5"),  # listed twice: the first wins
+        target("2001:db8::1"),
+    ]
+    selection = select_targets(
+        targets, allowed=[ip_network("203.0.113.0/24")], exclude=[ip_network("203.0.113.9/32")]
+    )
+    assert [str(t.address) for t in selection.targets] == ["203.0.113.5"]
+    assert [str(t.address) for t in selection.refused] == ["198.51.100.1", "2001:db8::1"]
+    assert [str(t.address) for t in selection.excluded] == ["203.0.113.9"]
+    assert selection.duplicates == 1
+
+
+def test_empty_allowed_networks_admit_nothing() -> None:
+    selection = select_targets([target("203.0.113.5")], allowed=[], exclude=[])
+    assert selection.targets == ()
+    assert len(selection.refused) == 1
+
+
+def test_findings_only_for_ports_asked_for_and_known_targets() -> None:
+    a, b = target("203.0.113.5"), target("203.0.113.6", BETA, "p2")
+    result = ScanResult(
+        scanned=frozenset({a.address, b.address}),
+        open_ports=(
+            OpenPort(b.address, 6379, Transport.TCP, "open (syn-ack)"),
+            OpenPort(a.address, 11211, Transport.UDP, "open (udp-response)"),
+            OpenPort(a.address, 22, Transport.TCP, "not asked for"),
+            OpenPort(ip_address("203.0.113.99"), 6379, Transport.TCP, "unknown host"),
+        ),
+    )
+    findings = build_findings(result, {a.address: a, b.address: b}, PORTS, now=NOW)
+    assert [(str(f.address), f.port, f.service) for f in findings] == [
+        ("203.0.113.5", 11211, "memcached"),
+        ("203.0.113.6", 6379, "redis"),
+    ]
+    assert findings[0].first_seen == findings[0].last_seen == NOW
+    assert findings[0].evidence == "open (udp-response)"
+
+
+def findings_for(*targets: Target) -> list:  # type: ignore[type-arg]
+    result = ScanResult(
+        scanned=frozenset(t.address for t in targets),
+        open_ports=tuple(OpenPort(t.address, 6379, Transport.TCP) for t in targets),
+    )
+    return list(build_findings(result, {t.address: t for t in targets}, PORTS, now=NOW))
+
+
+UNKNOWN = Owner(name=None, email=None)
+
+
+@pytest.mark.parametrize(
+    ("redirect", "expected"),
+    [
+        (
+            False,
+            [
+                ("admin@acme.example", "admin@acme.example", False, 2),
+                ("ops@beta.example", "Ops@Beta.example", False, 1),
+                ("security@example.com", None, False, 1),
+                ("security@example.com", None, False, 1),
+            ],
+        ),
+        (
+            True,
+            [
+                ("security@example.com", "admin@acme.example", True, 2),
+                ("security@example.com", "Ops@Beta.example", True, 1),
+                ("security@example.com", None, False, 1),
+                ("security@example.com", None, False, 1),
+            ],
+        ),
+    ],
+)
+def test_one_report_per_owner_and_not_found_to_ops(
+    redirect: bool, expected: list[tuple[str, str | None, bool, int]]
+) -> None:
+    findings = findings_for(
+        target("203.0.113.5"),
+        target("203.0.113.6"),
+        target("203.0.113.7", BETA, "p2"),
+        target("203.0.113.8", UNKNOWN, "p3"),
+        target("203.0.113.9", UNKNOWN, "p4"),
+    )
+    reports = group_reports(findings, ops_email="security@example.com", redirect=redirect)
+    got = [
+        (
+            r.recipient if r.recipient != "Ops@Beta.example" else r.recipient.lower(),
+            r.intended,
+            r.redirected,
+            len(r.findings),
+        )
+        for r in reports
+    ]
+    assert got == expected
+    assert [r.key for r in reports] == [
+        "admin@acme.example",
+        "ops@beta.example",
+        "not-found:p3",
+        "not-found:p4",
+    ]
+    assert len({r.key for r in reports}) == len(reports)
+
+
+def test_unresolved_projects_lists_each_once() -> None:
+    findings = findings_for(
+        target("203.0.113.8", UNKNOWN, "p3"),
+        target("203.0.113.9", UNKNOWN, "p3"),
+        target("203.0.113.7", BETA, "p2"),
+    )
+    assert unresolved_projects(findings) == ("p3",)
