@@ -12,6 +12,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -19,10 +20,14 @@ import yaml
 
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
-from goalkeeper.daemon import components, load_settings, scope_problem, tick_once
+from goalkeeper.daemon import load_settings, serve
+from goalkeeper.delivery import Delivery
+from goalkeeper.metrics import Metrics
 from goalkeeper.model import TickReport
 from goalkeeper.notify.render import render_summary
-from goalkeeper.pipeline import report_as_dict, tick_problem
+from goalkeeper.pipeline import report_as_dict, run_tick, tick_problem
+from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.wiring import inventory_source, new_run_id, notifiers, scanner, scope_problem
 
 EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -44,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan = commands.add_parser("scan", parents=[common], help="run one full tick now, then exit")
     scan.add_argument("--dry-run", action="store_true", help="send nothing; print the report")
     scan.add_argument("--json", action="store_true", help="print the tick report as JSON")
+    commands.add_parser("run", parents=[common], help="the daemon: scan on schedule, serve probes")
     commands.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
     )
@@ -65,11 +71,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(settings, sys.stdout)
     if args.command == "scan":
         return asyncio.run(scan(settings, path, dry_run=args.dry_run, as_json=args.json))
+    if args.command == "run":
+        return run(settings, path)
     raise AssertionError(f"unhandled command {args.command}")  # argparse allows no other
 
 
+def run(settings: Settings, path: Path) -> int:
+    problem = scope_problem(settings)
+    if problem:
+        print(f"goalkeeper: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    asyncio.run(serve(settings, path))
+    return EXIT_OK
+
+
 def check_config(settings: Settings, out: TextIO) -> int:
-    yaml.safe_dump(config.redacted(settings), out, sort_keys=False)
+    data = config.redacted(settings)
+    if settings.scan.ports is None:  # show what "the catalog" means
+        data["scan"]["ports"] = [
+            {"port": p.port, "protocol": str(p.protocol), "service": p.service}
+            for p in load_catalog().ports
+        ]
+    yaml.safe_dump(data, out, sort_keys=False)
     problem = scope_problem(settings)
     if problem:
         print(f"warning: {problem}", file=sys.stderr)
@@ -82,8 +105,7 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        async with components(settings, path) as parts:
-            report = await tick_once(parts, dry_run=dry_run)
+        report = await tick_now(settings, path, dry_run=dry_run)
     except ConfigError as err:  # the static inventory file changed since the check
         _print_problems(err, sys.stderr)
         return EXIT_USAGE
@@ -101,6 +123,30 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: the tick did not do its job: {why}", file=sys.stderr)
         return EXIT_TICK_FAILED
     return EXIT_OK
+
+
+async def tick_now(settings: Settings, path: Path, *, dry_run: bool) -> TickReport:
+    """One tick with the real clients, waiting until every message is delivered or given up."""
+    metrics = Metrics()
+    now = datetime.now(UTC)
+    async with (
+        inventory_source(settings, path) as inventory,
+        scanner(settings) as nmap,
+        notifiers(settings) as parts,
+    ):
+        delivery = Delivery(mailer=parts.mailer, chat=parts.chat, metrics=metrics, wait=True)
+        async with delivery.running():
+            return await run_tick(
+                now=now,
+                run_id=new_run_id(now),
+                settings=settings,
+                inventory=inventory,
+                scanner=nmap,
+                dispatch=delivery,
+                catalog=load_catalog(),
+                metrics=metrics,
+                dry_run=dry_run,
+            )
 
 
 def print_report(report: TickReport, out: TextIO) -> None:

@@ -266,6 +266,11 @@ class LoggingSettings(Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class DaemonSettings(Model):
+    shutdown_timeout: float = Field(default=25, gt=0, le=3600)  # the whole SIGTERM sequence
+    max_tick_seconds: float = Field(default=6 * 3600, gt=0)  # a longer tick fails liveness
+
+
 class Settings(Model):
     environment: Literal["stage", "prod"] = "stage"
     schedule: ScheduleSettings = ScheduleSettings()
@@ -275,6 +280,7 @@ class Settings(Model):
     state: StateSettings = StateSettings()
     http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
+    daemon: DaemonSettings = DaemonSettings()
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redactor."""

@@ -1,36 +1,42 @@
-"""Wiring: settings → the real inventory source, scanner and notifiers → ticks.
+"""The always-on daemon: schedule, one tick at a time, reload on SIGHUP, ordered stop on SIGTERM.
 
-This is the one place that knows which concrete class serves each seam of the pipeline, and the
-one importer of APScheduler. The CLI's one-shot `scan` and the always-on daemon share
-`Components`, so both run exactly the same tick.
+`serve()` reads like a table of contents: start, wait for signals, stop. Signal handlers only
+flip state. APScheduler 3 does not wait for running jobs, so the scheduler only *asks* for a
+tick; the daemon owns the tick's task and decides, at shutdown, to let it finish or cancel it
+(which kills its nmap processes). This module is the one importer of APScheduler.
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
+import asyncio
+import signal
+import time
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from goalkeeper import config
-from goalkeeper.config import Problem, Settings
-from goalkeeper.inventory.cloud import CloudInventory
-from goalkeeper.inventory.static import (
-    StaticInventory,
-    resolve_static_path,
-    static_inventory_problems,
-)
+from goalkeeper import config, logs
+from goalkeeper.config import ConfigError, Problem, Settings
+from goalkeeper.delivery import Delivery
+from goalkeeper.inventory.static import static_inventory_problems
 from goalkeeper.metrics import Metrics
-from goalkeeper.model import ChatNotifier, InventorySource, Mailer, Scanner, TickReport
-from goalkeeper.notify.email import SmtpMailer
-from goalkeeper.notify.telegram import TelegramNotifier
-from goalkeeper.pipeline import run_tick
-from goalkeeper.scanning.catalog import Catalog, load_catalog
-from goalkeeper.scanning.nmap import NmapScanner
+from goalkeeper.model import InventorySource, TickReport
+from goalkeeper.pipeline import finding_as_dict, run_tick
+from goalkeeper.probes import HttpServer, build_app, start_http
+from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.wiring import inventory_source, new_run_id, notifiers, scanner, scope_problem
+
+log = logs.get_logger(__name__)
+MISFIRE_GRACE_SECONDS = 6 * 3600  # a tick that is late (daemon busy, clock jump) still runs
+TICK_SHARE_OF_SHUTDOWN = 0.6  # of the shutdown deadline a running tick may use to finish
+
+
+def cron_trigger(settings: Settings) -> CronTrigger:
+    return CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone)
 
 
 def schedule_problems(settings: Settings, config_path: Path) -> list[Problem]:
@@ -42,85 +48,282 @@ def schedule_problems(settings: Settings, config_path: Path) -> list[Problem]:
     return []
 
 
-def cron_trigger(settings: Settings) -> CronTrigger:
-    return CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone)
-
-
 def load_settings(path: Path) -> Settings:
     """Load and validate everything a tick depends on; raise ConfigError listing every problem."""
     return config.load(path, checks=(schedule_problems, static_inventory_problems))
 
 
-def scope_problem(settings: Settings) -> str | None:
-    if not settings.scan.allowed_networks:
-        return (
-            "scan.allowed_networks is empty: nothing may be scanned. "
-            "List the cloud's public ranges there (CIDRs)."
+class Daemon:
+    def __init__(self, settings: Settings, config_path: Path, *, metrics: Metrics | None = None):
+        self.settings = settings  # swapped whole on reload; a tick keeps the one it started with
+        self.config_path = config_path
+        self.metrics = metrics or Metrics()
+        self.catalog = load_catalog()
+        self.last_report: TickReport | None = None
+        self.http: HttpServer | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._force = False
+        self._shutting_down = False
+        self._ready = False
+        self._tick: asyncio.Task[None] | None = None
+        self._tick_started: float | None = None
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._inventory: InventorySource | None = None
+        self._inventory_settings: tuple[object, ...] = ()
+        self._inventory_stack = AsyncExitStack()
+        self._delivery: Delivery | None = None
+
+    async def serve(self) -> None:
+        async with AsyncExitStack() as stack:
+            await self._startup(stack)
+            await self._main_loop()
+            await self._shutdown()
+        log.info("stopped")
+
+    # --- startup -------------------------------------------------------------------------
+
+    async def _startup(self, stack: AsyncExitStack) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+        stack.callback(self._remove_signal_handlers, loop)
+
+        settings = self.settings
+        app = build_app(self, registry=self.metrics.registry, admin_token=self._admin_token)
+        self.http = await start_http(app, host=settings.http.host, port=settings.http.port)
+        stack.push_async_callback(self.http.aclose)  # registered first: stops last
+
+        stack.push_async_callback(self._close_inventory)
+        await self._inventory_for(settings)
+        parts = await stack.enter_async_context(notifiers(settings))
+        self._delivery = Delivery(
+            mailer=parts.mailer, chat=parts.chat, metrics=self.metrics, wait=False
         )
-    return None
+        self._workers = asyncio.create_task(self._delivery.run(), name="goalkeeper-delivery")
 
+        self._scheduler.add_job(
+            self._on_schedule,
+            trigger=cron_trigger(settings),
+            id="tick",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+        )
+        self._scheduler.start()
+        self._ready = True
+        log.info(
+            "started",
+            environment=settings.environment,
+            cron=settings.schedule.cron,
+            timezone=settings.schedule.timezone,
+            next_tick=str(self._next_run_time()),
+        )
+        if settings.schedule.run_at_start:
+            self.request_tick("start")
 
-def new_run_id(now: datetime) -> str:
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    # --- running -------------------------------------------------------------------------
 
+    async def _main_loop(self) -> None:
+        while not self._stop.is_set():
+            stop = asyncio.create_task(self._stop.wait())
+            reload = asyncio.create_task(self._reload.wait())
+            try:
+                await asyncio.wait(
+                    {stop, reload, self._workers}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                stop.cancel()
+                reload.cancel()
+            if self._workers.done():
+                # A worker must never end on its own: stop loudly and let Kubernetes restart us.
+                error = self._workers.exception() if not self._workers.cancelled() else None
+                log.critical("notification workers died", error=error)
+                self._stop.set()
+                raise RuntimeError("notification workers died") from error
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload_config()
 
-@dataclass(frozen=True)
-class Components:
-    settings: Settings
-    inventory: InventorySource
-    scanner: Scanner
-    mailer: Mailer
-    chat: ChatNotifier | None
-    catalog: Catalog
-    metrics: Metrics
-
-
-@asynccontextmanager
-async def components(
-    settings: Settings, config_path: Path, *, metrics: Metrics | None = None
-) -> AsyncIterator[Components]:
-    """Build the real clients for `settings`, and close them all on exit."""
-    async with AsyncExitStack() as stack:
-        inventory: InventorySource
-        if settings.inventory.source == "static":
-            inventory = StaticInventory(
-                resolve_static_path(settings, config_path), allowed=settings.scan.allowed_networks
-            )
+    def request_stop(self, reason: str = "") -> None:
+        if self._stop.is_set():
+            self._force = True  # a second signal: stop without waiting
+            log.warning("second stop signal: stopping now", signal=reason)
         else:
-            cloud = CloudInventory(settings.inventory)
-            stack.push_async_callback(cloud.aclose)
-            inventory = cloud
-        scanner = NmapScanner(settings.scan)
-        stack.push_async_callback(scanner.aclose)
-        chat: ChatNotifier | None = None
-        if settings.notify.telegram.enabled:
-            telegram = TelegramNotifier(settings.notify.telegram)
-            stack.push_async_callback(telegram.aclose)
-            chat = telegram
-        yield Components(
-            settings=settings,
-            inventory=inventory,
-            scanner=scanner,
-            mailer=SmtpMailer(settings.notify.email),
-            chat=chat,
-            catalog=load_catalog(),
-            metrics=metrics or Metrics(),
+            log.info("stop requested", signal=reason)
+        self._stop.set()
+
+    def request_tick(self, reason: str) -> str | None:
+        """Start a tick unless one runs or we are stopping. Returns its run id, or None."""
+        if self._shutting_down or (self._tick is not None and not self._tick.done()):
+            log.info("tick not started: one is running or the daemon is stopping", reason=reason)
+            return None
+        now = datetime.now(UTC)
+        run_id = new_run_id(now)
+        self._tick = asyncio.create_task(
+            self._run_tick(now, run_id, reason), name=f"goalkeeper-tick-{run_id}"
         )
+        return run_id
+
+    async def _on_schedule(self) -> None:
+        self.request_tick("schedule")
+
+    async def _run_tick(self, now: datetime, run_id: str, reason: str) -> None:
+        settings = self.settings  # the config this tick keeps, whatever a reload does meanwhile
+        assert self._delivery is not None
+        self._tick_started = time.monotonic()
+        log.info("tick started", tick=run_id, reason=reason)
+        try:
+            inventory = await self._inventory_for(settings)
+            async with scanner(settings) as nmap:
+                self.last_report = await run_tick(
+                    now=now,
+                    run_id=run_id,
+                    settings=settings,
+                    inventory=inventory,
+                    scanner=nmap,
+                    dispatch=self._delivery,
+                    catalog=self.catalog,
+                    metrics=self.metrics,
+                )
+        except asyncio.CancelledError:
+            self.metrics.ticks.labels(outcome="cancelled").inc()
+            log.warning("tick cancelled", tick=run_id)
+            raise
+        except Exception as err:
+            self.metrics.ticks.labels(outcome="failure").inc()
+            log.error("tick failed", tick=run_id, error=err)
+        finally:
+            self._tick_started = None
+
+    async def _inventory_for(self, settings: Settings) -> InventorySource:
+        """The inventory source for `settings`: kept across ticks (it caches), rebuilt on change."""
+        wanted = (settings.inventory, settings.scan.allowed_networks)
+        if self._inventory is None or wanted != self._inventory_settings:
+            await self._inventory_stack.aclose()
+            self._inventory_stack = AsyncExitStack()
+            self._inventory = await self._inventory_stack.enter_async_context(
+                inventory_source(settings, self.config_path)
+            )
+            self._inventory_settings = wanted
+        return self._inventory
+
+    async def _close_inventory(self) -> None:
+        await self._inventory_stack.aclose()
+
+    def reload_config(self) -> bool:
+        """Reread and validate the file; swap it in whole, or keep the old one and say why."""
+        try:
+            new = load_settings(self.config_path)
+            problem = scope_problem(new)
+            if problem:
+                raise ConfigError([Problem(source=str(self.config_path), key="", message=problem)])
+        except ConfigError as err:
+            self.metrics.config_reloads.labels(outcome="failure").inc()
+            log.error(
+                "config reload failed: keeping the running config",
+                problems=[str(p) for p in err.problems],
+            )
+            return False
+        old, self.settings = self.settings, new
+        logs.REDACTOR.update([*old.secrets(), *new.secrets()])
+        if new.schedule != old.schedule:
+            self._scheduler.reschedule_job("tick", trigger=cron_trigger(new))
+        if new.logging != old.logging:
+            logs.configure(
+                level=new.logging.level, fmt=new.logging.format, secrets=logs.REDACTOR.secrets
+            )
+        # The inventory source is rebuilt at the next tick; these clients need a restart.
+        restart_only = [
+            key for key, before, after in (
+                ("http", old.http, new.http),
+                ("state", old.state, new.state),
+                ("notify.email", old.notify.email, new.notify.email),
+                ("notify.telegram", old.notify.telegram, new.notify.telegram),
+            ) if before != after
+        ]  # fmt: skip
+        self.metrics.config_reloads.labels(outcome="success").inc()
+        ports = new.scan.ports
+        log.info(
+            "config reloaded",
+            ports=len(ports) if ports is not None else len(self.catalog.ports),
+            next_tick=str(self._next_run_time()),
+            needs_restart=restart_only or None,
+        )
+        return True
+
+    # --- probes ----------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        problems = []
+        if not self._scheduler.running:
+            problems.append("scheduler not running")
+        running_for = time.monotonic() - self._tick_started if self._tick_started else None
+        if running_for is not None and running_for > self.settings.daemon.max_tick_seconds:
+            problems.append(f"tick running for {running_for:.0f} s")
+        next_run = self._next_run_time()
+        if next_run is not None:
+            late = (datetime.now(UTC) - next_run).total_seconds()
+            if late > MISFIRE_GRACE_SECONDS:
+                problems.append(f"scheduled tick overdue by {late:.0f} s")
+        details: dict[str, Any] = {
+            "tick_running": running_for is not None,
+            "next_tick": str(next_run) if next_run else None,
+        }
+        if problems:
+            details["problems"] = problems
+        return not problems, details
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        ok = self._ready and not self._shutting_down
+        return ok, {"shutting_down": self._shutting_down, "started": self._ready}
+
+    async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:
+        report = self.last_report
+        return [finding_as_dict(f) for f in report.findings] if report else []
+
+    def _admin_token(self) -> str | None:
+        token = self.settings.http.admin_token
+        return token.get_secret_value() if token else None
+
+    def _next_run_time(self) -> datetime | None:
+        job = self._scheduler.get_job("tick") if self._scheduler.running else None
+        return job.next_run_time if job else None
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        """Stop scheduling, end the tick, drain notifications; HTTP and clients close after."""
+        deadline = time.monotonic() + self.settings.daemon.shutdown_timeout
+        self._shutting_down = True  # /readyz fails from here on
+        self._scheduler.shutdown(wait=False)
+        tick = self._tick
+        if tick is not None and not tick.done():
+            budget = (
+                0 if self._force else self.settings.daemon.shutdown_timeout * TICK_SHARE_OF_SHUTDOWN
+            )
+            log.info("waiting for the running tick", seconds=round(budget, 1))
+            done, _ = await asyncio.wait({tick}, timeout=budget)
+            if not done:
+                tick.cancel()  # the scanner kills its nmap processes
+                await asyncio.wait({tick}, timeout=max(1.0, deadline - time.monotonic() - 2))
+        if self._delivery is not None:
+            budget = 0 if self._force else max(0.0, deadline - time.monotonic() - 1)
+            left = await self._delivery.drain(budget)
+            if left:
+                log.error("notifications not sent at shutdown", count=left)
+        self._workers.cancel()
+        await asyncio.gather(self._workers, return_exceptions=True)
+        if self._delivery is not None:
+            self._delivery.email.abandon()
+            if self._delivery.telegram:
+                self._delivery.telegram.abandon()
+
+    def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
 
 
-async def tick_once(
-    parts: Components, *, now: datetime | None = None, dry_run: bool = False
-) -> TickReport:
-    now = now or datetime.now(UTC)
-    return await run_tick(
-        now=now,
-        run_id=new_run_id(now),
-        settings=parts.settings,
-        inventory=parts.inventory,
-        scanner=parts.scanner,
-        mailer=parts.mailer,
-        chat=parts.chat,
-        catalog=parts.catalog,
-        metrics=parts.metrics,
-        dry_run=dry_run,
-    )
+async def serve(settings: Settings, config_path: Path) -> None:
+    await Daemon(settings, config_path).serve()

@@ -191,6 +191,16 @@ class InventoryUnavailable(Exception):
     """No inventory could be read and no last good copy exists. The message holds no secret."""
 
 
+class Dispatcher(Protocol):
+    """Where a tick hands its messages. It decides whether to wait for delivery."""
+
+    async def submit_mails(
+        self, run_id: str, mails: Sequence[tuple[OwnerReport, OutgoingMail]]
+    ) -> tuple[MailOutcome, ...]: ...
+
+    async def submit_summary(self, run_id: str, text: str) -> bool | None: ...
+
+
 class DeliveryError(Exception):
     """A message could not be delivered. `permanent` failures are never retried."""
 
@@ -212,6 +222,7 @@ class MailOutcome:
     delivered: bool
     error: str | None = None
     subject: str = ""
+    queued: bool = False  # handed to the e-mail worker; delivery happens after the tick
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,10 +7,8 @@ reads the clock for decisions (the tick's time is `now`); it measures its own du
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,13 +22,12 @@ from goalkeeper.findings import (
 )
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
-    ChatNotifier,
-    DeliveryError,
+    Dispatcher,
     Finding,
     InventorySource,
-    Mailer,
     MailOutcome,
     OutgoingMail,
+    OwnerReport,
     PortSpec,
     Scanner,
     TickReport,
@@ -41,7 +38,6 @@ from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import select_targets
 
 log = logs.get_logger(__name__)
-MAIL_CONCURRENCY = 4
 
 
 def tick_problem(report: TickReport) -> str | None:
@@ -70,12 +66,12 @@ async def run_tick(
     settings: Settings,
     inventory: InventorySource,
     scanner: Scanner,
-    mailer: Mailer,
-    chat: ChatNotifier | None,
+    dispatch: Dispatcher,
     catalog: Catalog,
     metrics: Metrics | None = None,
     dry_run: bool = False,
 ) -> TickReport:
+    """Run one whole tick. `dispatch` gets the mails and the summary (nothing on a dry run)."""
     started = time.perf_counter()
     logs.bind(tick=run_id)
     try:
@@ -85,15 +81,14 @@ async def run_tick(
             settings=settings,
             inventory=inventory,
             scanner=scanner,
-            mailer=mailer,
+            dispatch=dispatch,
             catalog=catalog,
             dry_run=dry_run,
             started=started,
         )
-        if chat is not None and not dry_run:
-            report = dataclasses.replace(
-                report, summary_delivered=await _post_summary(chat, report)
-            )
+        if not dry_run:
+            delivered = await dispatch.submit_summary(run_id, render_summary(report))
+            report = dataclasses.replace(report, summary_delivered=delivered)
         log.info(
             "tick finished",
             targets=report.targets,
@@ -104,6 +99,7 @@ async def run_tick(
             findings=len(report.findings),
             mails=len(report.mails),
             mails_failed=sum(1 for m in report.mails if m.error and not dry_run),
+            mails_queued=sum(1 for m in report.mails if m.queued),
             summary_delivered=report.summary_delivered,
             duration_s=round(report.duration_seconds, 3),
             dry_run=dry_run,
@@ -122,7 +118,7 @@ async def _tick(
     settings: Settings,
     inventory: InventorySource,
     scanner: Scanner,
-    mailer: Mailer,
+    dispatch: Dispatcher,
     catalog: Catalog,
     dry_run: bool,
     started: float,
@@ -159,7 +155,12 @@ async def _tick(
         )
         for owner_report in owner_reports
     ]
-    outcomes = await _send_mails(mailer, mails, owner_reports, dry_run=dry_run)
+    if dry_run:
+        outcomes = tuple(
+            _not_sent(report, mail) for report, mail in zip(owner_reports, mails, strict=True)
+        )
+    else:
+        outcomes = await dispatch.submit_mails(run_id, list(zip(owner_reports, mails, strict=True)))
     elapsed = time.perf_counter() - started
     return TickReport(
         run_id=run_id,
@@ -183,52 +184,17 @@ async def _tick(
     )
 
 
-async def _send_mails(
-    mailer: Mailer, mails: Sequence[OutgoingMail], reports: Sequence[Any], *, dry_run: bool
-) -> list[MailOutcome]:
-    gate = asyncio.Semaphore(MAIL_CONCURRENCY)
-
-    async def send(mail: OutgoingMail, report: Any) -> MailOutcome:
-        error: str | None = "dry run: not sent" if dry_run else None
-        if not dry_run:
-            async with gate:
-                try:
-                    await mailer.send(mail)
-                except DeliveryError as err:
-                    error = err.reason
-                    log.error(
-                        "mail not delivered",
-                        recipient=mail.recipient,
-                        reason=err.reason,
-                        permanent=err.permanent,
-                    )
-                else:
-                    log.info(
-                        "mail delivered", recipient=mail.recipient, findings=len(report.findings)
-                    )
-        return MailOutcome(
-            recipient=mail.recipient,
-            intended=report.intended,
-            owner_name=report.owner.name,
-            findings=len(report.findings),
-            message_id=mail.message_id,
-            delivered=error is None,
-            error=error,
-            subject=mail.subject,
-        )
-
-    async with asyncio.TaskGroup() as group:
-        tasks = [group.create_task(send(m, r)) for m, r in zip(mails, reports, strict=True)]
-    return [task.result() for task in tasks]
-
-
-async def _post_summary(chat: ChatNotifier, report: TickReport) -> bool:
-    try:
-        await chat.send(render_summary(report))
-    except DeliveryError as err:
-        log.error("telegram summary not delivered", reason=err.reason, permanent=err.permanent)
-        return False
-    return True
+def _not_sent(report: OwnerReport, mail: OutgoingMail) -> MailOutcome:
+    return MailOutcome(
+        recipient=mail.recipient,
+        intended=report.intended,
+        owner_name=report.owner.name,
+        findings=len(report.findings),
+        message_id=mail.message_id,
+        delivered=False,
+        error="dry run: not sent",
+        subject=mail.subject,
+    )
 
 
 def _record(metrics: Metrics, report: TickReport) -> None:
@@ -238,13 +204,14 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.inventory_age.set(report.inventory_age_seconds)
     metrics.owners_unresolved.set(len(report.owners_not_found))
     metrics.set_open_findings(count_by_service(report.findings))
-    if not report.dry_run:
-        for mail in report.mails:
-            outcome = "sent" if mail.delivered else "failed"
-            metrics.notifications.labels(channel="email", outcome=outcome).inc()
-        if report.summary_delivered is not None:
-            outcome = "sent" if report.summary_delivered else "failed"
-            metrics.notifications.labels(channel="telegram", outcome=outcome).inc()
+    if report.dry_run:
+        return
+    if tick_problem(report) is None:
+        metrics.ticks.labels(outcome="success").inc()
+        metrics.last_success.set(report.finished_at.timestamp())
+    else:
+        metrics.ticks.labels(outcome="failure").inc()
+    metrics.tick_duration.observe(report.duration_seconds)
 
 
 def report_as_dict(report: TickReport) -> dict[str, Any]:

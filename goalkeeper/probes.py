@@ -1,0 +1,121 @@
+"""The HTTP face of the daemon: probes for Kubernetes, metrics for Prometheus, two admin calls.
+
+Probes are cheap and honest: they read flags the daemon keeps, never call OpenStack. The admin
+endpoints are off unless `http.admin_token` is set, and compare the bearer token in constant
+time. The server never installs signal handlers: the daemon owns signals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.aiohttp import make_aiohttp_handler
+
+from goalkeeper import logs
+
+log = logs.get_logger(__name__)
+
+
+class Controls(Protocol):
+    """What the HTTP layer may ask of the daemon."""
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+
+    def request_tick(self, reason: str) -> str | None: ...  # a run id, or None while one runs
+
+    async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class HttpServer:
+    runner: web.AppRunner
+    port: int
+
+    async def aclose(self) -> None:
+        await self.runner.cleanup()
+
+
+def build_app(
+    controls: Controls, *, registry: CollectorRegistry, admin_token: Callable[[], str | None]
+) -> web.Application:
+    app = web.Application()
+
+    async def healthz(request: web.Request) -> web.Response:
+        ok, details = controls.liveness()
+        return _json({"ok": ok, **details}, status=200 if ok else 503)
+
+    async def readyz(request: web.Request) -> web.Response:
+        ok, details = await controls.readiness()
+        return _json({"ok": ok, **details}, status=200 if ok else 503)
+
+    async def scan(request: web.Request) -> web.Response:
+        run_id = controls.request_tick("api")
+        if run_id is None:
+            return _json({"error": "a tick is already running"}, status=409)
+        return _json({"run_id": run_id, "status": "started"}, status=202)
+
+    async def findings(request: web.Request) -> web.Response:
+        include_resolved = request.query.get("all", "").lower() in ("1", "true", "yes")
+        rows = await controls.findings(include_resolved=include_resolved)
+        return _json({"findings": rows, "count": len(rows)})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", make_aiohttp_handler(registry))
+    app.router.add_post("/scan", _admin(scan, admin_token))
+    app.router.add_get("/findings", _admin(findings, admin_token))
+    return app
+
+
+async def start_http(app: web.Application, *, host: str, port: int) -> HttpServer:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = port
+    server = getattr(site, "_server", None)
+    if server is not None and server.sockets:
+        bound = server.sockets[0].getsockname()[1]
+    log.info("http listening", host=host, port=bound)
+    return HttpServer(runner=runner, port=bound)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _admin(handler: Handler, admin_token: Callable[[], str | None]) -> Handler:
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        token = admin_token()
+        if not token:
+            return _json({"error": "admin API is off: no http.admin_token set"}, status=404)
+        given = request.headers.get("Authorization", "")
+        expected = f"Bearer {token}"
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            log.warning("admin call refused", path=request.path, remote=request.remote)
+            return _json(
+                {"error": "unauthorized"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="goalkeeper"'},
+            )
+        return await handler(request)
+
+    return guarded
+
+
+def _json(
+    body: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        text=json.dumps(body, default=str),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

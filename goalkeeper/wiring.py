@@ -1,0 +1,77 @@
+"""Which concrete class serves each seam of the pipeline, built from settings.
+
+The CLI's one-shot `scan` and the always-on daemon build their clients here, so both run exactly
+the same tick. This module only constructs and closes things; it holds no policy.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from goalkeeper.config import Settings
+from goalkeeper.inventory.cloud import CloudInventory
+from goalkeeper.inventory.static import StaticInventory, resolve_static_path
+from goalkeeper.model import ChatNotifier, InventorySource, Mailer
+from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.notify.telegram import TelegramNotifier
+from goalkeeper.scanning.nmap import NmapScanner
+
+
+def scope_problem(settings: Settings) -> str | None:
+    """Why nothing could be scanned with these settings, or None."""
+    if not settings.scan.allowed_networks:
+        return (
+            "scan.allowed_networks is empty: nothing may be scanned. "
+            "List the cloud's public ranges there (CIDRs)."
+        )
+    return None
+
+
+def new_run_id(now: datetime) -> str:
+    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+@asynccontextmanager
+async def inventory_source(settings: Settings, config_path: Path) -> AsyncIterator[InventorySource]:
+    if settings.inventory.source == "static":
+        yield StaticInventory(
+            resolve_static_path(settings, config_path), allowed=settings.scan.allowed_networks
+        )
+        return
+    cloud = CloudInventory(settings.inventory)
+    try:
+        yield cloud
+    finally:
+        await cloud.aclose()
+
+
+@dataclass(frozen=True)
+class Notifiers:
+    mailer: Mailer
+    chat: ChatNotifier | None
+
+
+@asynccontextmanager
+async def notifiers(settings: Settings) -> AsyncIterator[Notifiers]:
+    async with AsyncExitStack() as stack:
+        chat: ChatNotifier | None = None
+        if settings.notify.telegram.enabled:
+            telegram = TelegramNotifier(settings.notify.telegram)
+            stack.push_async_callback(telegram.aclose)
+            chat = telegram
+        yield Notifiers(mailer=SmtpMailer(settings.notify.email), chat=chat)
+
+
+@asynccontextmanager
+async def scanner(settings: Settings) -> AsyncIterator[NmapScanner]:
+    """A scanner for one tick, built from the settings that tick started with."""
+    nmap = NmapScanner(settings.scan)
+    try:
+        yield nmap
+    finally:
+        await nmap.aclose()
