@@ -12,7 +12,6 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -21,13 +20,12 @@ import yaml
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import load_settings, serve
-from goalkeeper.delivery import Delivery
-from goalkeeper.metrics import Metrics
+from goalkeeper.demo import run_demo
 from goalkeeper.model import TickReport
 from goalkeeper.notify.render import render_summary
-from goalkeeper.pipeline import report_as_dict, run_tick, tick_problem
+from goalkeeper.pipeline import report_as_dict, tick_problem
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.wiring import inventory_source, new_run_id, notifiers, scanner, scope_problem
+from goalkeeper.wiring import one_tick, scope_problem
 
 EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -53,11 +51,29 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
     )
+    demo = commands.add_parser(
+        "demo", help="run one real tick against a simulated cloud on loopback (needs no config)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where mails are written")
+    demo.add_argument("--seed", type=int, default=2026)
+    demo.add_argument("--projects", type=int, default=10)
+    demo.add_argument("--servers-per-project", type=int, default=6)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        logs.configure(level="warning", fmt="console")
+        asyncio.run(
+            run_demo(
+                args.out,
+                seed=args.seed,
+                projects=args.projects,
+                servers_per_project=args.servers_per_project,
+            )
+        )
+        return EXIT_OK
     path = config.resolve_path(getattr(args, "config", None))
     try:
         settings = load_settings(path)
@@ -105,7 +121,7 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = await tick_now(settings, path, dry_run=dry_run)
+        report = await one_tick(settings, path, dry_run=dry_run)
     except ConfigError as err:  # the static inventory file changed since the check
         _print_problems(err, sys.stderr)
         return EXIT_USAGE
@@ -123,30 +139,6 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: the tick did not do its job: {why}", file=sys.stderr)
         return EXIT_TICK_FAILED
     return EXIT_OK
-
-
-async def tick_now(settings: Settings, path: Path, *, dry_run: bool) -> TickReport:
-    """One tick with the real clients, waiting until every message is delivered or given up."""
-    metrics = Metrics()
-    now = datetime.now(UTC)
-    async with (
-        inventory_source(settings, path) as inventory,
-        scanner(settings) as nmap,
-        notifiers(settings) as parts,
-    ):
-        delivery = Delivery(mailer=parts.mailer, chat=parts.chat, metrics=metrics, wait=True)
-        async with delivery.running():
-            return await run_tick(
-                now=now,
-                run_id=new_run_id(now),
-                settings=settings,
-                inventory=inventory,
-                scanner=nmap,
-                dispatch=delivery,
-                catalog=load_catalog(),
-                metrics=metrics,
-                dry_run=dry_run,
-            )
 
 
 def print_report(report: TickReport, out: TextIO) -> None:

@@ -145,8 +145,8 @@ class Delivery:
         metrics: Metrics,
         wait: bool,
         queue_size: int = 10_000,
-        attempts: int = 3,
-        backoff_base: float = 5.0,
+        attempts: int = 2,  # on top of the clients' own retries
+        backoff_base: float = 10.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.wait = wait
@@ -187,9 +187,9 @@ class Delivery:
         outcomes: list[MailOutcome] = []
         jobs: list[_Job[OutgoingMail] | None] = []
         for report, mail in mails:
-            job = _Job(run_id, mail.recipient, mail)
-            queued = self.email.submit(job)
-            jobs.append(job if queued else None)
+            new_job = _Job(run_id, mail.recipient, mail)
+            queued = self.email.submit(new_job)
+            jobs.append(new_job if queued else None)
             outcomes.append(
                 MailOutcome(
                     recipient=mail.recipient,

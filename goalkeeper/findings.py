@@ -7,6 +7,7 @@ tested as tables.
 
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -21,6 +22,8 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
+
+_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[A-Za-z0-9-]+")
 
 
 def build_findings(
@@ -71,7 +74,7 @@ def group_reports(
         groups.items(), key=lambda kv: (kv[0].startswith("not-found:"), kv[0])
     ):
         owner = items[0].owner
-        intended = owner.email if owner.known else None
+        intended = owner.email if deliverable(owner.email) else None
         reports.append(
             OwnerReport(
                 recipient=intended if intended and not redirect else ops_email,
@@ -100,10 +103,15 @@ def unresolved_projects(findings: Iterable[Finding]) -> tuple[str, ...]:
     )
 
 
+def deliverable(email: str | None) -> bool:
+    """One plain address; billing data that is not one (a list, a name, CR/LF) is unusable."""
+    return bool(email) and _ADDRESS.fullmatch(email or "") is not None
+
+
 def _recipient_key(finding: Finding) -> str:
-    owner = finding.owner
-    if owner.email:
-        return owner.email.strip().lower()
+    email = finding.owner.email
+    if email and deliverable(email):
+        return email.strip().lower()
     return f"not-found:{finding.target.project_id or finding.address}"
 
 

@@ -155,12 +155,11 @@ async def _tick(
         )
         for owner_report in owner_reports
     ]
+    pairs = list(zip(owner_reports, mails, strict=True))
     if dry_run:
-        outcomes = tuple(
-            _not_sent(report, mail) for report, mail in zip(owner_reports, mails, strict=True)
-        )
+        outcomes = tuple(_not_sent(report, mail) for report, mail in pairs)
     else:
-        outcomes = await dispatch.submit_mails(run_id, list(zip(owner_reports, mails, strict=True)))
+        outcomes = await dispatch.submit_mails(run_id, pairs)
     elapsed = time.perf_counter() - started
     return TickReport(
         run_id=run_id,

@@ -10,15 +10,19 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from goalkeeper.config import Settings
+from goalkeeper.delivery import Delivery
 from goalkeeper.inventory.cloud import CloudInventory
 from goalkeeper.inventory.static import StaticInventory, resolve_static_path
-from goalkeeper.model import ChatNotifier, InventorySource, Mailer
+from goalkeeper.metrics import Metrics
+from goalkeeper.model import ChatNotifier, InventorySource, Mailer, TickReport
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.notify.telegram import TelegramNotifier
+from goalkeeper.pipeline import run_tick
+from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.scanning.nmap import NmapScanner
 
 
@@ -75,3 +79,32 @@ async def scanner(settings: Settings) -> AsyncIterator[NmapScanner]:
         yield nmap
     finally:
         await nmap.aclose()
+
+
+async def one_tick(
+    settings: Settings, config_path: Path, *, dry_run: bool = False, now: datetime | None = None
+) -> TickReport:
+    """One tick with the real clients, waiting until every message is delivered or given up.
+
+    The CLI's `scan` and `demo` use this; the daemon keeps its clients across ticks instead.
+    """
+    metrics = Metrics()
+    now = now or datetime.now(UTC)
+    async with (
+        inventory_source(settings, config_path) as inventory,
+        scanner(settings) as nmap,
+        notifiers(settings) as parts,
+    ):
+        delivery = Delivery(mailer=parts.mailer, chat=parts.chat, metrics=metrics, wait=True)
+        async with delivery.running():
+            return await run_tick(
+                now=now,
+                run_id=new_run_id(now),
+                settings=settings,
+                inventory=inventory,
+                scanner=nmap,
+                dispatch=delivery,
+                catalog=load_catalog(),
+                metrics=metrics,
+                dry_run=dry_run,
+            )

@@ -140,3 +140,21 @@ def test_unresolved_projects_lists_each_once() -> None:
         target("203.0.113.7", BETA, "p2"),
     )
     assert unresolved_projects(findings) == ("p3",)
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "two@a.example, three@b.example",
+        "Name <x@a.example>",
+        "x@a.example\r\nBcc: y@b.example",
+        "no-at-sign",
+        "x@localhost",
+    ],
+)
+def test_undeliverable_billing_address_goes_to_ops_as_not_found(email: str) -> None:
+    findings = findings_for(target("203.0.113.5", Owner(name="Odd", email=email), "p9"))
+    (report,) = group_reports(findings, ops_email="security@example.com", redirect=False)
+    assert report.recipient == "security@example.com"
+    assert report.not_found
+    assert report.key == "not-found:p9"

@@ -1,0 +1,153 @@
+"""`goalkeeper demo`: the real tick against a simulated cloud on loopback, then what happened.
+
+Starts the simulated OpenStack and Fleio, listeners playing the servers' open ports on
+127.x.y.z addresses, an SMTP sink that writes .eml files and a fake Telegram; runs one tick with
+`inventory.source: openstack` through the same code as `goalkeeper scan`; prints the findings,
+which customer got which mail, and the Telegram summary; stops everything it started. Nothing
+leaves the machine: every address involved is in 127.0.0.0/8.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+import yaml
+
+from goalkeeper import config
+from goalkeeper.config import Settings
+from goalkeeper.model import TickReport
+from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper.sim.telegram import FakeTelegram
+from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, build_world
+from goalkeeper.wiring import one_tick
+
+OPS = "security@provider.example"
+
+
+async def run_demo(
+    out_dir: Path, *, seed: int = 2026, projects: int = 10, servers_per_project: int = 6,
+    out: TextIO = sys.stdout,
+) -> TickReport:  # fmt: skip
+    _fresh_directory(out_dir / "mail")
+    catalog = load_catalog()
+    world = build_world(
+        seed,
+        projects=projects,
+        servers_per_project=servers_per_project,
+        services=[p for p in catalog.ports if p.service in _DEMO_SERVICES],
+    )
+    async with (
+        SimulatedCloud(world) as cloud,
+        SmtpSink(directory=out_dir / "mail") as smtp,
+        FakeTelegram() as telegram,
+    ):
+        clouds_yaml = cloud.write_clouds_yaml(out_dir / "clouds.yaml")
+        settings = Settings.model_validate(
+            {
+                "environment": "prod",
+                "scan": {
+                    "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                    "privileged": os.geteuid() == 0,
+                    "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 60s",
+                },
+                "inventory": {
+                    "source": "openstack",
+                    "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
+                    "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
+                },
+                "notify": {
+                    "send_to_customers": True,
+                    "ops_email": OPS,
+                    "sender": f"Goalkeeper <{OPS}>",
+                    "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
+                    "telegram": {
+                        "enabled": True,
+                        "token": telegram.token,
+                        "chat_id": "-1001000000001",
+                        "api_base": telegram.url,
+                    },
+                },
+                "state": {"url": f"sqlite+aiosqlite:///{out_dir / 'state.db'}"},
+            }
+        )
+        config_path = _write_config(settings, out_dir / "config.yaml")
+        with _environment(OS_CLIENT_CONFIG_FILE=str(clouds_yaml)):
+            report = await one_tick(settings, config_path)
+        print_demo(report, smtp, telegram, world_size=(len(world.projects), len(world.servers)),
+                   out=out)  # fmt: skip
+    return report
+
+
+_DEMO_SERVICES = {"redis", "mongodb", "mysql", "elasticsearch", "memcached", "telnet", "docker"}
+
+
+def print_demo(
+    report: TickReport,
+    smtp: SmtpSink,
+    telegram: FakeTelegram,
+    *,
+    world_size: tuple[int, int],
+    out: TextIO,
+) -> None:
+    projects, servers = world_size
+    print(f"Simulated cloud: {projects} projects, {servers} servers (all on 127.x.y.z).", file=out)
+    print(
+        f"Tick {report.run_id}: {report.targets} public addresses, {report.hosts_scanned} scanned, "
+        f"{len(report.not_scanned)} not scanned, {len(report.findings)} open dangerous ports, "
+        f"{report.duration_seconds:.1f} s.\n",
+        file=out,
+    )
+    print(f"{'address':<15} {'port':>9}  {'service':<14} {'server':<22} owner", file=out)
+    for f in report.findings:
+        owner = f.owner.email or f"NOT FOUND ({f.target.project_name or f.target.project_id})"
+        port = f"{f.port}/{f.protocol}"
+        print(
+            f"{f.address!s:<15} {port:>9}  {f.service:<14} {f.target.server_name[:22]:<22} {owner}",
+            file=out,
+        )
+    print("\nMails (SMTP sink):", file=out)
+    for mail in smtp.messages:
+        print(f"  to {', '.join(mail.rcpt_tos)}: {mail.message['Subject']}", file=out)
+        print(f"      {mail.path}", file=out)
+    failed = [m for m in report.mails if not m.delivered]
+    for m in failed:
+        print(f"  NOT DELIVERED to {m.recipient}: {m.error}", file=out)
+    print(f"\nTelegram summary ({len(telegram.messages)} message(s)):", file=out)
+    for message in telegram.messages:
+        print(message.plain, file=out)
+
+
+def _fresh_directory(mail_dir: Path) -> None:
+    shutil.rmtree(mail_dir.parent, ignore_errors=True)
+    mail_dir.mkdir(parents=True)
+
+
+def _write_config(settings: Settings, path: Path) -> Path:
+    """The demo's effective config, secrets left out, for the curious to read."""
+    data = config.redacted(settings)
+    data["inventory"]["fleio"]["token"] = None
+    data["notify"]["telegram"]["token"] = None
+    path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,166 @@
+"""Delivers rendered mails over SMTP with aiosmtplib: plain, STARTTLS or implicit TLS.
+
+The only module that imports aiosmtplib. It decides what a failure means: 5xx replies are
+permanent and never retried; connection errors, timeouts and 4xx replies are retried with
+backoff. It must not render or change a mail, and the password never reaches a log line or an
+exception: errors carry the server's reply with the password masked, and no exception chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parseaddr
+
+import aiosmtplib
+import structlog
+
+from goalkeeper.config import EmailSettings
+from goalkeeper.model import DeliveryError, OutgoingMail
+from goalkeeper.notify.render import to_mime
+
+log = structlog.get_logger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    reason: str
+    permanent: bool
+
+
+class SmtpMailer:
+    """model.Mailer over SMTP. One connection per send for now; `_open` is where a pool goes."""
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        attempts: int = 3,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        deadline: float | None = None,
+        tls_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._settings = settings
+        self._password = settings.password.get_secret_value() if settings.password else None
+        self._attempts = max(1, attempts)
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        # One attempt is several round trips, each allowed `timeout`; the deadline stops a
+        # server that answers just often enough to never trip the per-read timeout.
+        self._deadline = deadline if deadline is not None else settings.timeout * 3
+        self._tls_context = tls_context
+        self._local_hostname = local_hostname
+        self._sleep = sleep
+
+    def __repr__(self) -> str:
+        s = self._settings
+        return f"SmtpMailer(host={s.host!r}, port={s.port}, username={s.username!r})"
+
+    async def aclose(self) -> None:
+        """Nothing is held between sends yet; callers close anyway so pooling can come later."""
+
+    async def send(self, mail: OutgoingMail) -> None:
+        """Deliver `mail` to its one recipient or raise DeliveryError saying whether to retry."""
+        try:
+            message = to_mime(mail)
+        except ValueError as err:
+            raise DeliveryError(f"the mail cannot be sent: {err}", permanent=True) from None
+        envelope_from = parseaddr(mail.sender)[1]
+        bound = log.bind(recipient=mail.recipient, message_id=mail.message_id)
+        failure = _Failure("not attempted", permanent=False)
+        for attempt in range(1, self._attempts + 1):
+            client = self._open()
+            try:
+                async with asyncio.timeout(self._deadline):
+                    await client.connect()
+                    if self._settings.username:
+                        await client.login(self._settings.username, self._password or "")
+                    await client.send_message(
+                        message, sender=envelope_from, recipients=[mail.recipient]
+                    )
+            except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as err:
+                failure = self._classify(err)
+                await self._close(client, polite=not isinstance(err, TimeoutError | OSError))
+            else:
+                await self._close(client, polite=True)
+                bound.info("mail.sent", attempt=attempt)
+                return
+            if failure.permanent:
+                bound.warning("mail.refused", reason=failure.reason)
+                raise DeliveryError(failure.reason, permanent=True)
+            if attempt < self._attempts:
+                delay = self._delay(attempt)
+                bound.warning(
+                    "mail.retry", attempt=attempt, delay=round(delay, 2), reason=failure.reason
+                )
+                await self._sleep(delay)
+        bound.warning("mail.failed", attempts=self._attempts, reason=failure.reason)
+        raise DeliveryError(
+            f"{failure.reason} (gave up after {self._attempts} attempts)", permanent=False
+        )
+
+    def _open(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        return aiosmtplib.SMTP(
+            hostname=s.host,
+            port=s.port,
+            use_tls=s.ssl,
+            # False, not None: None would mean "upgrade if offered", hiding a downgrade.
+            start_tls=s.starttls,
+            timeout=s.timeout,
+            tls_context=self._tls_context,
+            local_hostname=self._local_hostname,
+        )
+
+    async def _close(self, client: aiosmtplib.SMTP, *, polite: bool) -> None:
+        """Say QUIT when the server is talking; a mail it accepted stays accepted regardless."""
+        try:
+            if polite and client.is_connected:
+                async with asyncio.timeout(self._settings.timeout):
+                    await client.quit()
+        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+            pass  # the transport is closed below either way
+        finally:
+            # aiosmtplib leaves the transport open when a connect is cancelled mid-way.
+            client.close()
+
+    def _classify(self, err: BaseException) -> _Failure:
+        if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
+            codes = [refused.code for refused in err.recipients]
+            replies = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+            return _Failure(
+                self._clean(f"recipient refused: {replies}"),
+                permanent=bool(codes) and all(500 <= code < 600 for code in codes),
+            )
+        if isinstance(err, aiosmtplib.SMTPResponseException):
+            what = type(err).__name__.removeprefix("SMTP")
+            return _Failure(
+                self._clean(f"{what}: {err.code} {err.message}"),
+                permanent=500 <= err.code < 600,
+            )
+        if isinstance(err, ssl.SSLError):
+            # Certificate or handshake trouble lies with the server or the settings, not with
+            # this mail: it may well go through once that is fixed.
+            return _Failure(self._clean(f"TLS failed: {err}"), permanent=False)
+        if isinstance(err, aiosmtplib.SMTPNotSupported | ValueError):
+            # The server lacks what the settings demand (STARTTLS, AUTH), or the mail has an
+            # address SMTP cannot carry: the same attempt would fail the same way again.
+            return _Failure(self._clean(f"{type(err).__name__}: {err}"), permanent=True)
+        if isinstance(err, TimeoutError) and not isinstance(err, aiosmtplib.SMTPException):
+            return _Failure(f"no answer within the {self._deadline:g} s deadline", False)
+        return _Failure(self._clean(f"{type(err).__name__}: {err}"), permanent=False)
+
+    def _delay(self, attempt: int) -> float:
+        base = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
+        return random.uniform(base / 2, base)
+
+    def _clean(self, text: str) -> str:
+        return text.replace(self._password, "***") if self._password else text

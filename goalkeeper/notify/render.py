@@ -1,0 +1,351 @@
+"""Turns reports into words: one mail per owner and the ops chat summary of a tick.
+
+Pure: it loads templates and builds strings and MIME objects, nothing else. It never reads the
+clock (times are arguments), never sends anything and never imports a network library.
+Server, project and owner names are chosen by customers, so they are escaped in HTML and made
+harmless before they reach a mail header: no CR, LF or other control character gets through.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import html
+import ipaddress
+import unicodedata
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, getaddresses, parseaddr
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from goalkeeper.model import (
+    Finding,
+    FindingStatus,
+    OutgoingMail,
+    OwnerReport,
+    ServiceAdvice,
+    TickReport,
+)
+
+SUBJECT_LIMIT = 200
+# Headers an override template or a stored mail may not set: they route or frame the message.
+_RESERVED_HEADERS = frozenset(
+    {"from", "to", "cc", "bcc", "sender", "subject", "message-id", "mime-version", "return-path"}
+)
+
+
+def header_text(value: str, *, limit: int = SUBJECT_LIMIT) -> str:
+    """`value` made safe for one header line: control and format characters become spaces."""
+    cleaned = "".join(
+        " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in value
+    )
+    single = " ".join(cleaned.split())
+    return single if len(single) <= limit else single[: limit - 1].rstrip() + "…"
+
+
+def message_id(run_id: str, recipient: str, sender: str) -> str:
+    """The same (run, recipient) always gets the same Message-ID, so a resend is recognisable."""
+    digest = hashlib.sha256(f"{run_id}\0{recipient}".encode()).hexdigest()[:32]
+    domain = parseaddr(sender)[1].rpartition("@")[2] or "goalkeeper.invalid"
+    return f"<{digest}@{domain}>"
+
+
+@dataclass(frozen=True, slots=True)
+class PortLine:
+    address: str
+    port: int
+    protocol: str
+    service: str
+    title: str
+    first_seen: str
+    new: bool
+    evidence: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerBlock:
+    name: str
+    server_id: str
+    project_name: str
+    project_id: str
+    addresses: tuple[str, ...]
+    ports: tuple[PortLine, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectRef:
+    project_id: str
+    project_name: str
+
+
+def render_owner_report(
+    report: OwnerReport,
+    *,
+    environment: str,
+    run_id: str,
+    sender: str,
+    advice: Mapping[str, ServiceAdvice],
+    generated_at: datetime,
+    templates_dir: Path | None = None,
+) -> OutgoingMail:
+    """One multipart mail for one recipient, listing every exposed server and port."""
+    recipient = _single_address(report.recipient, "recipient")
+    _single_address(sender, "sender")
+    open_findings = [f for f in report.findings if f.status != FindingStatus.RESOLVED]
+    resolved = [f for f in report.findings if f.status == FindingStatus.RESOLVED]
+    services = sorted({f.service for f in open_findings})
+    context: dict[str, Any] = {
+        "environment": environment,
+        "run_id": run_id,
+        "generated_at": _when(generated_at),
+        "recipient": recipient,
+        "intended": report.intended,
+        "redirected": report.redirected,
+        "not_found": report.not_found,
+        "owner": report.owner,
+        "servers": _server_blocks(open_findings, advice),
+        "resolved": _server_blocks(resolved, advice),
+        "advice": [advice.get(service) or _fallback_advice(service) for service in services],
+        "projects": sorted(
+            {ProjectRef(f.target.project_id, f.target.project_name) for f in report.findings},
+            key=lambda p: (p.project_name, p.project_id),
+        ),
+        "open_count": len(open_findings),
+        "resolved_count": len(resolved),
+        "server_count": len({_server_key(f) for f in open_findings}),
+    }
+    env = _environment(templates_dir)
+    prefix = f"[{environment}] "
+    if report.redirected and report.intended:
+        prefix += f"for {report.intended}: "
+    subject = header_text(prefix + env.get_template("subject.txt.j2").render(context))
+    headers = {
+        "Date": format_datetime(_aware(generated_at)),
+        "Auto-Submitted": "auto-generated",  # RFC 3834: keeps vacation responders quiet
+        "X-Goalkeeper-Environment": header_text(environment),
+        "X-Goalkeeper-Run": header_text(run_id),
+    }
+    if report.redirected and report.intended:
+        headers["X-Goalkeeper-Intended-Recipient"] = header_text(report.intended)
+    if report.not_found:
+        headers["X-Goalkeeper-Owner"] = "NOT FOUND"
+    return OutgoingMail(
+        recipient=recipient,
+        sender=sender,
+        subject=subject,
+        text=env.get_template("report.txt.j2").render(context),
+        html=env.get_template("report.html.j2").render(context),
+        message_id=message_id(run_id, recipient, sender),
+        headers=headers,
+    )
+
+
+def to_mime(mail: OutgoingMail) -> EmailMessage:
+    """The mail as multipart/alternative; headers are checked again, whoever built `mail`."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = _single_address(mail.sender, "sender")
+    message["To"] = _single_address(mail.recipient, "recipient")
+    message["Subject"] = header_text(mail.subject)
+    message["Message-ID"] = header_text(mail.message_id).replace(" ", "")
+    for name, value in mail.headers.items():
+        if name.lower() in _RESERVED_HEADERS or not name.isascii() or not _is_token(name):
+            raise ValueError(f"header {name!r} may not be set on a report mail")
+        message[name] = header_text(value)
+    message.set_content(mail.text)
+    message.add_alternative(mail.html, subtype="html")
+    return message
+
+
+def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
+    """The tick in Telegram-HTML. Every exposed host is listed unless `top_hosts` caps it."""
+    e = html.escape
+    lines = [f"<b>Goalkeeper [{e(report.environment)}]</b> run <code>{e(report.run_id)}</code>"]
+    if report.dry_run:
+        lines.append("<i>Dry run: nothing was sent.</i>")
+    lines.append(
+        f"Targets: {report.targets} · scanned: {report.hosts_scanned}"
+        f" · <b>not scanned: {len(report.not_scanned)}</b>"
+    )
+    if report.not_scanned:
+        lines.append("Why not scanned: " + e(_tally(report.not_scanned.values())))
+    lines.append(f"Refused (outside allowed_networks): {len(report.refused)}")
+    lines.append(f"Excluded: {report.excluded}")
+    if report.failed_batches:
+        lines.append(f"<b>Failed nmap batches: {report.failed_batches}</b>")
+    new = sum(1 for f in report.findings if f.status == FindingStatus.NEW)
+    lines.append(
+        f"<b>Open findings: {len(report.findings)}</b> (new: {new},"
+        f" resolved: {len(report.resolved)})"
+    )
+    for service, count in sorted(Counter(f.service for f in report.findings).items()):
+        lines.append(f"  {e(service)}: {count}")
+    delivered = sum(1 for m in report.mails if m.delivered)
+    failed = [m for m in report.mails if not m.delivered]
+    not_found = sum(1 for m in report.mails if m.intended is None)
+    lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
+    if report.owners_not_found:
+        projects = ", ".join(e(p) for p in report.owners_not_found)
+        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
+    lines.append(f"Mail failures: {len(failed)}")
+    lines.extend(f"  {e(m.recipient)}: {e(m.error or 'not delivered')}" for m in failed)
+    lines.append(
+        f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
+    )
+    if report.inventory_stale_reason:
+        lines.append(f"⚠️ <b>Inventory is stale</b>: {e(report.inventory_stale_reason)}")
+    lines.extend(f"⚠️ {e(warning)}" for warning in report.warnings)
+    hosts = _exposed_hosts(report.findings)
+    lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
+    shown = hosts if top_hosts is None else hosts[:top_hosts]
+    lines.extend(shown)
+    if len(shown) < len(hosts):
+        lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=8)
+def _environment(templates_dir: Path | None) -> jinja2.Environment:
+    loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("goalkeeper.notify", "templates")]
+    if templates_dir is not None:
+        loaders.insert(0, jinja2.FileSystemLoader(templates_dir))
+    environment = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=jinja2.select_autoescape(enabled_extensions=("html", "html.j2")),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    # Customer names may hold line breaks meant to fake lines of our own text.
+    environment.filters["oneline"] = _oneline
+    return environment
+
+
+def _oneline(value: object) -> str:
+    return header_text(str(value), limit=300)
+
+
+def _server_blocks(
+    findings: Iterable[Finding], advice: Mapping[str, ServiceAdvice]
+) -> list[ServerBlock]:
+    groups: dict[tuple[str, str, str, str], list[Finding]] = defaultdict(list)
+    for finding in findings:
+        groups[_server_key(finding)].append(finding)
+    blocks = []
+    for (server_id, name, project_id, project_name), members in groups.items():
+        members.sort(key=lambda f: (f.address, f.protocol, f.port))
+        blocks.append(
+            ServerBlock(
+                name=name or "(unnamed server)",
+                server_id=server_id,
+                project_name=project_name,
+                project_id=project_id,
+                addresses=tuple(dict.fromkeys(str(f.address) for f in members)),
+                ports=tuple(
+                    PortLine(
+                        address=str(f.address),
+                        port=f.port,
+                        protocol=str(f.protocol),
+                        service=f.service,
+                        title=(advice.get(f.service) or _fallback_advice(f.service)).title,
+                        first_seen=f.first_seen.strftime("%Y-%m-%d"),
+                        new=f.status == FindingStatus.NEW,
+                        evidence=f.evidence,
+                    )
+                    for f in members
+                ),
+            )
+        )
+    return sorted(blocks, key=lambda b: (b.project_name, b.name, b.addresses))
+
+
+def _server_key(finding: Finding) -> tuple[str, str, str, str]:
+    target = finding.target
+    # Without a server id, the address is the only thing that tells two servers apart.
+    server_id = target.server_id or f"address:{finding.address}"
+    return (server_id, target.server_name, target.project_id, target.project_name)
+
+
+def _fallback_advice(service: str) -> ServiceAdvice:
+    return ServiceAdvice(
+        service=service,
+        title=service,
+        exposed=f"A {service} service answers on this port to anyone on the Internet.",
+        risk=(
+            "Automated scanners find such services within hours; an exposed service can be "
+            "broken into, have its data stolen or be abused to attack others."
+        ),
+        fix=(
+            "Allow the port only from the addresses that need it, in the server's security "
+            "group or its firewall.",
+            "If nothing outside the server needs the service, bind it to 127.0.0.1 or a "
+            "private address, or stop it.",
+        ),
+    )
+
+
+def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
+    by_address: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        by_address[str(finding.address)].append(finding)
+    lines = []
+    for address in sorted(by_address, key=_address_order):
+        members = sorted(by_address[address], key=lambda f: (f.protocol, f.port))
+        target = members[0].target
+        names = (target.server_name, target.project_name)
+        where = " · ".join(html.escape(name) for name in names if name)
+        ports = ", ".join(f"{f.port}/{f.protocol} {html.escape(f.service)}" for f in members)
+        lines.append(f"<code>{html.escape(address)}</code> {where}: {ports}")
+    return lines
+
+
+def _address_order(address: str) -> tuple[int, int]:
+    parsed = ipaddress.ip_address(address)
+    return (parsed.version, int(parsed))
+
+
+def _tally(reasons: Iterable[str], *, limit: int = 5) -> str:
+    counts = Counter(header_text(reason, limit=80) for reason in reasons).most_common()
+    parts = [f"{reason} ({count})" for reason, count in counts[:limit]]
+    rest = sum(count for _, count in counts[limit:])
+    if rest:
+        parts.append(f"other reasons ({rest})")
+    return "; ".join(parts)
+
+
+def _age(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return f"{int(max(seconds, 0))} s"
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d {hours % 24} h"
+
+
+def _single_address(value: str, role: str) -> str:
+    if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
+        raise ValueError(f"the {role} address contains control characters")
+    parsed = getaddresses([value])
+    if len(parsed) != 1 or "@" not in parsed[0][1]:
+        raise ValueError(f"the {role} is not exactly one e-mail address")
+    return value
+
+
+def _is_token(name: str) -> bool:
+    return bool(name) and all(char.isalnum() or char == "-" for char in name)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _when(moment: datetime) -> str:
+    return _aware(moment).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -1,0 +1,365 @@
+"""The nmap scanner: runs nmap over a scan plan and says honestly what was and was not scanned.
+
+The only module that starts nmap or imports python-nmap. nmap runs as an asyncio subprocess,
+because python-nmap's PortScanner.scan() hides its Popen and cannot be stopped: a cancelled scan
+here SIGKILLs its nmap, so none outlives the tick. python-nmap then parses the XML in a thread
+pool. It hides failures (DESIGN §4): a host cut off by --host-timeout looks clean, a killed run
+loses everything and errors land in `scaninfo`. So the raw XML and stderr are read as well, and
+such hosts are reported as not scanned, never as clean. One failed batch is retried once and
+then reported; it never sinks the scan. This module scans exactly the addresses it is handed
+(allowed_networks and exclude are the pipeline's job) and knows nothing of owners or findings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import re
+import shlex
+import shutil
+import signal
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from itertools import chain
+from types import TracebackType
+from typing import Any, Self
+
+import nmap
+import structlog
+
+from goalkeeper.config import ScanSettings
+from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
+from goalkeeper.scanning.planner import Batch, plan_scan
+
+log = structlog.get_logger(__name__)
+
+HOST_TIMEOUT_REASON = "nmap host timeout"
+ARGV_TARGETS_MAX = 16  # larger batches reach nmap on stdin (-iL -), away from argv limits and ps
+_ATTEMPTS = 2  # a failed batch is retried once
+_WARNING = re.compile(r"^warning:", re.IGNORECASE)  # python-nmap's own split of nmap's stderr
+_TOKEN = re.compile(r"[0-9A-Fa-f:.]+")
+_MAX_REASON = 200
+
+
+class ScannerSetupError(Exception):
+    """The scanner cannot work as configured: nmap missing, or raw scans without root."""
+
+
+class _BatchFailed(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason[:_MAX_REASON]
+
+
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """What every nmap run of one scan looks for, and how."""
+
+    scan_types: tuple[str, ...]
+    tcp: frozenset[int]
+    udp: frozenset[int]
+
+    @property
+    def port_argument(self) -> str:
+        parts = [f"T:{','.join(map(str, sorted(self.tcp)))}"] if self.tcp else []
+        parts += [f"U:{','.join(map(str, sorted(self.udp)))}"] if self.udp else []
+        return ",".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    scanned: frozenset[IPAddress] = frozenset()
+    open_ports: tuple[OpenPort, ...] = ()
+    not_scanned: Mapping[IPAddress, str] = field(default_factory=dict)
+    failed: bool = False
+    runs: int = 0
+
+
+class NmapScanner:
+    """The `Scanner` of model.py, backed by nmap. Use as an async context manager, or aclose()."""
+
+    def __init__(self, settings: ScanSettings, *, nmap_path: str = "nmap") -> None:
+        try:
+            arguments = tuple(shlex.split(settings.nmap_arguments))
+        except ValueError as err:
+            raise ScannerSetupError(f"scan.nmap_arguments cannot be split: {err}") from None
+        if shutil.which(nmap_path) is None:
+            raise ScannerSetupError(f"nmap not found: {nmap_path!r} is not an executable")
+        if settings.privileged and os.geteuid() != 0 and "--privileged" not in arguments:
+            raise ScannerSetupError(
+                "scan.privileged is true, but SYN and UDP scans (-sS/-sU) need raw sockets: run "
+                f"as root with NET_RAW (this process runs as uid {os.geteuid()}), or set "
+                "scan.privileged: false for a TCP connect scan without UDP"
+            )
+        self._settings = settings
+        self._nmap_path = nmap_path
+        # -Pn always: customer servers often drop ping, and under --open a host that discovery
+        # calls down is left out of the XML exactly like a clean one.
+        self._arguments = arguments if "-Pn" in arguments else (*arguments, "-Pn")
+        self._slots = asyncio.Semaphore(settings.max_concurrent_scans)
+        # python-nmap's parse is blocking and CPU-bound (a whole-document DOM): it runs in these
+        # threads so the event loop keeps serving probes while a large batch is read.
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.max_concurrent_scans, thread_name_prefix="goalkeeper-nmap"
+        )
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the parsing threads; a parse in progress finishes first (threads are never
+        orphaned)."""
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True, cancel_futures=True)
+
+    async def scan(self, addresses: Sequence[IPAddress], ports: Sequence[PortSpec]) -> ScanResult:
+        if self._closed:
+            raise RuntimeError("the scanner is closed")
+        probe, warnings = self._probe(ports)
+        plan = plan_scan(
+            addresses,
+            subnet_prefix=self._settings.subnet_prefix,
+            batch_size=self._settings.batch_size,
+        )
+        if probe is None:
+            reason = "no ports to scan" + (" (UDP needs scan.privileged: true)" if ports else "")
+            return ScanResult(
+                scanned=frozenset(),
+                open_ports=(),
+                not_scanned=dict.fromkeys(plan.addresses, reason),
+                warnings=warnings,
+            )
+        per_subnet = {
+            subnet: asyncio.Semaphore(self._settings.max_concurrent_per_subnet)
+            for subnet in plan.subnets
+        }
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(
+                    self._run_batch(batch, probe, per_subnet[batch.subnet]),
+                    name=f"nmap-batch-{batch.index}",
+                )
+                for batch in plan.batches
+            ]
+        outcomes = [task.result() for task in tasks]
+        result = ScanResult(
+            scanned=frozenset(chain.from_iterable(o.scanned for o in outcomes)),
+            open_ports=tuple(
+                sorted(
+                    chain.from_iterable(o.open_ports for o in outcomes),
+                    key=lambda p: (p.address.version, int(p.address), p.port, p.protocol),
+                )
+            ),
+            not_scanned={a: why for o in outcomes for a, why in o.not_scanned.items()},
+            failed_batches=sum(o.failed for o in outcomes),
+            nmap_runs=sum(o.runs for o in outcomes),
+            warnings=warnings,
+        )
+        log.info(
+            "nmap.scan",
+            hosts=len(plan.addresses),
+            batches=len(plan.batches),
+            scanned=len(result.scanned),
+            open_ports=len(result.open_ports),
+            not_scanned=len(result.not_scanned),
+            failed_batches=result.failed_batches,
+            nmap_runs=result.nmap_runs,
+        )
+        return result
+
+    def _probe(self, ports: Sequence[PortSpec]) -> tuple[_Probe | None, tuple[str, ...]]:
+        tcp = frozenset(p.port for p in ports if p.protocol is Transport.TCP)
+        udp = frozenset(p.port for p in ports if p.protocol is Transport.UDP)
+        warnings: tuple[str, ...] = ()
+        if self._settings.privileged:
+            scan_types = (*(("-sS",) if tcp else ()), *(("-sU",) if udp else ()))
+        else:
+            scan_types = ("-sT",)
+            if udp:
+                skipped = ", ".join(f"{port}/udp" for port in sorted(udp))
+                warnings = (
+                    f"scan.privileged is false: UDP ports not scanned ({skipped}); a UDP scan "
+                    "needs raw sockets (root or NET_RAW)",
+                )
+                log.warning("nmap.udp_skipped", ports=skipped)
+                udp = frozenset()
+        if not tcp and not udp:
+            return None, warnings
+        return _Probe(scan_types=scan_types, tcp=tcp, udp=udp), warnings
+
+    async def _run_batch(
+        self, batch: Batch, probe: _Probe, subnet_slots: asyncio.Semaphore
+    ) -> _Outcome:
+        batch_log = log.bind(
+            batch=batch.index, subnet=str(batch.subnet), hosts=len(batch.addresses)
+        )
+        reason = ""
+        for attempt in range(1, _ATTEMPTS + 1):
+            # The subnet slot first: a batch waiting for its subnet must not hold a global slot.
+            async with subnet_slots, self._slots:
+                try:
+                    outcome = await self._run_nmap(batch, probe)
+                except _BatchFailed as failure:
+                    reason = failure.reason
+                    batch_log.debug("nmap.batch_attempt_failed", attempt=attempt, reason=reason)
+                    continue
+                except Exception as err:  # a scanner bug costs this batch, never the whole scan
+                    reason = f"scanner error: {type(err).__name__}: {err}"[:_MAX_REASON]
+                    batch_log.exception("nmap.batch_error", attempt=attempt)
+                    continue
+            batch_log.debug(
+                "nmap.batch",
+                attempt=attempt,
+                scanned=len(outcome.scanned),
+                open_ports=len(outcome.open_ports),
+                not_scanned=len(outcome.not_scanned),
+            )
+            return replace(outcome, runs=attempt)
+        batch_log.warning("nmap.batch_failed", attempts=_ATTEMPTS, reason=reason)
+        return _Outcome(
+            not_scanned=dict.fromkeys(batch.addresses, reason), failed=True, runs=_ATTEMPTS
+        )
+
+    async def _run_nmap(self, batch: Batch, probe: _Probe) -> _Outcome:
+        argv = [self._nmap_path, *self._arguments, "--open", "-oX", "-", *probe.scan_types]
+        argv += ["-p", probe.port_argument, *(("-6",) if batch.subnet.version == 6 else ())]
+        targets = [str(address) for address in batch.addresses]
+        stdin: bytes | None = None
+        if len(targets) > ARGV_TARGETS_MAX:
+            argv += ["-iL", "-"]
+            stdin = "".join(f"{target}\n" for target in targets).encode()
+        else:
+            argv += targets
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+        except OSError as err:
+            raise _BatchFailed(f"nmap could not start: {err.strerror or err}") from None
+        try:
+            stdout, stderr = await process.communicate(stdin)
+        finally:
+            if process.returncode is None:
+                # Cancelled: SIGKILL, then reap. nmap does not fork, so this stops every probe.
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        errors = stderr.decode("utf-8", "replace").splitlines()
+        if process.returncode != 0:
+            raise _BatchFailed(_exit_reason(process.returncode, errors))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._executor, _judge_run, stdout, errors, batch, probe, self._nmap_path
+        )
+
+
+def _exit_reason(returncode: int | None, stderr: list[str]) -> str:
+    if returncode is not None and returncode < 0:
+        return f"nmap was killed by {signal.Signals(-returncode).name}"
+    lines = [line.strip() for line in stderr if line.strip()]
+    first = next((line for line in lines if not _WARNING.match(line)), lines[0] if lines else "")
+    return f"nmap failed: {first or f'exit status {returncode}'}"
+
+
+def _judge_run(
+    document: bytes, stderr: list[str], batch: Batch, probe: _Probe, nmap_path: str
+) -> _Outcome:
+    """Decide, from one finished nmap run, which hosts were scanned and what was open.
+
+    Runs in a worker thread. Raises _BatchFailed when the run as a whole cannot be trusted.
+    """
+    members = {str(address): address for address in batch.addresses}
+    not_scanned: dict[IPAddress, str] = {}
+    for line in (line.strip() for line in stderr):
+        if not line or _WARNING.match(line):
+            continue
+        named = [members[t] for t in _tokens(line) if t in members]
+        if not named:  # an error nmap did not pin on a host may have hit any of them
+            raise _BatchFailed(f"nmap failed: {line}")
+        for address in named:
+            not_scanned.setdefault(address, f"nmap error: {line}"[:_MAX_REASON])
+    for host in _timed_out_hosts(document, targets=len(members)):
+        if host in members:
+            not_scanned[members[host]] = HOST_TIMEOUT_REASON
+    scanned = frozenset(members.values()) - not_scanned.keys()
+    try:
+        parser = nmap.PortScanner(nmap_search_path=(nmap_path,))
+        parsed: dict[str, Any] = parser.analyse_nmap_xml_scan(document.decode("utf-8", "replace"))
+    except Exception as err:  # python-nmap raises PortScannerError, or anything on odd XML
+        raise _BatchFailed(f"python-nmap could not read nmap's XML: {err}") from None
+    open_ports: list[OpenPort] = []
+    for host, details in parsed.get("scan", {}).items():
+        found = members.get(host)
+        if found is None or found not in scanned:
+            continue
+        for transport, wanted in ((Transport.TCP, probe.tcp), (Transport.UDP, probe.udp)):
+            for port, state in details.get(str(transport), {}).items():
+                # `open` only: for UDP `open|filtered` just means nothing answered.
+                if state.get("state") == "open" and port in wanted:
+                    open_ports.append(OpenPort(found, port, transport, _evidence(state)))
+    return _Outcome(scanned=scanned, open_ports=tuple(open_ports), not_scanned=not_scanned)
+
+
+def _timed_out_hosts(document: bytes, *, targets: int) -> set[str]:
+    """The addresses of <host timedout="true">, read straight from the XML (python-nmap drops
+    the flag). _BatchFailed unless nmap finished with success and counted every target."""
+    timed_out: set[str] = set()
+    facts: dict[str, dict[str, str]] = {}
+    try:
+        # nmap's own output for our run: expat fetches no external entities and, since 2.4.1,
+        # caps entity expansion; hosts are cleared as they pass to keep memory flat.
+        for _, element in ElementTree.iterparse(io.BytesIO(document), events=("end",)):  # noqa: S314
+            if element.tag == "host":
+                if element.get("timedout") == "true":
+                    timed_out.update(
+                        a.get("addr", "")
+                        for a in element.iter("address")
+                        if a.get("addrtype") in ("ipv4", "ipv6")
+                    )
+                element.clear()
+            elif element.tag in ("finished", "hosts"):
+                facts[element.tag] = dict(element.attrib)
+    except ElementTree.ParseError as err:
+        raise _BatchFailed(f"nmap's XML output is unreadable ({err})") from None
+    finished = facts.get("finished", {})
+    if finished.get("exit") != "success":
+        why = finished.get("errormsg") or 'no <finished exit="success"> in its output'
+        raise _BatchFailed(f"nmap did not finish: {why}")
+    # Under --open a skipped target leaves no trace in <host> elements; only the count shows it.
+    counted = facts.get("hosts", {}).get("total")
+    if counted != str(targets):
+        raise _BatchFailed(f"nmap counted {counted} targets of the {targets} it was given")
+    return timed_out
+
+
+def _tokens(line: str) -> set[str]:
+    found: set[str] = set()
+    for token in _TOKEN.findall(line):
+        token = token.rstrip(".:")  # the end of a sentence or of "host:"
+        found.update((token, token.rsplit(":", 1)[0]))  # "127.0.0.1:6379" names 127.0.0.1
+    return found
+
+
+def _evidence(state: Mapping[str, Any]) -> str:
+    words = f"{state.get('state', '')} ({state.get('reason', '')})"
+    name = state.get("name") or ""
+    product = " ".join(filter(None, (state.get("product"), state.get("version"))))
+    if name:
+        words += f", nmap guesses {name}" + (f" ({product})" if product else "")
+    return words

@@ -1,0 +1,150 @@
+"""Loopback listeners that play a server's open ports, for the demo, tests and benchmarks.
+
+A TCP endpoint accepts and closes each connection (after an optional short banner); a UDP
+endpoint answers every datagram with a small reply, because nmap calls a silent UDP port
+`open|filtered`, never `open`. One socket per endpoint and no task per connection, so thousands
+start in well under a second. Addresses must be loopback: this module must never open a
+listener that the outside world can reach, and it never scans anything itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self, TypeAlias, cast
+
+from goalkeeper.model import IPAddress, Transport
+
+Endpoint: TypeAlias = tuple[IPAddress, int, Transport]
+
+DEFAULT_UDP_REPLY = b"goalkeeper-sim\n"
+_SPARE_DESCRIPTORS = 256  # for the event loop, nmap's pipes, test servers
+
+
+class _AcceptAndClose(asyncio.Protocol):
+    def __init__(self, banner: bytes) -> None:
+        self._banner = banner
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._banner and isinstance(transport, asyncio.WriteTransport):
+            transport.write(self._banner)
+        transport.close()
+
+
+class _AnswerEveryDatagram(asyncio.DatagramProtocol):
+    def __init__(self, reply: bytes) -> None:
+        self._reply = reply
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # asyncio's selector datagram transport does not subclass DatagramTransport.
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(self._reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # An ICMP error for an earlier reply (the scanner has gone); nothing to do, keep serving.
+        return
+
+
+class PortListeners:
+    """Listen on every (loopback address, port, transport) given, until the context exits.
+
+    Port 0 picks a free port; `endpoints` then holds the ports actually bound. If any endpoint
+    cannot be bound, the ones already open are closed and the OSError propagates.
+    """
+
+    def __init__(
+        self,
+        endpoints: Iterable[Endpoint],
+        *,
+        tcp_banner: bytes = b"",
+        udp_reply: bytes = DEFAULT_UDP_REPLY,
+    ) -> None:
+        self._wanted = tuple(dict.fromkeys(endpoints))
+        for address, port, _ in self._wanted:
+            if not address.is_loopback:
+                raise ValueError(f"{address} is not a loopback address; the simulator stays local")
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{port} is not a port number")
+        if not udp_reply:
+            raise ValueError("udp_reply must not be empty: nmap sees an empty reply as no reply")
+        self._tcp_banner = tcp_banner
+        self._udp_reply = udp_reply
+        self._servers: list[asyncio.Server] = []
+        self._datagrams: list[asyncio.DatagramTransport] = []
+        self._bound: list[Endpoint] = []
+
+    @property
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        return tuple(self._bound)
+
+    async def start(self) -> None:
+        _allow_descriptors(len(self._wanted) + _SPARE_DESCRIPTORS)
+        try:
+            for address, port, transport in self._wanted:
+                if transport is Transport.TCP:
+                    bound = await self._start_tcp(address, port)
+                else:
+                    bound = await self._start_udp(address, port)
+                self._bound.append((address, bound, transport))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        servers, self._servers = self._servers, []
+        datagrams, self._datagrams = self._datagrams, []
+        for server in servers:
+            server.close()
+        for datagram in datagrams:
+            datagram.close()
+        for server in servers:
+            await server.wait_closed()
+        self._bound.clear()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _start_tcp(self, address: IPAddress, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        banner = self._tcp_banner
+        server = await loop.create_server(
+            lambda: _AcceptAndClose(banner), str(address), port, reuse_address=True
+        )
+        self._servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _start_udp(self, address: IPAddress, port: int) -> int:
+        loop = asyncio.get_running_loop()
+        reply = self._udp_reply
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _AnswerEveryDatagram(reply), local_addr=(str(address), port)
+        )
+        self._datagrams.append(transport)
+        return int(transport.get_extra_info("sockname")[1])
+
+
+def _allow_descriptors(needed: int) -> None:
+    """Raise this process's soft descriptor limit towards the hard one when `needed` exceeds it.
+
+    One socket per endpoint: a few thousand simulated ports pass the usual soft limit of 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or needed <= soft:
+        return
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))

@@ -1,0 +1,289 @@
+"""The real daemon as a subprocess: probes, metrics, admin API, SIGHUP, SIGTERM, channels.
+
+Targets are loopback listeners on 127.43.0.0/16; the SMTP sink and the fake Telegram run in
+the test's own loop. Every test also checks that no configured secret reached the logs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from goalkeeper.model import Transport
+from goalkeeper.sim.listeners import PortListeners
+from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper.sim.telegram import FakeTelegram
+from tests.daemon_process import DaemonProcess, children, free_port
+
+HOST = "127.43.0.5"
+METRICS = (
+    "goalkeeper_ticks",
+    "goalkeeper_tick_duration_seconds",
+    "goalkeeper_last_tick_success_timestamp_seconds",
+    "goalkeeper_targets",
+    "goalkeeper_hosts_scanned",
+    "goalkeeper_hosts_not_scanned",
+    "goalkeeper_open_findings",
+    "goalkeeper_notifications",
+    "goalkeeper_notification_queue_depth",
+    "goalkeeper_inventory_age_seconds",
+    "goalkeeper_config_reloads",
+    "goalkeeper_owners_unresolved",
+)
+
+
+@dataclass
+class Setup:
+    tmp: Path
+    smtp: SmtpSink
+    telegram: FakeTelegram
+    admin_token: str
+    smtp_port: int
+    telegram_url: str
+
+    def write_config(self, ports: list[int], **overrides: Any) -> Path:
+        data: dict[str, Any] = {
+            "environment": "prod",
+            "scan": {
+                "ports": [{"port": p, "protocol": "tcp", "service": f"svc{p}"} for p in ports],
+                "allowed_networks": ["127.43.0.0/16"],
+                "privileged": False,
+                "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s",
+            },
+            "inventory": {"source": "static", "static_file": "inventory.yaml"},
+            "notify": {
+                "send_to_customers": True,
+                "ops_email": "ops@provider.example",
+                "sender": "Goalkeeper <ops@provider.example>",
+                "email": {"host": "127.0.0.1", "port": self.smtp_port, "starttls": False,
+                          "timeout": 3},
+                "telegram": {"enabled": True, "chat_id": "-100123", "api_base": self.telegram_url},
+            },
+            "daemon": {"shutdown_timeout": 6},
+            "logging": {"format": "json", "level": "info"},
+        }  # fmt: skip
+        for key, value in overrides.items():
+            section, name = key.split("__")
+            data[section][name] = value
+        (self.tmp / "inventory.yaml").write_text(
+            yaml.safe_dump(
+                {
+                    "targets": [
+                        {
+                            "address": HOST,
+                            "server_name": "db-1",
+                            "project_id": "p1",
+                            "owner_email": "owner@customer.example",
+                        }
+                    ]
+                }  # fmt: skip
+            )
+        )
+        path = self.tmp / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    def env(self) -> dict[str, str]:
+        return {
+            "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token,
+            "GOALKEEPER_HTTP__ADMIN_TOKEN": self.admin_token,
+        }
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    async with SmtpSink() as smtp, FakeTelegram() as telegram:
+        yield Setup(tmp_path, smtp, telegram, secrets.token_urlsafe(16), smtp.port, telegram.url)
+
+
+@pytest.fixture
+async def listeners() -> AsyncIterator[PortListeners]:
+    endpoints = [(ip_address(HOST), 6379, Transport.TCP), (ip_address(HOST), 27017, Transport.TCP)]
+    async with PortListeners(endpoints) as running:
+        yield running
+
+
+@pytest.fixture
+async def daemon_factory(
+    setup: Setup,
+) -> AsyncIterator[Callable[[Path], Awaitable[DaemonProcess]]]:
+    started: list[DaemonProcess] = []
+
+    async def start(config_path: Path) -> DaemonProcess:
+        process = DaemonProcess(config_path, env=setup.env())
+        started.append(process)
+        await process.start()
+        return process
+
+    yield start
+    for process in started:
+        await process.close()
+        text = "\n".join(process.raw)
+        for secret in (setup.admin_token, setup.telegram.token):
+            assert secret not in text, "a configured secret reached the logs"
+
+
+async def run_tick(daemon: DaemonProcess, setup: Setup) -> dict[str, Any]:
+    mark = len(daemon.lines)
+    status, body = await daemon.request("POST", "/scan", token=setup.admin_token)
+    assert status == 202, body
+    return await daemon.wait_for("tick finished", after=mark)
+
+
+async def test_probes_metrics_admin_api_and_clean_stop(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    daemon = await daemon_factory(setup.write_config([6379]))
+    assert (await daemon.request("GET", "/healthz"))[0] == 200
+    assert (await daemon.request("GET", "/readyz"))[0] == 200
+
+    status, text = await daemon.request("GET", "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    missing = [name for name in METRICS if name not in families]
+    assert not missing, missing
+    ticks = {s.labels["outcome"]: s.value for s in families["goalkeeper_ticks"].samples
+             if s.name == "goalkeeper_ticks_total"}  # fmt: skip
+    assert ticks == {"success": 0, "failure": 0, "cancelled": 0}
+
+    assert (await daemon.request("POST", "/scan"))[0] == 401
+    assert (await daemon.request("POST", "/scan", token="wrong"))[0] == 401
+    mark = len(daemon.lines)
+    first = await daemon.request("POST", "/scan", token=setup.admin_token)
+    second = await daemon.request("POST", "/scan", token=setup.admin_token)
+    assert first[0] == 202
+    assert second[0] == 409  # nmap alone takes longer than two local requests
+    finished = await daemon.wait_for("tick finished", after=mark)
+    assert finished["findings"] == 1
+
+    status, body = await daemon.request("GET", "/findings", token=setup.admin_token)
+    assert status == 200
+    assert [(f["address"], f["port"]) for f in body["findings"]] == [(HOST, 6379)]
+    await daemon.wait_for("notification sent", after=mark, where=lambda l: l["channel"] == "email")
+    assert [m.rcpt_tos for m in setup.smtp.messages] == [("owner@customer.example",)]
+    await daemon.wait_for(
+        "notification sent", after=mark, where=lambda l: l["channel"] == "telegram"
+    )
+    assert HOST in setup.telegram.messages[-1].plain
+
+    status, text = await daemon.request("GET", "/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in families.values() for s in f.samples}  # fmt: skip
+    assert values[("goalkeeper_ticks_total", (("outcome", "success"),))] == 1
+    assert values[("goalkeeper_hosts_scanned_total", ())] == 1
+    assert values[("goalkeeper_open_findings", (("port", "6379"), ("protocol", "tcp"),
+                                                  ("service", "svc6379")))] == 1  # fmt: skip
+
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(timeout=15) == 0
+    assert any(line.get("event") == "stopped" for line in daemon.lines)
+
+
+async def test_sighup_swaps_the_port_list_and_keeps_it_when_the_file_is_broken(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    config_path = setup.write_config([6379])
+    daemon = await daemon_factory(config_path)
+    assert (await run_tick(daemon, setup))["findings"] == 1
+
+    setup.write_config([6379, 27017])
+    mark = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_for("config reloaded", after=mark)
+    assert (await run_tick(daemon, setup))["findings"] == 2
+
+    config_path.write_text(config_path.read_text() + "\nbogus_section: {}\n")
+    mark = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    failed = await daemon.wait_for("config reload failed: keeping the running config", after=mark)
+    assert any("bogus_section" in p for p in failed["problems"])
+    assert (await daemon.request("GET", "/healthz"))[0] == 200
+    assert (await daemon.request("GET", "/readyz"))[0] == 200
+    assert (await run_tick(daemon, setup))["findings"] == 2  # the old list is still in force
+    _, text = await daemon.request("GET", "/metrics")
+    assert 'goalkeeper_config_reloads_total{outcome="failure"} 1.0' in text
+    assert 'goalkeeper_config_reloads_total{outcome="success"} 1.0' in text
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(timeout=15) == 0
+
+
+async def test_sigterm_during_a_tick_exits_in_time_and_kills_nmap(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    # -T0 waits minutes between probes: the tick cannot finish before the deadline.
+    daemon = await daemon_factory(
+        setup.write_config([6379, 27017], scan__nmap_arguments="-Pn -n -T0 --max-retries 0")
+    )
+    mark = len(daemon.lines)
+    assert (await daemon.request("POST", "/scan", token=setup.admin_token))[0] == 202
+    await daemon.wait_for("tick started", after=mark)
+    nmaps: list[int] = []
+    for _ in range(200):  # nmap is another process: its start cannot be awaited
+        nmaps = children(daemon.pid, "nmap")
+        if nmaps:
+            break
+        await asyncio.sleep(0.05)
+    assert nmaps, "the tick never started nmap"
+
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    assert (await daemon.request("GET", "/readyz"))[0] == 503
+    code = await daemon.wait_exit(timeout=20)
+    elapsed = time.monotonic() - started
+    assert code == 0, daemon.log_text()
+    assert elapsed < 6 + 4, f"shutdown took {elapsed:.1f} s"
+    assert all(not Path(f"/proc/{pid}").exists() for pid in nmaps), "nmap outlived the daemon"
+    assert any(line.get("event") == "tick cancelled" for line in daemon.lines)
+    print(f"shutdown during a tick took {elapsed:.2f} s")
+
+
+async def test_smtp_down_does_not_block_telegram(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    setup.smtp_port = free_port()  # nothing listens there
+    daemon = await daemon_factory(setup.write_config([6379]))
+    mark = len(daemon.lines)
+    await run_tick(daemon, setup)
+    await daemon.wait_for(
+        "notification sent", after=mark, where=lambda l: l["channel"] == "telegram"
+    )
+    assert setup.telegram.messages and HOST in setup.telegram.messages[-1].plain
+    assert setup.smtp.messages == []
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(timeout=15) == 0
+
+
+async def test_telegram_down_does_not_block_mail(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    setup.telegram_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    daemon = await daemon_factory(setup.write_config([6379]))
+    mark = len(daemon.lines)
+    await run_tick(daemon, setup)
+    await daemon.wait_for("notification sent", after=mark, where=lambda l: l["channel"] == "email")
+    assert [m.rcpt_tos for m in setup.smtp.messages] == [("owner@customer.example",)]
+    assert setup.telegram.messages == []
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(timeout=15) == 0
