@@ -1,0 +1,203 @@
+"""`goalkeeper scan` end to end: real nmap on loopback, a real SMTP server, the fake Telegram.
+
+Listeners play open ports on 127.44.0.0/16; the CLI runs as a subprocess, exactly as an
+operator runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.policy
+import json
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from ipaddress import ip_address
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from goalkeeper.model import Transport
+from goalkeeper.sim.listeners import PortListeners
+from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper.sim.telegram import FakeTelegram
+
+EVIL = "<script>alert(1)</script>\r\nBcc: victim@evil.example"
+INVENTORY = [
+    {"address": "127.44.0.10", "server_name": "db-1", "project_id": "p-acme",
+     "project_name": "acme-prod", "owner_name": "ACME Ltd", "owner_email": "admin@acme.example"},
+    {"address": "127.44.0.11", "server_name": EVIL, "project_id": "p-acme",
+     "project_name": "acme-prod", "owner_name": "ACME Ltd", "owner_email": "admin@acme.example"},
+    {"address": "127.44.0.12", "server_name": "cache-1", "project_id": "p-beta",
+     "project_name": "beta", "owner_name": "Beta", "owner_email": "ops@beta.example"},
+    {"address": "127.44.0.13", "server_name": "orphan-1", "project_id": "p-lost",
+     "project_name": "lost-project"},
+    {"address": "127.44.0.14", "server_name": "clean-1", "project_id": "p-beta",
+     "owner_email": "ops@beta.example"},
+    {"address": "127.44.0.15", "server_name": "skipped", "project_id": "p-beta",
+     "owner_email": "ops@beta.example"},
+]  # fmt: skip
+OPEN = [("127.44.0.10", 6379), ("127.44.0.10", 27017), ("127.44.0.11", 9200),
+        ("127.44.0.12", 11211), ("127.44.0.13", 6379), ("127.44.0.15", 6379)]  # fmt: skip
+PORTS = [
+    {"port": 6379, "protocol": "tcp", "service": "redis"},
+    {"port": 27017, "protocol": "tcp", "service": "mongodb"},
+    {"port": 9200, "protocol": "tcp", "service": "elasticsearch"},
+    {"port": 11211, "protocol": "tcp", "service": "memcached"},
+    {"port": 3306, "protocol": "tcp", "service": "mysql"},
+]
+
+
+@dataclass
+class Cloud:
+    tmp: Path
+    smtp: SmtpSink
+    telegram: FakeTelegram
+
+    def config(self, **changes: Any) -> Path:
+        data: dict[str, Any] = {
+            "environment": "prod",
+            "scan": {"ports": PORTS, "allowed_networks": ["127.44.0.0/16"],
+                     "exclude": ["127.44.0.15"], "privileged": False,
+                     "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s"},
+            "inventory": {"source": "static", "static_file": "inventory.yaml"},
+            "notify": {"send_to_customers": True, "ops_email": "security@provider.example",
+                       "sender": "Goalkeeper <security@provider.example>",
+                       "email": {"host": self.smtp.host, "port": self.smtp.port,
+                                 "starttls": False, "timeout": 5},
+                       "telegram": {"enabled": True, "chat_id": "-100777",
+                                    "api_base": self.telegram.url}},
+            "logging": {"format": "json"},
+        }  # fmt: skip
+        for dotted, value in changes.items():
+            *parents, leaf = dotted.split(".")
+            node = data
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+        (self.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": INVENTORY}))
+        path = self.tmp / "config.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return path
+
+    async def goalkeeper(self, *args: str, config: Path) -> tuple[int, str, str]:
+        env = {**os.environ, "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "goalkeeper", "--config", str(config), *args,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(120):
+            out, err = await process.communicate()
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+
+@pytest.fixture
+async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
+    endpoints = [(ip_address(a), p, Transport.TCP) for a, p in OPEN]
+    async with PortListeners(endpoints), SmtpSink() as smtp, FakeTelegram() as telegram:
+        yield Cloud(tmp_path, smtp, telegram)
+
+
+def by_recipient(smtp: SmtpSink) -> dict[str, Any]:
+    return {mail.rcpt_tos[0]: mail for mail in smtp.messages}
+
+
+async def test_one_mail_per_owner_with_all_their_ports(cloud: Cloud) -> None:
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=cloud.config())
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["targets"] == 5 and report["excluded"] == 1
+    assert report["hosts_scanned"] == 5 and report["not_scanned"] == {}
+    assert sorted((f["address"], f["port"]) for f in report["findings"]) == sorted(
+        (a, p) for a, p in OPEN if a != "127.44.0.15"
+    )
+    mails = by_recipient(cloud.smtp)
+    assert sorted(mails) == ["admin@acme.example", "ops@beta.example", "security@provider.example"]
+    assert len(cloud.smtp.messages) == 3  # one per owner, one NOT FOUND for the lost project
+    acme = mails["admin@acme.example"].message
+    acme_text = acme.get_body(preferencelist=("plain",)).get_content()
+    for needle in ("127.44.0.10", "6379", "27017", "127.44.0.11", "9200"):
+        assert needle in acme_text
+    assert "127.44.0.12" not in acme_text  # another owner's server
+    lost = mails["security@provider.example"].message
+    assert "NOT FOUND" in lost["Subject"]
+    assert "lost-project" in lost.get_body(preferencelist=("plain",)).get_content()
+    assert all(m.message["Message-ID"] for m in cloud.smtp.messages)
+    summary = "\n".join(m.plain for m in cloud.telegram.messages)
+    assert "127.44.0.13" in summary and "[prod]" in summary
+
+
+async def test_customer_strings_stay_inert_in_headers_and_html(cloud: Cloud) -> None:
+    code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
+    assert code == 0, err
+    raw = by_recipient(cloud.smtp)["admin@acme.example"].raw
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message.get_all("Bcc") is None
+    assert "victim@evil.example" not in "".join(f"{k}: {v}" for k, v in message.items())
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    tg = "\n".join(m.text for m in cloud.telegram.messages)
+    assert "<script>" not in tg
+
+
+async def test_stage_sends_everything_to_ops_showing_whom_it_was_for(cloud: Cloud) -> None:
+    code, _, err = await cloud.goalkeeper("scan", config=cloud.config(environment="stage"))
+    assert code == 0, err
+    assert {m.rcpt_tos for m in cloud.smtp.messages} == {("security@provider.example",)}
+    assert len(cloud.smtp.messages) == 3
+    subjects = [m.message["Subject"] for m in cloud.smtp.messages]
+    assert any("admin@acme.example" in s and "[stage]" in s for s in subjects), subjects
+    assert any("ops@beta.example" in s for s in subjects), subjects
+
+
+async def test_dry_run_sends_nothing_and_prints_the_report(cloud: Cloud) -> None:
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=cloud.config())
+    assert code == 0, err
+    assert cloud.smtp.messages == [] and cloud.telegram.messages == []
+    assert "dry run" in out
+    assert "mail to admin@acme.example" in out
+    assert "127.44.0.13 6379/tcp redis" in out
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"scan.bogus": 1}, "scan.bogus"),
+        ({"scan.allowed_networks": ["127.44.0.0/33"]}, "scan.allowed_networks"),
+        ({"scan.ports": [{"port": 0, "service": "x"}]}, "scan.ports[0].port"),
+        ({"scan.ports": [{"port": 70000, "service": "x"}]}, "scan.ports[0].port"),
+        ({"schedule.cron": "61 * * * *"}, "schedule.cron"),
+        ({"inventory.static_file": "missing.yaml"}, "missing.yaml: file not found"),
+        ({"scan.allowed_networks": ["127.44.0.0/30"]}, "targets[2]: 127.44.0.12 (cache-1)"),
+    ],
+)
+async def test_bad_config_exits_2_naming_the_key_and_scans_nothing(
+    cloud: Cloud, changes: dict[str, Any], key: str
+) -> None:
+    code, out, err = await cloud.goalkeeper("scan", config=cloud.config(**changes))
+    assert code == 2, (out, err)
+    assert key in err
+    assert out == ""
+    assert "nmap" not in err  # the scanner was never started
+    assert cloud.smtp.messages == [] and cloud.telegram.messages == []
+
+
+async def test_empty_allowed_networks_refuses_to_scan(cloud: Cloud) -> None:
+    config = cloud.config(**{"scan.allowed_networks": []})
+    (cloud.tmp / "inventory.yaml").write_text("targets: []\n")
+    code, _, err = await cloud.goalkeeper("scan", config=config)
+    assert code == 2
+    assert "scan.allowed_networks is empty" in err
+
+
+async def test_check_config_redacts_secrets(cloud: Cloud) -> None:
+    code, out, err = await cloud.goalkeeper("check-config", config=cloud.config())
+    assert code == 0, err
+    assert cloud.telegram.token not in out + err
+    printed = yaml.safe_load(out)
+    assert printed["notify"]["telegram"]["token"] == "***"
