@@ -1,3 +1,3 @@
-"""Goalkeeper: finds dangerous services that cloud customers expose, and tells them how to close them."""
+"""Goalkeeper: finds dangerous services cloud customers expose, and tells them how to close them."""
 
 __version__ = "0.1.0"

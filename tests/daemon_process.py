@@ -73,7 +73,7 @@ class DaemonProcess:
             self._changed.notify_all()
 
     async def wait_for(
-        self, event: str, *, after: int = 0, timeout: float = 60,
+        self, event: str, *, after: int = 0, seconds: float = 60,
         where: Callable[[dict[str, Any]], bool] = lambda line: True,
     ) -> dict[str, Any]:  # fmt: skip
         """The first log line from index `after` on with this event, awaited (no polling)."""
@@ -86,7 +86,7 @@ class DaemonProcess:
                     raise AssertionError(f"daemon exited before {event!r}:\n" + self.log_text())
             return None
 
-        async with asyncio.timeout(timeout), self._changed:
+        async with asyncio.timeout(seconds), self._changed:
             await self._changed.wait_for(lambda: found() is not None)
             result = found()
             assert result is not None
@@ -99,9 +99,9 @@ class DaemonProcess:
         assert self.process is not None
         self.process.send_signal(sig)
 
-    async def wait_exit(self, timeout: float) -> int:
+    async def wait_exit(self, seconds: float) -> int:
         assert self.process is not None
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             code = await self.process.wait()
         if self._reader is not None:
             await self._reader

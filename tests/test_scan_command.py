@@ -138,7 +138,9 @@ async def test_customer_strings_stay_inert_in_headers_and_html(cloud: Cloud) -> 
     message = email.message_from_bytes(raw, policy=email.policy.default)
     assert message.get_all("Bcc") is None
     assert "victim@evil.example" not in "".join(f"{k}: {v}" for k, v in message.items())
-    html = message.get_body(preferencelist=("html",)).get_content()
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None
+    html = body.get_content()
     assert "<script>" not in html
     assert "&lt;script&gt;" in html
     tg = "\n".join(m.text for m in cloud.telegram.messages)

@@ -1,0 +1,106 @@
+"""The HTTP face on its own: probe status codes and the admin API's bearer token."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from goalkeeper.metrics import Metrics
+from goalkeeper.probes import HttpServer, build_app, start_http
+
+
+class FakeControls:
+    def __init__(self) -> None:
+        self.alive = True
+        self.ready = True
+        self.busy = False
+        self.ticks: list[str] = []
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        return self.alive, {"problems": [] if self.alive else ["scheduler not running"]}
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        return self.ready, {}
+
+    def request_tick(self, reason: str) -> str | None:
+        if self.busy:
+            return None
+        self.ticks.append(reason)
+        return "run-1"
+
+    async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:
+        return [{"address": "127.0.0.9", "resolved_included": include_resolved}]
+
+
+async def serve(controls: FakeControls, token: str | None) -> HttpServer:
+    app = build_app(controls, registry=Metrics().registry, admin_token=lambda: token)
+    return await start_http(app, host="127.0.0.1", port=0)
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as client:
+        yield client
+
+
+async def test_probes_reflect_the_daemons_flags(session: aiohttp.ClientSession) -> None:
+    controls = FakeControls()
+    server = await serve(controls, None)
+    base = f"http://127.0.0.1:{server.port}"
+    try:
+        async with session.get(base + "/healthz") as r:
+            assert r.status == 200
+        controls.alive, controls.ready = False, False
+        async with session.get(base + "/healthz") as r:
+            assert r.status == 503
+            assert (await r.json())["problems"] == ["scheduler not running"]
+        async with session.get(base + "/readyz") as r:
+            assert r.status == 503
+        async with session.get(base + "/metrics") as r:
+            assert r.status == 200
+            assert "goalkeeper_ticks_total" in await r.text()
+    finally:
+        await server.aclose()
+
+
+async def test_admin_api_is_off_without_a_token(session: aiohttp.ClientSession) -> None:
+    controls = FakeControls()
+    server = await serve(controls, None)
+    try:
+        async with session.post(
+            f"http://127.0.0.1:{server.port}/scan", headers={"Authorization": "Bearer "}
+        ) as r:
+            assert r.status == 404
+        assert controls.ticks == []
+    finally:
+        await server.aclose()
+
+
+async def test_admin_api_needs_the_exact_bearer_token(session: aiohttp.ClientSession) -> None:
+    controls = FakeControls()
+    server = await serve(controls, "s3cret-admin-token")
+    base = f"http://127.0.0.1:{server.port}"
+    good = {"Authorization": "Bearer s3cret-admin-token"}
+    try:
+        for headers in (
+            {},
+            {"Authorization": "Bearer s3cret"},
+            {"Authorization": "s3cret-admin-token"},
+        ):
+            async with session.post(base + "/scan", headers=headers) as r:
+                assert r.status == 401
+        async with session.post(base + "/scan", headers=good) as r:
+            assert r.status == 202
+            assert (await r.json())["run_id"] == "run-1"
+        controls.busy = True
+        async with session.post(base + "/scan", headers=good) as r:
+            assert r.status == 409
+        async with session.get(base + "/findings?all=1", headers=good) as r:
+            assert r.status == 200
+            assert (await r.json())["findings"][0]["resolved_included"] is True
+        assert controls.ticks == ["api"]
+    finally:
+        await server.aclose()
