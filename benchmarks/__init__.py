@@ -1,0 +1,1 @@
+"""Measurements of speed and memory, run by hand: `python -m benchmarks.<name>`."""

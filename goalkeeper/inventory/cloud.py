@@ -1,0 +1,149 @@
+"""The cloud inventory: OpenStack's public addresses joined with Fleio's owners, cached.
+
+OpenStack (in a thread) and Fleio (on the loop) are read at the same time. When either fails,
+the last good inventory is returned with `stale_reason` saying what failed and how old the copy
+is, so one bad morning of an API does not silence the scan; with no good inventory yet, the
+fetch raises InventoryUnavailable naming what failed. Time comes from an injected clock. This
+module joins and caches; it does not talk to either API itself and never logs a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from goalkeeper.config import InventorySettings
+from goalkeeper.inventory.fleio import FleioClient, FleioError
+from goalkeeper.inventory.openstack import OpenStackError, OpenStackInventory
+from goalkeeper.model import UNKNOWN_OWNER, Inventory, Owner, Target
+
+log = structlog.get_logger(__name__)
+SOURCE = "openstack"
+
+
+class InventoryUnavailable(Exception):
+    """No inventory at all: the refresh failed and there is no earlier good copy to use."""
+
+
+class _RefreshFailed(Exception):
+    """What failed in one refresh, OpenStack's and Fleio's failures together."""
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class CloudInventory:
+    """An InventorySource over OpenStack and Fleio that keeps its last good inventory.
+
+    `min_age` lets a fetch soon after a good one (an on-demand scan after the daily one) reuse
+    it instead of reading both APIs again; the default refreshes on every fetch.
+    """
+
+    def __init__(
+        self,
+        settings: InventorySettings,
+        *,
+        openstack: OpenStackInventory | None = None,
+        fleio: FleioClient | None = None,
+        clock: Callable[[], datetime] = utc_now,
+        min_age: timedelta = timedelta(0),
+    ) -> None:
+        self.openstack = openstack or OpenStackInventory(settings.openstack)
+        billing = settings.fleio
+        if fleio is None and billing.url is not None and billing.token is not None:
+            fleio = FleioClient(billing)
+        self.fleio = fleio
+        self.clock = clock
+        self.min_age = min_age
+        self._last_good: Inventory | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def last_good(self) -> Inventory | None:
+        return self._last_good
+
+    async def fetch(self) -> Inventory:
+        async with self._lock:  # one refresh at a time; a caller that waited may reuse it
+            now = self.clock()
+            last = self._last_good
+            if last is not None and now - last.fetched_at < self.min_age:
+                return last
+            try:
+                inventory = await self._refresh(now)
+            except _RefreshFailed as err:
+                return self._fall_back(now, str(err))
+            self._last_good = inventory
+            return inventory
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.openstack.close)
+
+    async def _refresh(self, now: datetime) -> Inventory:
+        if self.fleio is None:
+            log.warning("fleio url or token not set: every owner is NOT FOUND")
+            billing = _no_billing()
+        else:
+            billing = self.fleio.directory()
+        # Both at once; each failure is kept so the message can name every system that failed.
+        targets, owners = await asyncio.gather(
+            self.openstack.targets(), billing, return_exceptions=True
+        )
+        failures = [str(r) for r in (targets, owners) if isinstance(r, OpenStackError | FleioError)]
+        if failures:
+            raise _RefreshFailed("; ".join(failures))
+        # Anything else is a bug, not an outage: the last good copy must not hide it.
+        if isinstance(targets, BaseException):
+            raise targets
+        if isinstance(owners, BaseException):
+            raise owners
+        joined = join_owners(targets, owners)
+        log.info(
+            "inventory refreshed",
+            targets=len(joined),
+            projects=len({t.project_id for t in joined}),
+            projects_not_found=len({t.project_id for t in joined if not t.owner.known}),
+        )
+        return Inventory(targets=joined, fetched_at=now, source=SOURCE)
+
+    def _fall_back(self, now: datetime, failure: str) -> Inventory:
+        last = self._last_good
+        if last is None:
+            log.error("inventory unavailable", error=failure)
+            raise InventoryUnavailable(
+                f"inventory unavailable: {failure}; there is no earlier inventory to fall back on"
+            )
+        age = now - last.fetched_at
+        log.warning(
+            "inventory refresh failed, using the last good one",
+            error=failure,
+            age_seconds=round(age.total_seconds(), 1),
+            fetched_at=last.fetched_at.isoformat(),
+        )
+        reason = (
+            f"{failure}; using the inventory fetched at {last.fetched_at.isoformat()} "
+            f"({_age(age)} old)"
+        )
+        return dataclasses.replace(last, stale_reason=reason)
+
+
+def join_owners(targets: tuple[Target, ...], owners: Mapping[str, Owner]) -> tuple[Target, ...]:
+    """Each target with its project's owner; UNKNOWN_OWNER (NOT FOUND) where billing has none."""
+    return tuple(
+        dataclasses.replace(target, owner=owners.get(target.project_id, UNKNOWN_OWNER))
+        for target in targets
+    )
+
+
+async def _no_billing() -> Mapping[str, Owner]:
+    return {}
+
+
+def _age(age: timedelta) -> str:
+    seconds = int(age.total_seconds())
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours} h {rest // 60} min" if hours else f"{rest // 60} min {rest % 60} s"

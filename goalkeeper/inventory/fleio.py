@@ -1,0 +1,160 @@
+"""Who pays for each OpenStack project, read from the Fleio staff API over aiohttp.
+
+The owner of a project is found through three paged listings, read in bulk at the same time:
+`/openstack/projects` (Keystone id -> billing service), `/billing/services` (service -> client)
+and `/clients` (client -> e-mail and name). That is a handful of requests per refresh whatever
+the number of servers or addresses: never one request per address or per project. A project
+that billing does not know has no owner here, and its findings go to ops as NOT FOUND.
+
+Paging asks for `page` = 1, 2, ... itself rather than following `next` (Django REST framework
+builds `next` from the Host header, which is often wrong behind a TLS proxy), and stops at
+`next: null` or at a 404 past the first page. This module only reads from Fleio; the token
+never appears in an exception or a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import aiohttp
+import structlog
+
+from goalkeeper.config import FleioSettings
+from goalkeeper.model import UNKNOWN_OWNER, Owner
+
+log = structlog.get_logger(__name__)
+DEFAULT_TIMEOUT = 60.0
+
+
+class FleioError(Exception):
+    """Fleio could not be read. The message names the listing that failed, never the token."""
+
+
+class FleioClient:
+    """Owner lookups against one Fleio staff API. Give it a session to share connections."""
+
+    def __init__(
+        self,
+        settings: FleioSettings,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if settings.url is None or settings.token is None:
+            raise ValueError(
+                "Fleio needs inventory.fleio.url and GOALKEEPER_INVENTORY__FLEIO__TOKEN"
+            )
+        self.url = settings.url.rstrip("/")
+        self.page_size = settings.page_size
+        self._headers = {
+            "Authorization": f"Token {settings.token.get_secret_value()}",
+            "Accept": "application/json",
+        }
+        self._ssl = settings.verify_tls  # False: accept any certificate (a lab Fleio)
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        return f"FleioClient(url={self.url!r})"
+
+    async def owners(self, project_ids: Iterable[str]) -> Mapping[str, Owner]:
+        """The owner of each of `project_ids`; UNKNOWN_OWNER (NOT FOUND) where billing lacks one."""
+        directory = await self.directory()
+        return {pid: directory.get(pid, UNKNOWN_OWNER) for pid in project_ids}
+
+    async def directory(self) -> Mapping[str, Owner]:
+        """The owner of every project billing knows, by Keystone project id."""
+        if self._session is not None:
+            return await self._directory(self._session)
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            return await self._directory(session)
+
+    async def _directory(self, session: aiohttp.ClientSession) -> Mapping[str, Owner]:
+        try:
+            async with asyncio.TaskGroup() as group:
+                projects = group.create_task(self._listing(session, "/openstack/projects"))
+                services = group.create_task(self._listing(session, "/billing/services"))
+                clients = group.create_task(self._listing(session, "/clients"))
+        except* FleioError as failed:
+            raise FleioError("; ".join(str(err) for err in failed.exceptions)) from None
+        client_by_id = {str(c.get("id")): c for c in clients.result()}
+        client_of_service = {str(s.get("id")): str(s.get("client")) for s in services.result()}
+        owners: dict[str, Owner] = {}
+        for project in projects.result():
+            project_id = project.get("project_id")
+            client_id = client_of_service.get(str(project.get("service")))
+            client = client_by_id.get(client_id or "")
+            if isinstance(project_id, str) and client is not None:
+                owners[project_id] = _owner(client)
+        log.info(
+            "fleio owners read",
+            projects=len(projects.result()),
+            services=len(services.result()),
+            clients=len(clients.result()),
+            owners=len(owners),
+        )
+        return MappingProxyType(owners)
+
+    async def _listing(self, session: aiohttp.ClientSession, path: str) -> list[Mapping[str, Any]]:
+        """Every object of one paged listing."""
+        try:
+            return await self._pages(session, path)
+        except FleioError:
+            raise
+        except TimeoutError:
+            raise FleioError(f"Fleio {path}: no answer within {self._timeout.total} s") from None
+        except (aiohttp.ClientError, ValueError) as err:
+            raise FleioError(f"Fleio {path}: {type(err).__name__}: {err}") from None
+
+    async def _pages(self, session: aiohttp.ClientSession, path: str) -> list[Mapping[str, Any]]:
+        objects: list[Mapping[str, Any]] = []
+        page, last_page = 1, 1
+        while True:
+            params = {"page": str(page), "page_size": str(self.page_size)}
+            async with session.get(
+                self.url + path,
+                params=params,
+                headers=self._headers,
+                ssl=self._ssl,
+                timeout=self._timeout,
+            ) as response:
+                if response.status == 404 and page > 1:
+                    break  # the listing shrank while we paged, or `next` lied: it is over
+                if response.status in (401, 403):
+                    raise FleioError(
+                        f"Fleio {path}: the token was refused (HTTP {response.status}); "
+                        "check GOALKEEPER_INVENTORY__FLEIO__TOKEN"
+                    )
+                if response.status != 200:
+                    raise FleioError(f"Fleio {path} page {page}: HTTP {response.status}")
+                body = await response.json()
+            items = body.get("objects") if isinstance(body, dict) else None
+            if not isinstance(items, list):
+                raise FleioError(f"Fleio {path} page {page}: not a Fleio list envelope")
+            objects.extend(item for item in items if isinstance(item, dict))
+            if not body.get("next") or not items:
+                break
+            if page == 1:
+                count = body.get("count")
+                per_page = len(items)
+                last_page = math.ceil(count / per_page) if isinstance(count, int) else 1
+            # One page past the count is allowed (a listing may grow while being read);
+            # more than that means the server ignores `page` and would loop us forever.
+            if page > last_page:
+                raise FleioError(f"Fleio {path}: paging did not end after {page} pages")
+            page += 1
+        return objects
+
+
+def _owner(client: Mapping[str, Any]) -> Owner:
+    full_name = f"{client.get('first_name') or ''} {client.get('last_name') or ''}".strip()
+    email = client.get("email")
+    return Owner(
+        name=client.get("company") or full_name or None,
+        email=email if isinstance(email, str) and email.strip() else None,
+        client_id=str(client.get("id")),
+    )

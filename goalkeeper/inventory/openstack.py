@@ -1,0 +1,284 @@
+"""Every public address of every customer server, read from OpenStack with openstacksdk.
+
+This is the only module that imports `openstack`. It uses the proxy layer only (the cloud layer
+probes port 22) and reads five listings per refresh whatever the size of the cloud, each paged
+by the services themselves: Keystone projects, Nova servers of all projects, Neutron floating
+IPs, external networks, and the ports on those (every port only when floating IPs lack
+`port_details`). openstacksdk is blocking and builds a heavy object per item (1 to 3 ms of CPU
+each, measured: about a minute for 10,000 servers), so one thread function reads whole lists
+and keeps only small records; the event loop only awaits it, and `api_timeout` bounds every
+HTTP call. Targets are floating IPs (through their port to the server and project) and fixed
+IPv4 addresses of server ports on external networks; servers with no public address are not
+targets. Owners are left UNKNOWN here: the billing side fills them in.
+
+It never writes to OpenStack, and no credential (password, application credential secret,
+token) ever reaches an exception or a log line it produces.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from ipaddress import IPv4Address, ip_address
+from typing import Any
+
+import openstack
+import openstack.warnings
+import structlog
+
+from goalkeeper.config import OpenStackSettings
+from goalkeeper.model import Target
+
+log = structlog.get_logger(__name__)
+_SECRET_AUTH_KEYS = ("password", "application_credential_secret", "token", "secret")
+
+
+class OpenStackError(Exception):
+    """OpenStack could not be read. The message names the step that failed, never a secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class PortRecord:
+    """The part of a Neutron port the inventory needs."""
+
+    id: str
+    network_id: str
+    device_id: str
+    device_owner: str
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FloatingIpRecord:
+    address: str
+    port_id: str | None
+    project_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ServerRecord:
+    id: str
+    name: str
+    project_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Listings:
+    """Whole listings, reduced to what matters, so the SDK's heavy objects die in the thread."""
+
+    projects: Mapping[str, str]  # id -> name
+    servers: Mapping[str, ServerRecord]
+    external_networks: frozenset[str]
+    ports: Mapping[str, PortRecord]
+    floating_ips: tuple[FloatingIpRecord, ...]
+
+
+class OpenStackInventory:
+    """Reads the targets; one connection, made on first use and remade after any failure."""
+
+    def __init__(self, settings: OpenStackSettings) -> None:
+        self.settings = settings
+        self._connection: Any = None
+        # A cancelled await leaves its thread running: the lock keeps the next read off the
+        # connection until that thread is done with it.
+        self._lock = threading.Lock()
+
+    async def targets(self) -> tuple[Target, ...]:
+        """Every public address of every server, owners UNKNOWN; raise OpenStackError."""
+        listings = await asyncio.to_thread(self.read_listings)
+        return build_targets(listings)
+
+    def read_listings(self) -> Listings:
+        """Blocking: the five listings, read whole. Call it from a worker thread."""
+        with self._lock, _sdk_deprecations_silenced():
+            step = "connecting"
+            try:
+                conn = self._connect()
+                step = "listing Keystone projects"
+                projects = {p.id: p.name or "" for p in conn.identity.projects()}
+                step = "listing Nova servers"
+                servers = {
+                    s.id: ServerRecord(s.id, s.name or "", s.project_id or "")
+                    for s in conn.compute.servers(details=True, all_projects=True)
+                }
+                step = "listing Neutron floating IPs"
+                fips, ports = _floating_ips(conn.network.ips())
+                step = "listing external Neutron networks"
+                external = frozenset(n.id for n in conn.network.networks(is_router_external=True))
+                step = "listing Neutron ports"
+                # A floating IP's port_details (Neutron's fip-port-details, on since Rocky)
+                # names its server already; then only ports on external networks are needed,
+                # for public fixed IPs. Without it, every port is listed (still one listing).
+                everything = any(f.port_id and f.port_id not in ports for f in fips)
+                query = {} if everything else {"network_id": sorted(external)}
+                if everything or external:
+                    ports |= {p.id: _port(p) for p in conn.network.ports(**query)}
+            except Exception as err:
+                message = self._describe(step, err)
+                self._disconnect()
+                raise OpenStackError(message) from None
+        log.info(
+            "openstack listings read",
+            projects=len(projects),
+            servers=len(servers),
+            ports=len(ports),
+            floating_ips=len(fips),
+        )
+        return Listings(projects, servers, external, ports, fips)
+
+    def close(self) -> None:
+        with self._lock:
+            self._disconnect()
+
+    def _connect(self) -> Any:
+        if self._connection is None:
+            # cloud=None reads the OS_* variables; a name picks an entry of clouds.yaml.
+            self._connection = openstack.connect(
+                cloud=self.settings.cloud,
+                region_name=self.settings.region,
+                api_timeout=self.settings.api_timeout,
+                app_name="goalkeeper",
+            )
+        return self._connection
+
+    def _disconnect(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except Exception as err:  # closing a broken session must not hide why it broke
+                log.debug("openstack connection close failed", error=type(err).__name__)
+
+    def _describe(self, step: str, err: Exception) -> str:
+        where = f"cloud {self.settings.cloud!r}" if self.settings.cloud else "OS_* variables"
+        status = getattr(err, "status_code", None) or getattr(err, "http_status", None)
+        if status == 401:
+            detail = f"authentication refused (HTTP 401): check the credentials in {where}"
+        else:
+            text, kind = _first_line(str(err)), type(err).__name__
+            detail = text if text.startswith(kind) else f"{kind}: {text}"
+        for secret in self._secrets():
+            detail = detail.replace(secret, "***")
+        return f"OpenStack failed while {step}: {detail}"
+
+    def _secrets(self) -> list[str]:
+        try:
+            auth = self._connection.config.get_auth_args() if self._connection else {}
+        except Exception:  # a half-built connection has no auth to read
+            auth = {}
+        return [
+            str(value)
+            for key, value in auth.items()
+            # Very short values would mangle the message and cannot be real secrets anyway.
+            if value and len(str(value)) >= 4 and any(part in key for part in _SECRET_AUTH_KEYS)
+        ]
+
+
+def build_targets(listings: Listings) -> tuple[Target, ...]:
+    """Floating IPs through their port to the server, then public fixed IPs; one per address."""
+    found: dict[IPv4Address, Target] = {}
+    unresolved = 0
+    for fip in listings.floating_ips:
+        if fip.port_id is None:
+            continue  # allocated but attached to nothing: nothing behind it to scan
+        port = listings.ports.get(fip.port_id)
+        if port is None:
+            unresolved += 1  # the port went away between the two listings
+            continue
+        server = listings.servers.get(port.device_id)
+        # A floating IP on a port that is not a server (a load balancer, say) is still a
+        # public exposure of that project: keep it, with the port's device as the server.
+        project_id = server.project_id if server else fip.project_id
+        for address in _ipv4(fip.address):
+            found.setdefault(address, _target(address, server, port, project_id, listings))
+    for port in listings.ports.values():
+        server = listings.servers.get(port.device_id)
+        if port.network_id not in listings.external_networks or server is None:
+            continue  # routers and floating IP ports live on external networks too
+        for address in _ipv4(*port.addresses):
+            found.setdefault(address, _target(address, server, port, server.project_id, listings))
+    if unresolved:
+        log.warning("floating ips with a vanished port skipped", count=unresolved)
+    return tuple(sorted(found.values(), key=lambda t: t.address))
+
+
+def _target(
+    address: IPv4Address,
+    server: ServerRecord | None,
+    port: PortRecord,
+    project_id: str,
+    listings: Listings,
+) -> Target:
+    return Target(
+        address=address,
+        server_name=server.name if server else f"({port.device_owner or 'unattached port'})",
+        server_id=server.id if server else port.device_id,
+        project_id=project_id,
+        project_name=listings.projects.get(project_id, ""),
+    )
+
+
+def _ipv4(*texts: str | None) -> Iterable[IPv4Address]:
+    """IPv4 only: IPv6 targets are a later feature (DESIGN.md §7), and not scanned yet."""
+    for text in texts:
+        try:
+            address = ip_address(text or "")
+        except ValueError:
+            continue
+        if isinstance(address, IPv4Address):
+            yield address
+
+
+def _floating_ips(
+    listing: Iterable[Any],
+) -> tuple[tuple[FloatingIpRecord, ...], dict[str, PortRecord]]:
+    """The floating IPs, and the ports their `port_details` describe."""
+    fips, ports = [], {}
+    for fip in listing:
+        fips.append(FloatingIpRecord(fip.floating_ip_address, fip.port_id, fip.project_id or ""))
+        details = fip.port_details
+        if fip.port_id and isinstance(details, dict) and details.get("device_id") is not None:
+            ports[fip.port_id] = PortRecord(
+                id=fip.port_id,
+                network_id=details.get("network_id") or "",
+                device_id=details.get("device_id") or "",
+                device_owner=details.get("device_owner") or "",
+                addresses=(fip.fixed_ip_address,) if fip.fixed_ip_address else (),
+            )
+    return tuple(fips), ports
+
+
+def _port(port: Any) -> PortRecord:
+    return PortRecord(
+        id=port.id,
+        network_id=port.network_id or "",
+        device_id=port.device_id or "",
+        device_owner=port.device_owner or "",
+        addresses=tuple(str(ip.get("ip_address", "")) for ip in port.fixed_ips or ()),
+    )
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0][:300] if text.strip() else "(no message)"
+
+
+@contextmanager
+def _sdk_deprecations_silenced() -> Iterator[None]:
+    """openstacksdk 4.x warns about its own internals on every connect and request.
+
+    Those warnings are about the library, not about us, and would turn into errors under
+    `-W error`. The filter change is process-wide for the length of one refresh; nothing else
+    in the daemon changes warning filters at run time, so the restore cannot undo another's.
+    """
+    with warnings.catch_warnings():
+        for category in (
+            openstack.warnings.OpenStackDeprecationWarning,
+            openstack.warnings.RemovedInSDK50Warning,
+            openstack.warnings.RemovedInSDK60Warning,
+        ):
+            warnings.simplefilter("ignore", category)
+        yield

@@ -1,0 +1,202 @@
+"""A fake Fleio staff API serving a simulated World's billing side over aiohttp.
+
+It answers the few listings Goalkeeper reads (DESIGN.md §4): `/clients`, `/clients/<id>`,
+`/openstack/projects`, `/billing/services`, `/billing/services/<id>`, `/openstack/floatingips`,
+with Fleio's list envelope `{count, next, previous, objects, totalCount, pageNo}`, `page` and
+`page_size` parameters (clamped to a maximum, as Django REST framework does), 404 past the last
+page, `Authorization: Token <key>` (anything else gets 401) and no trailing slashes. Projects
+that the world marks unknown to billing are simply absent, as they would be in Fleio.
+
+Every request is counted by path; tests make a path fail with `faults`, and `stale_next` makes
+every last page still link to a next one, as a listing that shrank while being paged does. It is
+a test double: read-only, one staff token. The daemon never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from goalkeeper.sim.world import Client, World
+
+Json = dict[str, Any]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STALL = 0  # a fault that never answers: for timeouts
+API_ROOT = "/backend/staffapi"
+_STAMP = "2024-01-01T00:00:00Z"
+
+
+class FleioSim:
+    """The staff API at /backend/staffapi."""
+
+    def __init__(
+        self, world: World, *, default_page_size: int = 20, max_page_size: int = 1000
+    ) -> None:
+        self.token = secrets.token_hex(20)  # Fleio's keys are 40 hex digits, like DRF's
+        self.default_page_size = default_page_size
+        self.max_page_size = max_page_size
+        self.stale_next = False
+        self.requests: Counter[str] = Counter()
+        self.faults: dict[str, int] = {}  # path -> the HTTP status it answers instead, or STALL
+        self._released = asyncio.Event()
+        self.load(world)
+
+    def load(self, world: World) -> None:
+        """Serve `world` from now on; it is rendered and indexed here, once, not per request."""
+        self.world = world
+        services = {service.id: service for service in world.services}
+        client_of_project = {s.project_id: s.client_id for s in world.services}
+        projects = [p for p in world.projects if p.service_id in services]
+        self._collections: dict[str, list[Json]] = {
+            "clients": [_client(c) for c in world.clients],
+            "openstack/projects": [
+                _project(p.fleio_id, p.id, p.name, p.service_id) for p in projects
+            ],
+            "billing/services": [_service(s.id, s.client_id, s.project_id) for s in world.services],
+            "openstack/floatingips": [
+                {
+                    "id": fip.id,
+                    "floating_ip_address": str(fip.address),
+                    "project": fip.project_id,
+                    "client": client_of_project.get(fip.project_id),
+                    "floating_network_id": fip.network_id,
+                    "fixed_ip_address": str(fip.fixed_address) if fip.fixed_address else None,
+                    "port_id": fip.port_id,
+                    "status": "ACTIVE" if fip.port_id else "DOWN",
+                    "description": "",
+                }
+                for fip in world.floating_ips
+            ],
+        }
+        self._by_id = {
+            name: {str(item["id"]): item for item in items}
+            for name, items in self._collections.items()
+        }
+
+    def release(self) -> None:
+        """Let every stalled request end, so that the server can close."""
+        self._released.set()
+
+    @property
+    def requests_total(self) -> int:
+        return sum(self.requests.values())
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[self._middleware])
+        for name in self._collections:
+            app.router.add_get(f"{API_ROOT}/{name}", self._list)
+        for name in ("clients", "billing/services"):
+            app.router.add_get(f"{API_ROOT}/{name}/{{id}}", self._detail)
+        return app
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        self.requests[request.path] += 1
+        scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+        if scheme != "Token" or not key:
+            return _detail(401, "Authentication credentials were not provided.")
+        if not secrets.compare_digest(key.encode(), self.token.encode()):
+            return _detail(401, "Invalid token.")
+        if self.faults.get(request.path) == STALL:
+            await self._released.wait()  # the client gives up first; close() ends the wait
+            return _detail(503, "Stalled.")
+        if request.path in self.faults:
+            return _detail(self.faults[request.path], "Injected fault.")
+        return await handler(request)
+
+    async def _list(self, request: web.Request) -> web.Response:
+        items = self._collections[request.path.removeprefix(API_ROOT + "/")]
+        try:
+            page = int(request.query.get("page", "1"))
+            size = int(request.query.get("page_size", self.default_page_size))
+        except ValueError:
+            return _detail(404, "Invalid page.")
+        size = max(1, min(size, self.max_page_size))
+        pages = max(1, math.ceil(len(items) / size))
+        if not 1 <= page <= pages:
+            return _detail(404, "Invalid page.")
+        more = page < pages or self.stale_next
+        return web.json_response(
+            {
+                "count": len(items),
+                "totalCount": len(items),
+                "pageNo": page,
+                "next": _page_url(request, page + 1) if more else None,
+                "previous": _page_url(request, page - 1) if page > 1 else None,
+                "objects": items[(page - 1) * size : page * size],
+            }
+        )
+
+    async def _detail(self, request: web.Request) -> web.Response:
+        name = request.path.removeprefix(API_ROOT + "/").rsplit("/", 1)[0]
+        item = self._by_id[name].get(request.match_info["id"])
+        if item is None:
+            return _detail(404, "Not found.")
+        return web.json_response(item)
+
+
+def _detail(status: int, message: str) -> web.Response:
+    return web.json_response({"detail": message}, status=status)
+
+
+def _page_url(request: web.Request, page: int) -> str:
+    return str(request.url.update_query(page=str(page)))
+
+
+def _client(client: Client) -> Json:
+    return {
+        "id": client.id,
+        "first_name": client.first_name,
+        "last_name": client.last_name,
+        "company": client.company,
+        "email": client.email,
+        "phone": "",
+        "address1": "1 Example Street",
+        "city": "Example City",
+        "country": "NL",
+        "state": "",
+        "zip_code": "1000 AA",
+        "vat_id": None,
+        "currency": "EUR",
+        "language": "en",
+        "status": "active",
+        "date_created": _STAMP,
+        "groups": [],
+        "custom_fields": [],
+    }
+
+
+def _project(fleio_id: int, project_id: str, name: str, service_id: int | None) -> Json:
+    return {
+        "id": fleio_id,
+        "project_id": project_id,
+        "project_domain_id": "default",
+        "name": name,
+        "description": "",
+        "service": service_id,
+        "disabled": False,
+        "deleted": False,
+        "is_domain": False,
+        "extras": {},
+    }
+
+
+def _service(service_id: int, client_id: int, project_id: str) -> Json:
+    return {
+        "id": service_id,
+        "client": client_id,
+        "display_name": f"OpenStack project {project_id[:8]}",
+        "status": "active",
+        "product": {"id": 1, "name": "OpenStack", "code": "openstack", "product_type": "openstack"},
+        "cycle": {"id": 1, "cycle": "month", "cycle_multiplier": 1, "currency": "EUR"},
+        "created_at": _STAMP,
+        "next_due_date": None,
+        "is_free": False,
+        "notes": "",
+    }

@@ -1,0 +1,149 @@
+"""The billing side of the inventory, through the real aiohttp client against the simulator."""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from pydantic import SecretStr
+
+from goalkeeper.config import FleioSettings
+from goalkeeper.inventory.fleio import FleioClient, FleioError
+from goalkeeper.model import UNKNOWN_OWNER, Owner
+from goalkeeper.sim.cloud import SimulatedCloud
+from goalkeeper.sim.fleio import API_ROOT, STALL
+from goalkeeper.sim.world import World, build_world
+
+LISTINGS = (
+    f"{API_ROOT}/openstack/projects",
+    f"{API_ROOT}/billing/services",
+    f"{API_ROOT}/clients",
+)
+
+
+@pytest.fixture
+def world() -> World:
+    return build_world(31, projects=12, servers_per_project=1, unknown_project_share=0.25)
+
+
+@pytest.fixture
+async def cloud(world: World) -> AsyncIterator[SimulatedCloud]:
+    async with SimulatedCloud(world, listeners=False) as sim:
+        yield sim
+
+
+def _client(
+    cloud: SimulatedCloud, *, page_size: int = 500, token: str | None = None
+) -> FleioClient:
+    settings = FleioSettings(
+        url=cloud.fleio_url, token=SecretStr(token or cloud.fleio_token), page_size=page_size
+    )
+    return FleioClient(settings, timeout=10)
+
+
+async def test_owners_resolve_project_to_client_and_unknown_is_not_found(
+    cloud: SimulatedCloud, world: World
+) -> None:
+    owners = await _client(cloud).owners([p.id for p in world.projects])
+    unknown = [p.id for p in world.projects if p.service_id is None]
+    assert len(unknown) == 3
+    for project in world.projects:
+        client = world.client_of(project.id)
+        if client is None:
+            assert owners[project.id] is UNKNOWN_OWNER
+            assert owners[project.id].email is None
+        else:
+            assert owners[project.id] == Owner(client.company, client.email, str(client.id))
+    for path in LISTINGS:  # one page each at page_size 500
+        assert cloud.fleio.requests[path] == 1
+
+
+async def test_small_pages_cost_one_request_per_page_and_nothing_per_project(
+    cloud: SimulatedCloud, world: World
+) -> None:
+    directory = await _client(cloud, page_size=2).directory()
+    assert set(directory) == {p.id for p in world.projects if p.service_id is not None}
+    sizes = {
+        f"{API_ROOT}/openstack/projects": len(directory),
+        f"{API_ROOT}/billing/services": len(world.services),
+        f"{API_ROOT}/clients": len(world.clients),
+    }
+    assert dict(cloud.fleio.requests) == {path: math.ceil(n / 2) for path, n in sizes.items()}
+
+
+async def test_a_404_past_the_last_page_ends_paging(cloud: SimulatedCloud, world: World) -> None:
+    cloud.fleio.stale_next = True  # every last page still links to one more, which is a 404
+    owners = await _client(cloud, page_size=5).owners([p.id for p in world.projects])
+    assert sum(owner.known for owner in owners.values()) == 9
+    assert cloud.fleio.requests[f"{API_ROOT}/openstack/projects"] == math.ceil(9 / 5) + 1
+
+
+async def test_a_refused_token_is_a_clear_error_without_the_token(cloud: SimulatedCloud) -> None:
+    wrong = "f" * 40
+    client = _client(cloud, token=wrong)
+    with pytest.raises(FleioError, match=r"token was refused \(HTTP 401\)") as caught:
+        await client.directory()
+    assert wrong not in str(caught.value)
+    assert wrong not in repr(client)
+
+
+async def test_a_failing_listing_is_named(cloud: SimulatedCloud) -> None:
+    cloud.fleio.faults[f"{API_ROOT}/clients"] = 500
+    with pytest.raises(FleioError, match=r"Fleio /clients page 1: HTTP 500"):
+        await _client(cloud).directory()
+
+
+async def test_a_fleio_that_does_not_answer_times_out(cloud: SimulatedCloud) -> None:
+    cloud.fleio.faults[f"{API_ROOT}/billing/services"] = STALL
+    settings = FleioSettings(url=cloud.fleio_url, token=SecretStr(cloud.fleio_token))
+    with pytest.raises(FleioError, match=r"/billing/services: no answer within 0.5 s"):
+        await FleioClient(settings, timeout=0.5).directory()
+
+
+async def test_a_404_on_the_first_page_is_an_error_not_an_empty_listing(
+    cloud: SimulatedCloud,
+) -> None:
+    settings = FleioSettings(url=cloud.fleio_url + "/wrong", token=SecretStr(cloud.fleio_token))
+    with pytest.raises(FleioError, match="HTTP 404"):
+        await FleioClient(settings, timeout=10).directory()
+
+
+async def test_a_server_that_ignores_page_cannot_loop_us_forever(
+    free_port: int,
+) -> None:
+    async def always_page_one(request: web.Request) -> web.Response:
+        body = {"count": 2, "next": "more", "previous": None, "objects": [{"id": 1}]}
+        return web.json_response(body | {"totalCount": 2, "pageNo": 1})
+
+    app = web.Application()
+    app.router.add_get("/api/{tail:.*}", always_page_one)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", free_port).start()
+    try:
+        settings = FleioSettings(url=f"http://127.0.0.1:{free_port}/api", token=SecretStr("k"))
+        with pytest.raises(FleioError, match="paging did not end"):
+            await FleioClient(settings, timeout=10).directory()
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_unreachable_fleio_is_an_error(free_port: int) -> None:
+    settings = FleioSettings(url=f"http://127.0.0.1:{free_port}", token=SecretStr("k"))
+    with pytest.raises(FleioError, match="/openstack/projects"):
+        await FleioClient(settings, timeout=10).directory()
+
+
+def test_url_and_token_are_required() -> None:
+    with pytest.raises(ValueError, match="GOALKEEPER_INVENTORY__FLEIO__TOKEN"):
+        FleioClient(FleioSettings(url="http://127.0.0.1:1"))
+
+
+@pytest.fixture
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

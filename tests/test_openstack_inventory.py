@@ -1,0 +1,212 @@
+"""The OpenStack side of the inventory, through the real openstacksdk against the simulator."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from goalkeeper.config import OpenStackSettings
+from goalkeeper.inventory.openstack import (
+    FloatingIpRecord,
+    Listings,
+    OpenStackError,
+    OpenStackInventory,
+    PortRecord,
+    ServerRecord,
+    build_targets,
+)
+from goalkeeper.sim.cloud import SimulatedCloud
+from goalkeeper.sim.openstack import STALL
+from goalkeeper.sim.world import World, build_world
+
+LISTINGS = (
+    "/compute/v2.1/servers/detail",
+    "/network/v2.0/ports",
+    "/network/v2.0/floatingips",
+)
+
+
+def use_os_environment(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], tmp_path: Path
+) -> None:
+    """Only the given OS_* variables, and no clouds.yaml but the test's own."""
+    for name in list(os.environ):
+        if name.startswith("OS_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def world() -> World:
+    return build_world(21, projects=5, servers_per_project=6, unknown_project_share=0.2)
+
+
+@pytest.fixture
+async def cloud(world: World) -> AsyncIterator[SimulatedCloud]:
+    async with SimulatedCloud(world, page_size=4, listeners=False) as sim:
+        yield sim
+
+
+def _expected(world: World) -> dict[IPv4Address, tuple[str, str, str, str]]:
+    names = {p.id: p.name for p in world.projects}
+    return {
+        address: (server.name, server.id, server.project_id, names[server.project_id])
+        for address, server in world.public_addresses().items()
+    }
+
+
+async def test_targets_are_every_public_address_across_several_pages(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    targets = await inventory.targets()
+    found = {t.address: (t.server_name, t.server_id, t.project_id, t.project_name) for t in targets}
+    assert found == _expected(world)
+    assert all(not t.owner.known for t in targets)  # owners come from billing, not from here
+    for path in LISTINGS:  # every listing took several pages at 4 per page
+        assert cloud.openstack.requests[path] > 2, path
+    inventory.close()
+
+
+async def test_servers_without_a_public_address_are_not_targets(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    targets = await OpenStackInventory(OpenStackSettings(api_timeout=10)).targets()
+    public_servers = {t.server_id for t in targets}
+    hidden = [s for s in world.servers if s.id not in public_servers]
+    assert hidden  # 30 servers, 60 % floating + 20 % fixed: six have no public address
+    private = {p.address for p in world.ports if p.device_id in {s.id for s in hidden}}
+    assert private.isdisjoint(t.address for t in targets)
+
+
+async def test_application_credential_from_clouds_yaml(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, {}, tmp_path)
+    cloud.write_clouds_yaml(tmp_path / "clouds.yaml", cloud="prod-sim", application_credential=True)
+    inventory = OpenStackInventory(OpenStackSettings(cloud="prod-sim", api_timeout=10))
+    targets = await inventory.targets()
+    assert {t.address for t in targets} == set(world.public_addresses())
+    inventory.close()
+
+
+async def test_a_wrong_password_is_a_clear_error_without_the_password(
+    cloud: SimulatedCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    wrong = "Wr0ng-" + cloud.openstack.password
+    use_os_environment(monkeypatch, cloud.os_env() | {"OS_PASSWORD": wrong}, tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    with pytest.raises(OpenStackError) as caught:
+        await inventory.targets()
+    message = str(caught.value)
+    assert "authentication refused (HTTP 401)" in message
+    assert "OS_* variables" in message
+    assert wrong not in message
+    assert cloud.openstack.password not in message
+
+
+async def test_a_failing_listing_is_named_and_the_next_read_reconnects(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    cloud.openstack.faults["/network/v2.0/floatingips"] = 500
+    with pytest.raises(OpenStackError, match=r"while listing Neutron floating IPs: .*500"):
+        await inventory.targets()
+    del cloud.openstack.faults["/network/v2.0/floatingips"]
+    tokens_before = cloud.openstack.requests["/identity/v3/auth/tokens"]
+    assert {t.address for t in await inventory.targets()} == set(world.public_addresses())
+    assert cloud.openstack.requests["/identity/v3/auth/tokens"] == tokens_before + 1
+    inventory.close()
+
+
+async def test_without_port_details_every_port_is_listed(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    with_details = await inventory.targets()
+    ports_with_details = cloud.openstack.requests["/network/v2.0/ports"]
+    cloud.openstack.fip_port_details = False  # an older Neutron, or the extension turned off
+    cloud.openstack.load(world)
+    assert await inventory.targets() == with_details
+    all_ports = cloud.openstack.requests["/network/v2.0/ports"] - ports_with_details
+    external = {n.id for n in world.networks if n.external}
+    on_external = [p for p in world.ports if p.network_id in external]
+    assert len(on_external) < len(world.ports)
+    assert ports_with_details == len(on_external) // 4 + 1  # pages of 4
+    assert all_ports == len(world.ports) // 4 + 1
+    inventory.close()
+
+
+async def test_api_timeout_bounds_every_call(
+    cloud: SimulatedCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    cloud.openstack.faults["/network/v2.0/networks"] = STALL
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=0.5))
+    with pytest.raises(
+        OpenStackError, match=r"while listing external Neutron networks: .*timed out"
+    ):
+        await inventory.targets()
+    inventory.close()
+
+
+async def test_an_expired_token_is_replaced_between_refreshes(
+    cloud: SimulatedCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    # keystoneauth renews a token that has less than two minutes left before using it.
+    cloud.openstack.token_ttl = timedelta(seconds=30)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    first = await inventory.targets()
+    tokens = cloud.openstack.requests["/identity/v3/auth/tokens"]
+    assert await inventory.targets() == first
+    assert cloud.openstack.requests["/identity/v3/auth/tokens"] > tokens
+    inventory.close()
+
+
+def _listings(
+    ports: list[PortRecord], fips: list[FloatingIpRecord], servers: list[ServerRecord]
+) -> Listings:
+    return Listings(
+        projects={"p1": "acme", "p2": "globex"},
+        servers={s.id: s for s in servers},
+        external_networks=frozenset({"ext"}),
+        ports={p.id: p for p in ports},
+        floating_ips=tuple(fips),
+    )
+
+
+def test_build_targets_follows_floating_ips_and_external_ports() -> None:
+    web = ServerRecord("s1", "web-1", "p1")
+    db = ServerRecord("s2", "db-1", "p2")
+    ports = [
+        PortRecord("port-web", "private", "s1", "compute:nova", ("10.0.0.5",)),
+        PortRecord("port-db", "ext", "s2", "compute:nova", ("127.64.9.9", "fd00::9")),
+        PortRecord("port-router", "ext", "r1", "network:router_gateway", ("127.64.9.1",)),
+        PortRecord("port-lb", "private", "lb1", "Octavia", ("10.0.0.9",)),
+    ]
+    fips = [
+        FloatingIpRecord("127.64.1.1", "port-web", "p1"),
+        FloatingIpRecord("127.64.1.2", None, "p1"),  # allocated, attached to nothing
+        FloatingIpRecord("127.64.1.3", "port-gone", "p1"),  # its port vanished meanwhile
+        FloatingIpRecord("127.64.1.4", "port-lb", "p2"),  # a load balancer is exposed too
+    ]
+    targets = {str(t.address): t for t in build_targets(_listings(ports, fips, [web, db]))}
+    assert sorted(targets) == ["127.64.1.1", "127.64.1.4", "127.64.9.9"]
+    rows = {
+        a: (t.server_name, t.server_id, t.project_id, t.project_name) for a, t in targets.items()
+    }
+    assert rows["127.64.1.1"] == ("web-1", "s1", "p1", "acme")
+    assert rows["127.64.9.9"] == ("db-1", "s2", "p2", "globex")
+    assert rows["127.64.1.4"] == ("(Octavia)", "lb1", "p2", "globex")

@@ -1,0 +1,237 @@
+"""The simulated cloud: a pure, seeded world, and fakes that speak the documented wire shapes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from ipaddress import IPv4Network
+from typing import Any
+
+import aiohttp
+import pytest
+
+from goalkeeper.model import Transport
+from goalkeeper.sim.cloud import SimulatedCloud
+from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, build_world, move_floating_ip
+
+
+def test_one_seed_gives_one_world() -> None:
+    assert build_world(7) == build_world(7)
+    assert build_world(7) != build_world(8)
+
+
+def test_sizes_and_shares_are_exact() -> None:
+    world = build_world(3, projects=10, servers_per_project=5, unassociated_floating_ips=2)
+    external = {n.id for n in world.networks if n.external}
+    with_fixed = {
+        p.device_id
+        for p in world.ports
+        if p.network_id in external and p.device_owner == "compute:nova"
+    }
+    assert len(world.servers) == 50
+    assert len([f for f in world.floating_ips if f.port_id]) == 30  # floating_ip_share 0.6
+    assert len([f for f in world.floating_ips if not f.port_id]) == 2
+    assert len(with_fixed) == 10  # public_fixed_share 0.2
+    assert len([p for p in world.projects if p.service_id is None]) == 1  # unknown share 0.1
+    assert len([s for s in world.servers if s.services]) == 12  # open_share 0.3 of 40 public
+    assert len(world.public_addresses()) == 40
+
+
+def test_every_address_is_on_loopback_inside_the_base() -> None:
+    world = build_world(5, projects=30, servers_per_project=8)
+    base = IPv4Network(DEFAULT_ADDRESS_BASE)
+    addresses = [p.address for p in world.ports] + [f.address for f in world.floating_ips]
+    assert addresses
+    assert all(address in base for address in addresses)
+    assert not base.overlaps(IPv4Network("127.42.0.0/16"))
+    assert not base.overlaps(IPv4Network("127.0.0.0/16"))
+    with pytest.raises(ValueError, match=r"outside 127\.0\.0\.0/8"):
+        build_world(5, address_base="10.0.0.0/14")
+
+
+def test_exposed_ports_are_the_open_services_on_public_addresses() -> None:
+    world = build_world(11, projects=6, servers_per_project=6, open_share=0.5)
+    public = world.public_addresses()
+    exposed = world.exposed()
+    assert exposed
+    for address, port, transport in exposed:
+        assert any(s.port == port and s.protocol is transport for s in public[address].services)
+    private = {p.address for p in world.ports if p.device_owner == "compute:nova"} - set(public)
+    assert private.isdisjoint(address for address, _, _ in exposed)
+
+
+def test_a_moved_floating_ip_is_a_new_object_in_the_new_project() -> None:
+    world = build_world(2, projects=4, servers_per_project=3)
+    fip = next(f for f in world.floating_ips if f.port_id)
+    old_server = world.public_addresses()[fip.address]
+    new_server = next(s for s in world.servers if s.project_id != old_server.project_id)
+    moved = move_floating_ip(world, fip.address, new_server.id)
+    after = next(f for f in moved.floating_ips if f.address == fip.address)
+    assert after.id != fip.id
+    assert after.project_id == new_server.project_id
+    assert moved.public_addresses()[fip.address] == new_server
+
+
+@pytest.fixture
+async def cloud() -> AsyncIterator[SimulatedCloud]:
+    async with SimulatedCloud(
+        build_world(1, projects=4, servers_per_project=5, unknown_project_share=0.25),
+        page_size=4,
+        listeners=False,
+    ) as sim:
+        yield sim
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+async def _token(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession, body: dict[str, Any]
+) -> aiohttp.ClientResponse:
+    async with http.post(f"{cloud.auth_url}/v3/auth/tokens", json={"auth": body}) as response:
+        await response.read()
+        return response
+
+
+def _password(cloud: SimulatedCloud, password: str) -> dict[str, Any]:
+    user = {"name": cloud.openstack.username, "domain": {"name": "Default"}, "password": password}
+    return {"identity": {"methods": ["password"], "password": {"user": user}}}
+
+
+async def test_keystone_discovery_and_tokens(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(cloud.auth_url) as response:
+        versions = await response.json()
+    assert response.status == 300
+    assert versions["versions"]["values"][0]["id"].startswith("v3")
+    ok = await _token(cloud, http, _password(cloud, cloud.openstack.password))
+    assert ok.status == 201
+    assert ok.headers["X-Subject-Token"]
+    token = (await ok.json())["token"]
+    assert token["expires_at"].endswith("Z")
+    assert {entry["type"] for entry in token["catalog"]} == {"identity", "compute", "network"}
+    wrong = await _token(cloud, http, _password(cloud, "not-the-password"))
+    assert wrong.status == 401
+    credential = {
+        "id": cloud.openstack.application_credential_id,
+        "secret": cloud.openstack.application_credential_secret,
+    }
+    app = await _token(
+        cloud,
+        http,
+        {"identity": {"methods": ["application_credential"], "application_credential": credential}},
+    )
+    assert app.status == 201
+    assert (await app.json())["token"]["methods"] == ["application_credential"]
+
+
+async def _login(cloud: SimulatedCloud, http: aiohttp.ClientSession) -> dict[str, str]:
+    response = await _token(cloud, http, _password(cloud, cloud.openstack.password))
+    return {"X-Auth-Token": response.headers["X-Subject-Token"]}
+
+
+def _compute(cloud: SimulatedCloud) -> str:
+    return cloud.auth_url.replace("/identity", "/compute/v2.1")
+
+
+async def test_unknown_tokens_are_refused(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    network = cloud.auth_url.replace("/identity", "/network/v2.0/ports")
+    for url in (f"{_compute(cloud)}/servers/detail", network, f"{cloud.auth_url}/v3/projects"):
+        async with http.get(url, headers={"X-Auth-Token": "made-up"}) as response:
+            assert response.status == 401, url
+    async with http.get(
+        f"{cloud.fleio_url}/clients", headers={"Authorization": "Token made-up"}
+    ) as response:
+        assert response.status == 401
+
+
+async def test_nova_pages_by_limit_and_marker(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    headers = await _login(cloud, http) | {"OpenStack-API-Version": "compute 2.90"}
+    url: str | None = f"{_compute(cloud)}/servers/detail?all_tenants=True"
+    seen: list[str] = []
+    while url:
+        async with http.get(url, headers=headers) as response:
+            assert response.headers["OpenStack-API-Version"] == "compute 2.90"
+            body = await response.json()
+        seen += [server["id"] for server in body["servers"]]
+        url = next(
+            (link["href"] for link in body.get("servers_links", []) if link["rel"] == "next"), None
+        )
+    assert sorted(seen) == sorted(s.id for s in cloud.world.servers)
+    assert cloud.openstack.requests["/compute/v2.1/servers/detail"] == 6  # 20 by 4, then empty
+    async with http.get(f"{_compute(cloud)}/servers/detail", headers=headers) as response:
+        assert (await response.json())["servers"] == []  # without all_tenants: the admin's own
+    too_new = headers | {"OpenStack-API-Version": "compute 2.999"}
+    async with http.get(f"{_compute(cloud)}/servers/detail", headers=too_new) as response:
+        assert response.status == 406
+
+
+async def test_neutron_pages_and_filters(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    headers = await _login(cloud, http)
+    base = cloud.auth_url.replace("/identity", "/network/v2.0")
+    async with http.get(f"{base}/floatingips", headers=headers) as response:
+        first = await response.json()
+    assert len(first["floatingips"]) == 4
+    link = first["floatingips_links"][0]
+    assert link["rel"] == "next"
+    assert "limit=4" in link["href"]
+    assert f"marker={first['floatingips'][-1]['id']}" in link["href"]
+    async with http.get(f"{base}/networks?router:external=True", headers=headers) as response:
+        external = (await response.json())["networks"]
+    assert {n["name"] for n in external} == {"public", "public-direct"}
+    cloud.openstack.faults["/network/v2.0/ports"] = 500
+    async with http.get(f"{base}/ports", headers=headers) as response:
+        assert response.status == 500
+        assert "NeutronError" in await response.json()
+
+
+async def test_fleio_envelope_paging_and_404(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    headers = {"Authorization": f"Token {cloud.fleio_token}"}
+    url = f"{cloud.fleio_url}/openstack/projects"
+    async with http.get(url, params={"page": "1", "page_size": "2"}, headers=headers) as response:
+        body = await response.json()
+    assert set(body) == {"count", "next", "previous", "objects", "totalCount", "pageNo"}
+    assert body["count"] == body["totalCount"] == 3  # one of four projects is unknown to billing
+    assert body["pageNo"] == 1
+    assert body["previous"] is None
+    assert "page=2" in body["next"]
+    async with http.get(url, params={"page": "2", "page_size": "2"}, headers=headers) as response:
+        last = await response.json()
+    assert last["next"] is None
+    assert len(last["objects"]) == 1
+    async with http.get(url, params={"page": "3", "page_size": "2"}, headers=headers) as response:
+        assert response.status == 404
+    async with http.get(url + "/", headers=headers) as response:
+        assert response.status == 404  # no trailing slashes
+    service = body["objects"][0]["service"]
+    async with http.get(
+        f"{cloud.fleio_url}/billing/services/{service}", headers=headers
+    ) as response:
+        client = (await response.json())["client"]
+    async with http.get(f"{cloud.fleio_url}/clients/{client}", headers=headers) as response:
+        assert "@" in (await response.json())["email"]
+
+
+async def test_listeners_play_the_open_ports() -> None:
+    world = build_world(4, projects=2, servers_per_project=4, open_share=1.0)
+    async with SimulatedCloud(world) as cloud:
+        tcp = [(a, p) for a, p, t in cloud.world.exposed() if t is Transport.TCP]
+        assert tcp
+        address, port = tcp[0]
+        _, writer = await asyncio.open_connection(str(address), port)
+        writer.close()
+        await writer.wait_closed()
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(str(address), 1)
