@@ -157,6 +157,7 @@ class FleioSettings(Model):
     token: SecretStr | None = None
     verify_tls: bool = True
     page_size: int = Field(default=500, ge=1, le=5000)
+    timeout: float = Field(default=60, gt=0, le=3600)  # seconds per request
 
     @field_validator("url")
     @classmethod

@@ -27,7 +27,6 @@ from goalkeeper.config import FleioSettings
 from goalkeeper.model import UNKNOWN_OWNER, Owner
 
 log = structlog.get_logger(__name__)
-DEFAULT_TIMEOUT = 60.0
 
 
 class FleioError(Exception):
@@ -42,7 +41,7 @@ class FleioClient:
         settings: FleioSettings,
         session: aiohttp.ClientSession | None = None,
         *,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | None = None,
     ) -> None:
         if settings.url is None or settings.token is None:
             raise ValueError(
@@ -56,7 +55,7 @@ class FleioClient:
         }
         self._ssl = settings.verify_tls  # False: accept any certificate (a lab Fleio)
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = aiohttp.ClientTimeout(total=timeout or settings.timeout)
 
     def __repr__(self) -> str:
         return f"FleioClient(url={self.url!r})"
