@@ -33,17 +33,22 @@ OPS = "security@provider.example"
 
 
 async def run_demo(
-    out_dir: Path, *, seed: int = 2026, projects: int = 10, servers_per_project: int = 6,
+    out_dir: Path, *, seed: int = 1, projects: int = 10, servers_per_project: int = 6,
     out: TextIO = sys.stdout,
 ) -> TickReport:  # fmt: skip
     _fresh_directory(out_dir / "mail")
-    catalog = load_catalog()
+    root = os.geteuid() == 0
     world = build_world(
         seed,
         projects=projects,
         servers_per_project=servers_per_project,
-        services=[p for p in catalog.ports if p.service in _DEMO_SERVICES],
-    )
+        unknown_project_share=0.2,
+        services=[
+            p for p in load_catalog().ports
+            # Without root: no UDP scan, and no listener below port 1024.
+            if p.service in _DEMO_SERVICES and (root or (p.port >= 1024 and p.protocol == "tcp"))
+        ],
+    )  # fmt: skip
     async with (
         SimulatedCloud(world) as cloud,
         SmtpSink(directory=out_dir / "mail") as smtp,
@@ -55,7 +60,7 @@ async def run_demo(
                 "environment": "prod",
                 "scan": {
                     "allowed_networks": [DEFAULT_ADDRESS_BASE],
-                    "privileged": os.geteuid() == 0,
+                    "privileged": root,
                     "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 60s",
                 },
                 "inventory": {

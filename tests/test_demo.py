@@ -1,0 +1,30 @@
+"""`goalkeeper demo`: the real tick against the simulated cloud, mails written as .eml files."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+from pathlib import Path
+
+from goalkeeper.demo import run_demo
+
+
+async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: Path) -> None:
+    out = io.StringIO()
+    report = await run_demo(tmp_path / "demo", out=out)
+    text = out.getvalue()
+    assert report.targets >= 40
+    assert report.hosts_scanned == report.targets
+    assert report.findings, "the simulated world leaves ports open"
+    assert report.owners_not_found, "seed 1 has a project billing does not know"
+    assert all(mail.delivered for mail in report.mails)
+    files = sorted((tmp_path / "demo" / "mail").glob("*.eml"))
+    assert len(files) == len(report.mails)
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        assert str(path) in text
+        assert message["Subject"] in text
+    assert "OWNER NOT FOUND" in text
+    assert "Telegram summary (1 message(s))" in text
+    assert report.summary_delivered is True
