@@ -5,7 +5,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := nmap nftables iproute2 python3-venv python3-pip
+# nmap: the scanner; nftables, iproute2: namespace tests; prometheus: promtool for the alert
+# rules; tini, libcap2-bin: the image's signal and capability checks; python3-venv: the venv.
+APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin python3-venv python3-pip
 
 .PHONY: all system venv test lint unit demo bench clean
 
@@ -13,11 +15,14 @@ all: test
 
 system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace tests), venv
 	@missing=""; \
-	for cmd in nmap nft ip; do command -v $$cmd >/dev/null 2>&1 || missing=yes; done; \
+	for cmd in nmap nft ip promtool tini setcap; do \
+		command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing=yes; \
+	done; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing=yes; \
 	if [ -n "$$missing" ]; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $(APT_PACKAGES); \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+			$(APT_PACKAGES) >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
