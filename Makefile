@@ -6,8 +6,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # nmap: the scanner; nftables, iproute2: namespace tests; prometheus: promtool for the alert
-# rules; tini, libcap2-bin: the image's signal and capability checks; python3-venv: the venv.
-APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin python3-venv python3-pip
+# rules; tini, libcap2-bin: the image's signal and capability checks; postgresql: the state
+# store's tests start a throwaway server; python3-venv: the venv.
+APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip
 
 .PHONY: all system venv test lint unit demo bench clean
 
@@ -15,7 +16,7 @@ all: test
 
 system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace tests), venv
 	@missing=""; \
-	for cmd in nmap nft ip promtool tini setcap; do \
+	for cmd in nmap nft ip promtool tini setcap pg_ctlcluster; do \
 		command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing=yes; \
 	done; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing=yes; \

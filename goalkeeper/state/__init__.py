@@ -1,0 +1,19 @@
+"""Findings history and the outbox, persisted (SQLAlchemy async; SQLite default, PostgreSQL option).
+
+The only package that imports SQLAlchemy, Alembic and the database drivers. It stores what
+goalkeeper.lifecycle decides and what the pipeline renders; it never scans, renders or sends.
+"""
+
+from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status
+from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
+
+__all__ = [
+    "Channel",
+    "MessageRef",
+    "NewMessage",
+    "OutboxMessage",
+    "StateError",
+    "StateStore",
+    "StateUnavailable",
+    "Status",
+]

@@ -1,0 +1,123 @@
+"""The tables the state store reads and writes, as SQLAlchemy Core objects.
+
+This is the schema the queries are written against; the migrations in goalkeeper/migrations
+create it, and a test checks that the two agree. Changing a table here without a new migration
+is a bug. Nothing here connects to a database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# Explicit constraint names: migrations can then alter them by name on both databases.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime on both databases.
+
+    SQLite has no time zones: SQLAlchemy writes the wall-clock digits and reads back a naive
+    value, silently. Storing UTC and re-attaching UTC on read keeps comparisons right; a naive
+    value given to the store is a bug and is refused rather than guessed at.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("the state store only takes timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+findings = Table(
+    "findings",
+    metadata,
+    Column("address", String(45), primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("protocol", String(8), primary_key=True),
+    Column("service", String(64), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("evidence", Text, nullable=False),
+    Column("server_id", String(255), nullable=False),
+    Column("server_name", Text, nullable=False),
+    Column("project_id", String(255), nullable=False),
+    Column("project_name", Text, nullable=False),
+    Column("owner_name", Text, nullable=True),
+    Column("owner_email", Text, nullable=True),
+    Column("owner_client_id", String(255), nullable=True),
+    Column("first_seen", UtcDateTime, nullable=False),
+    Column("last_seen", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("reopened_at", UtcDateTime, nullable=True),
+    Column("times_notified", Integer, nullable=False),
+    Column("last_notified_at", UtcDateTime, nullable=True),
+    Column("grade", String(64), nullable=True),
+    Column("cause", Text, nullable=True),
+    Index(None, "resolved_at"),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("run_id", String(128), primary_key=True),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("finished_at", UtcDateTime, nullable=True),
+    Column("summary", JSON, nullable=True),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(128), ForeignKey("runs.run_id"), nullable=False),
+    Column("channel", String(16), nullable=False),
+    Column("recipient", Text, nullable=False),
+    Column("recipient_key", String(320), nullable=False),
+    Column("message_id", String(255), nullable=False, unique=True),
+    Column("payload", Text, nullable=False),
+    Column("finding_keys", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("last_attempt_at", UtcDateTime, nullable=True),
+    Column("sent_at", UtcDateTime, nullable=True),
+    Column("failed_at", UtcDateTime, nullable=True),
+    UniqueConstraint("run_id", "channel", "recipient_key"),
+    Index(None, "status", "channel", "id"),
+    Index(None, "failed_at"),
+)

@@ -1,0 +1,327 @@
+"""The state store: findings history, runs and the outbox, on SQLite or PostgreSQL.
+
+Everything a tick decides is written in ONE transaction before anything is sent (`commit_tick`),
+and senders then move each message to sent or failed. Writes are bulk statements (INSERT ... ON
+CONFLICT executed for a thousand rows at a time), not one ORM object per row. Database failures
+leave as StateError, so callers need not import SQLAlchemy. This module decides nothing about
+lifecycle or policy (goalkeeper.lifecycle does), and never logs or raises the URL's password.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ParamSpec, TypeVar
+
+from sqlalchemy import ColumnElement, bindparam, case, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from goalkeeper.config import redact_url
+from goalkeeper.lifecycle import FindingKey, FindingRecord
+from goalkeeper.model import IPAddress
+from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
+from goalkeeper.state.migrate import create_engine, readonly, upgrade
+from goalkeeper.state.rows import finding_row, message_from_row, message_row, record_from_row
+from goalkeeper.state.schema import UtcDateTime, findings, outbox, runs
+
+MessageRef = int | str  # the outbox row id, or the message's Message-ID
+_KEY_COLUMNS = ("address", "port", "protocol")
+# Owned by mark_sent: a tick planned before a mail went out must not write the old counts back.
+_NOTIFY_COLUMNS = ("times_notified", "last_notified_at")
+# Rows per statement, and addresses per IN (...): far below both databases' limit on bound
+# parameters, and short enough that preparing them never blocks the event loop for long.
+_BATCH = 1_000
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class StateError(Exception):
+    """A database operation failed. The message holds no password and no row data."""
+
+
+class StateUnavailable(StateError):
+    """The store could not be opened. The message names the database without its password."""
+
+
+def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await method(*args, **kwargs)
+        except (SQLAlchemyError, OSError) as err:
+            what = f"{method.__name__}: {type(err).__name__}: {_first_line(err)}"
+            raise StateError(what) from err
+
+    return wrapper
+
+
+class StateStore:
+    """Async access to the store. Open with `await StateStore.open(url)`; close with `aclose()`."""
+
+    def __init__(self, engine: AsyncEngine, *, url: str) -> None:
+        self._engine = engine
+        self._reader = readonly(engine)
+        self._where = redact_url(url)
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._insert = dialect.insert
+
+    def __repr__(self) -> str:
+        return f"StateStore({self._where})"
+
+    @classmethod
+    async def open(cls, url: str) -> StateStore:
+        """Connect, and bring the schema up to date (stored rows are kept)."""
+        try:
+            engine = create_engine(url)
+        except (SQLAlchemyError, ValueError, OSError) as err:
+            raise StateUnavailable(
+                f"cannot use state.url {redact_url(url)}: {type(err).__name__}: {_first_line(err)}"
+            ) from None
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(upgrade)
+        except (SQLAlchemyError, OSError) as err:
+            await engine.dispose()
+            raise StateUnavailable(
+                f"cannot open the state store {redact_url(url)}: {type(err).__name__}: "
+                f"{_first_line(err)}"
+            ) from None
+        return cls(engine, url=url)
+
+    async def aclose(self) -> None:
+        await self._engine.dispose()
+
+    @_translated
+    async def ping(self) -> None:
+        """Raise unless the database answers a trivial query."""
+        async with self._reader.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    @_translated
+    async def load_findings(
+        self, addresses: Collection[IPAddress] | None = None
+    ) -> dict[FindingKey, FindingRecord]:
+        """Every record (open or resolved) on `addresses`, or every record when None.
+
+        Pass the addresses scanned in a tick plus those with findings: that is all
+        `plan_lifecycle` needs, and records elsewhere are left alone anyway.
+        """
+        query = select(findings)
+        loaded: dict[FindingKey, FindingRecord] = {}
+        async with self._reader.connect() as connection:
+            if addresses is None:
+                queries = [query]
+            else:
+                wanted = sorted({str(a) for a in addresses})
+                queries = [
+                    query.where(findings.c.address.in_(wanted[start : start + _BATCH]))
+                    for start in range(0, len(wanted), _BATCH)
+                ]
+            for chunk_query in queries:
+                result = await connection.stream(chunk_query)
+                async for rows in result.mappings().partitions(_BATCH):
+                    loaded.update((r.key, r) for r in map(record_from_row, rows))
+        return loaded
+
+    @_translated
+    async def list_findings(self, *, include_resolved: bool = False) -> list[FindingRecord]:
+        """Open findings (and resolved ones too if asked), by address, port and protocol."""
+        query = select(findings)
+        if not include_resolved:
+            query = query.where(findings.c.resolved_at.is_(None))
+        async with self._reader.connect() as connection:
+            rows = (await connection.execute(query)).mappings()
+            records = [record_from_row(row) for row in rows]
+        return sorted(records, key=_order)
+
+    @_translated
+    async def commit_tick(
+        self,
+        *,
+        run_id: str,
+        started_at: datetime,
+        upserts: Sequence[FindingRecord],
+        messages: Sequence[NewMessage],
+    ) -> list[OutboxMessage]:
+        """Write a tick's findings and every message it will send, all or nothing.
+
+        Idempotent: a retried commit of the same run rewrites the same findings and keeps the
+        messages already stored under (run, channel, recipient_key), whatever their status. The
+        messages are stored as created at `started_at`, the tick's time, which is also what
+        their findings' `last_notified_at` becomes once sent. Returns the stored messages for
+        the keys asked for, oldest first.
+        """
+        async with self._engine.begin() as connection:
+            run = self._insert(runs).values(run_id=run_id, started_at=started_at)
+            await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
+            upsert = self._upsert_findings()
+            # One order for every writer of findings rows (see mark_sent): PostgreSQL then
+            # never sees two transactions lock the same rows in opposite orders (a deadlock).
+            upserts = sorted(upserts, key=lambda r: r.key)
+            for start in range(0, len(upserts), _BATCH):
+                # Batches, because SQLAlchemy prepares every row's parameters on the event loop:
+                # 100,000 rows at once would stall the probes for seconds.
+                batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
+                await connection.execute(upsert, batch)
+            if messages:
+                rows = [message_row(run_id, started_at, m) for m in messages]
+                insert = self._insert(outbox).on_conflict_do_nothing(
+                    index_elements=["run_id", "channel", "recipient_key"]
+                )
+                await connection.execute(insert, rows)
+            result = await connection.execute(
+                select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
+            )
+            stored = [message_from_row(row) for row in result.mappings()]
+        wanted = {(m.channel, m.recipient_key) for m in messages}
+        return [m for m in stored if (m.channel, m.recipient_key) in wanted]
+
+    @_translated
+    async def finish_run(
+        self,
+        run_id: str,
+        *,
+        finished_at: datetime,
+        summary: Mapping[str, Any],
+        started_at: datetime | None = None,
+    ) -> None:
+        """Record how a run ended; a run that never committed is recorded here first."""
+        values = {"finished_at": finished_at, "summary": dict(summary)}
+        statement = self._insert(runs).values(
+            run_id=run_id, started_at=started_at or finished_at, **values
+        )
+        statement = statement.on_conflict_do_update(index_elements=["run_id"], set_=values)
+        async with self._engine.begin() as connection:
+            await connection.execute(statement)
+
+    @_translated
+    async def pending(
+        self, channel: Channel | None = None, limit: int | None = None
+    ) -> list[OutboxMessage]:
+        """Messages still to send, oldest first."""
+        query = select(outbox).where(outbox.c.status == "pending").order_by(outbox.c.id)
+        if channel is not None:
+            query = query.where(outbox.c.channel == channel)
+        return await self._messages(query.limit(limit))
+
+    @_translated
+    async def failed_since(self, when: datetime) -> list[OutboxMessage]:
+        """Messages given up on at or after `when`, for the ops summary."""
+        query = select(outbox).where(outbox.c.status == "failed", outbox.c.failed_at >= when)
+        return await self._messages(query.order_by(outbox.c.failed_at, outbox.c.id))
+
+    @_translated
+    async def message(self, ref: MessageRef) -> OutboxMessage | None:
+        found = await self._messages(select(outbox).where(_match(ref)))
+        return found[0] if found else None
+
+    @_translated
+    async def mark_sent(self, ref: MessageRef, *, now: datetime) -> bool:
+        """Mark a message sent and count it on the findings it told about.
+
+        Returns False when it was sent already (a repeat after a crash counts once) or is
+        unknown. The caller
+        should shield this from cancellation: a mail sent but not marked is sent again.
+        """
+        async with self._engine.begin() as connection:
+            marked = await connection.execute(
+                update(outbox)
+                .where(_match(ref), outbox.c.status != "sent")
+                .values(status="sent", sent_at=now)
+                .returning(outbox.c.finding_keys, outbox.c.created_at)
+            )
+            row = marked.first()
+            if row is None:
+                return False
+            keys = sorted(parse_keys(row.finding_keys))  # the order commit_tick writes in
+            if keys:
+                await connection.execute(_count_notified(), _key_params(keys, row.created_at))
+        return True
+
+    @_translated
+    async def mark_failed(self, ref: MessageRef, *, reason: str, now: datetime) -> bool:
+        """Give up on a pending message (a permanent failure); False if it was not pending."""
+        return await self._update_pending(
+            ref, status="failed", last_error=reason, failed_at=now, last_attempt_at=now
+        )
+
+    @_translated
+    async def record_attempt(self, ref: MessageRef, *, error: str, now: datetime) -> int | None:
+        """Count a temporary failure; the message stays pending. Returns the attempts so far."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(_match(ref), outbox.c.status == "pending")
+                .values(attempts=outbox.c.attempts + 1, last_error=error, last_attempt_at=now)
+                .returning(outbox.c.attempts)
+            )
+            attempts = result.scalar_one_or_none()
+        return None if attempts is None else int(attempts)
+
+    async def _update_pending(self, ref: MessageRef, **values: Any) -> bool:
+        values["attempts"] = outbox.c.attempts + 1
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(_match(ref), outbox.c.status == "pending")
+                .values(**values)
+                .returning(outbox.c.id)
+            )
+            return result.first() is not None
+
+    async def _messages(self, query: Any) -> list[OutboxMessage]:
+        async with self._reader.connect() as connection:
+            result = await connection.execute(query)
+            return [message_from_row(row) for row in result.mappings()]
+
+    def _upsert_findings(self) -> Any:
+        statement = self._insert(findings)
+        keep = (*_KEY_COLUMNS, *_NOTIFY_COLUMNS)
+        return statement.on_conflict_do_update(
+            index_elements=list(_KEY_COLUMNS),
+            set_={c.name: statement.excluded[c.name] for c in findings.c if c.name not in keep},
+        )
+
+
+def _count_notified() -> Any:
+    planned = bindparam("planned", type_=UtcDateTime())
+    last = findings.c.last_notified_at
+    return (
+        update(findings)
+        .where(
+            findings.c.address == bindparam("k_address"),
+            findings.c.port == bindparam("k_port"),
+            findings.c.protocol == bindparam("k_protocol"),
+        )
+        .values(
+            times_notified=findings.c.times_notified + 1,
+            # Never backwards: an old message delivered late does not reset the cadence.
+            last_notified_at=case((or_(last.is_(None), last < planned), planned), else_=last),
+        )
+    )
+
+
+def _key_params(keys: Iterable[FindingKey], planned: datetime) -> list[dict[str, Any]]:
+    return [
+        {"k_address": a, "k_port": p, "k_protocol": proto, "planned": planned}
+        for a, p, proto in keys
+    ]
+
+
+def _match(ref: MessageRef) -> ColumnElement[bool]:
+    if isinstance(ref, int):
+        return outbox.c.id == ref
+    return outbox.c.message_id == ref
+
+
+def _order(record: FindingRecord) -> tuple[int, int, int, str]:
+    return (record.address.version, int(record.address), record.port, str(record.protocol))
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]

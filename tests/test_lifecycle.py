@@ -1,0 +1,269 @@
+"""The finding lifecycle as tables: time is passed in, nothing is stored."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+
+import pytest
+
+from goalkeeper.lifecycle import FindingRecord, plan_lifecycle, record_from_finding
+from goalkeeper.model import Finding, FindingStatus, Owner, Target, Transport
+
+NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+DAY = timedelta(days=1)
+ACME = Owner(name="ACME Ltd", email="admin@acme.example", client_id="7")
+BETA = Owner(name="Beta", email="ops@beta.example", client_id="8")
+A, B = "203.0.113.5", "203.0.113.6"
+
+
+def seen(address: str = A, port: int = 6379, owner: Owner = ACME) -> Finding:
+    """A finding as build_findings makes it this tick."""
+    target = Target(address=ip_address(address), server_name="web-1", project_id="p1", owner=owner)
+    return Finding(
+        address=target.address,
+        port=port,
+        protocol=Transport.TCP,
+        service="redis",
+        target=target,
+        first_seen=NOW,
+        last_seen=NOW,
+        evidence="syn-ack",
+    )
+
+
+def stored(
+    address: str = A,
+    port: int = 6379,
+    *,
+    first: timedelta = 10 * DAY,
+    last: timedelta = DAY,
+    notified: timedelta | None = DAY,
+    resolved: timedelta | None = None,
+    owner: Owner = ACME,
+) -> FindingRecord:
+    """A record as the store keeps it; every time is how long before NOW."""
+    record = record_from_finding(seen(address, port, owner))
+    return replace(
+        record,
+        first_seen=NOW - first,
+        last_seen=NOW - last,
+        last_notified_at=None if notified is None else NOW - notified,
+        times_notified=0 if notified is None else 3,
+        resolved_at=None if resolved is None else NOW - resolved,
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    previous: tuple[FindingRecord, ...]
+    current: tuple[Finding, ...]
+    scanned: tuple[str, ...] = (A, B)
+    reminder_days: float = 1
+    notify_resolved: bool = True
+    # expected: "address:port" of each
+    statuses: dict[str, FindingStatus] = field(default_factory=dict)
+    notified: tuple[str, ...] = ()
+    resolved: tuple[str, ...] = ()
+    resolved_to_notify: tuple[str, ...] = ()
+    reopened: tuple[str, ...] = ()
+    written: tuple[str, ...] = ()
+
+
+NEW, OPEN = FindingStatus.NEW, FindingStatus.OPEN
+CASES = {
+    "new": Case(
+        previous=(),
+        current=(seen(),),
+        statuses={f"{A}:6379": NEW},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "still open, reminder not due": Case(
+        previous=(stored(notified=timedelta(hours=2)),),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        written=(f"{A}:6379",),
+    ),
+    "reminder due after a day": Case(
+        previous=(stored(notified=DAY),),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "reminder due a few minutes short of a day (tick jitter)": Case(
+        previous=(stored(notified=DAY - timedelta(minutes=5)),),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "weekly reminder not due after six days": Case(
+        previous=(stored(notified=6 * DAY),),
+        current=(seen(),),
+        reminder_days=7,
+        statuses={f"{A}:6379": OPEN},
+        written=(f"{A}:6379",),
+    ),
+    "open but never notified (mail not sent yet)": Case(
+        previous=(stored(notified=None),),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "reminder_days 0 reminds every tick": Case(
+        previous=(stored(notified=timedelta(minutes=1)),),
+        current=(seen(),),
+        reminder_days=0,
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "resolved when its host was scanned and it is gone": Case(
+        previous=(stored(notified=timedelta(hours=2)), stored(port=27017)),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        resolved=(f"{A}:27017",),
+        resolved_to_notify=(f"{A}:27017",),
+        written=(f"{A}:6379", f"{A}:27017"),
+    ),
+    "untouched when its host was not scanned": Case(
+        previous=(stored(B),),
+        current=(),
+        scanned=(A,),
+    ),
+    "already resolved and still gone: nothing to do": Case(
+        previous=(stored(resolved=2 * DAY),),
+        current=(),
+    ),
+    "reopened when a resolved one comes back": Case(
+        previous=(stored(resolved=2 * DAY, notified=3 * DAY),),
+        current=(seen(),),
+        statuses={f"{A}:6379": NEW},
+        notified=(f"{A}:6379",),
+        reopened=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "notify_resolved off: resolved, but not told": Case(
+        previous=(stored(),),
+        current=(),
+        notify_resolved=False,
+        resolved=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "a new owner hears of it at once": Case(
+        previous=(stored(notified=timedelta(hours=1), owner=BETA),),
+        current=(seen(),),
+        statuses={f"{A}:6379": NEW},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "owner e-mail differing only in case is the same owner": Case(
+        previous=(
+            stored(notified=timedelta(hours=1), owner=replace(ACME, email="Admin@ACME.example")),
+        ),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        written=(f"{A}:6379",),
+    ),
+}
+
+
+def label(finding: Finding | FindingRecord) -> str:
+    return f"{finding.address}:{finding.port}"
+
+
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_lifecycle(case: Case) -> None:
+    plan = plan_lifecycle(
+        {r.key: r for r in case.previous},
+        case.current,
+        {ip_address(a) for a in case.scanned},
+        now=NOW,
+        reminder_days=case.reminder_days,
+        notify_resolved=case.notify_resolved,
+    )
+    assert {label(f): f.status for f in plan.current} == case.statuses
+    assert tuple(label(f) for f in plan.to_notify) == case.notified
+    assert tuple(label(f) for f in plan.resolved) == case.resolved
+    assert tuple(label(f) for f in plan.resolved_to_notify) == case.resolved_to_notify
+    assert tuple(label(f) for f in plan.reopened) == case.reopened
+    assert tuple(label(r) for r in plan.upserts) == case.written
+    assert all(f.status == FindingStatus.RESOLVED for f in plan.resolved)
+
+
+def plan_one(previous: FindingRecord | None, current: Finding | None) -> FindingRecord:
+    plan = plan_lifecycle(
+        {previous.key: previous} if previous else {},
+        [current] if current else [],
+        {ip_address(A)},
+        now=NOW,
+        reminder_days=1,
+        notify_resolved=True,
+    )
+    (record,) = plan.upserts
+    return record
+
+
+def test_new_record_starts_now_with_no_notifications() -> None:
+    record = plan_one(None, replace(seen(), first_seen=NOW - DAY))
+    assert (record.first_seen, record.last_seen, record.resolved_at) == (NOW, NOW, None)
+    assert (record.times_notified, record.last_notified_at) == (0, None)
+    assert (record.owner_email, record.server_name, record.evidence) == (
+        ACME.email,
+        "web-1",
+        "syn-ack",
+    )
+
+
+def test_seen_again_keeps_history_and_takes_the_owner_at_last_sight() -> None:
+    before = stored(first=10 * DAY, owner=BETA)
+    record = plan_one(before, seen())
+    assert record.first_seen == NOW - 10 * DAY
+    assert record.last_seen == NOW
+    assert (record.owner_name, record.owner_email) == (ACME.name, ACME.email)
+    assert (record.times_notified, record.last_notified_at) == (3, NOW - DAY)
+
+
+def test_reopened_keeps_first_seen_and_says_when_it_came_back() -> None:
+    before = stored(first=30 * DAY, resolved=5 * DAY)
+    record = plan_one(before, seen())
+    assert (record.first_seen, record.resolved_at, record.reopened_at) == (
+        NOW - 30 * DAY,
+        None,
+        NOW,
+    )
+    assert record.times_notified == 3
+
+
+def test_resolved_record_is_otherwise_unchanged() -> None:
+    before = stored()
+    record = plan_one(before, None)
+    assert record == replace(before, resolved_at=NOW)
+
+
+def test_findings_in_mails_carry_the_stored_first_seen() -> None:
+    plan = plan_lifecycle(
+        {stored(first=4 * DAY).key: stored(first=4 * DAY)},
+        [seen(), seen(B)],
+        {ip_address(A), ip_address(B)},
+        now=NOW,
+        reminder_days=0,
+        notify_resolved=True,
+    )
+    assert [(label(f), f.first_seen) for f in plan.to_notify] == [
+        (f"{A}:6379", NOW - 4 * DAY),
+        (f"{B}:6379", NOW),
+    ]
+
+
+def test_record_round_trips_to_a_finding() -> None:
+    record = stored(resolved=DAY)
+    finding = record.to_finding()
+    assert finding.status == FindingStatus.RESOLVED
+    assert finding.key == record.key
+    assert finding.owner == ACME
+    assert record_from_finding(finding, record) == replace(record, resolved_at=None)
