@@ -9,16 +9,19 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from goalkeeper.config import OpenStackSettings
 from goalkeeper.inventory.openstack import (
     FloatingIpRecord,
+    Json,
     Listings,
     OpenStackError,
     OpenStackInventory,
     PortRecord,
     ServerRecord,
     build_targets,
+    next_page,
 )
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.openstack import STALL
@@ -173,6 +176,114 @@ async def test_an_expired_token_is_replaced_between_refreshes(
     assert await inventory.targets() == first
     assert cloud.openstack.requests["/identity/v3/auth/tokens"] > tokens
     inventory.close()
+
+
+async def test_a_listing_that_pages_endlessly_is_an_error(
+    cloud: SimulatedCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    cloud.openstack.ignore_marker.add("/network/v2.0/floatingips")
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    with pytest.raises(OpenStackError, match=r"floating IPs: ValueError: .* pages endlessly"):
+        await inventory.targets()
+    # The first page, then the same page again under its own marker: stopped there.
+    assert cloud.openstack.requests["/network/v2.0/floatingips"] == 2
+    inventory.close()
+
+
+async def test_a_project_listing_cut_short_is_said_and_the_rest_still_read(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    cloud.openstack.list_limit = 3  # the admin project and the first two customers
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    with capture_logs() as logs:
+        targets = await inventory.targets()
+    assert {t.address for t in targets} == set(world.public_addresses())
+    warning = next(e for e in logs if e["event"] == "openstack cut a listing short")
+    assert (warning["path"], warning["items"], warning["log_level"]) == (
+        "/identity/v3/projects",
+        3,
+        "warning",
+    )
+    names = {t.project_name for t in targets}
+    assert "" in names  # a project that was cut off has no name, but its servers are there
+    assert names - {""} <= {p.name for p in world.projects[:2]}
+    inventory.close()
+
+
+_NOVA = "http://127.0.0.1:5000/compute/v2.1/servers/detail"
+_PORTS = "http://127.0.0.1:5000/network/v2.0/ports"
+_PROJECTS = "http://127.0.0.1:5000/identity/v3/projects"
+
+
+@pytest.mark.parametrize(
+    ("body", "key", "header", "expected"),
+    [
+        pytest.param(
+            {"servers_links": [{"rel": "next", "href": f"{_NOVA}?all_tenants=True&marker=s4"}]},
+            "servers",
+            {},
+            (_NOVA, {"all_tenants": ["True"], "marker": ["s4"]}),
+            id="nova",
+        ),
+        pytest.param(
+            {
+                "ports_links": [
+                    {"rel": "previous", "href": f"{_PORTS}?marker=p5&page_reverse=True"},
+                    {"rel": "next", "href": f"{_PORTS}?network_id=a&network_id=b&marker=p8"},
+                ]
+            },
+            "ports",
+            {},
+            (_PORTS, {"network_id": ["a", "b"], "marker": ["p8"]}),
+            id="neutron-repeated-filter",
+        ),
+        pytest.param(
+            {"ports_links": [{"rel": "previous", "href": f"{_PORTS}?marker=p5"}]},
+            "ports",
+            {},
+            (None, {}),
+            id="neutron-last-page",
+        ),
+        pytest.param(
+            {"links": {"self": _PROJECTS, "previous": None, "next": f"{_PROJECTS}?marker=x"}},
+            "projects",
+            {},
+            (_PROJECTS, {"marker": ["x"]}),
+            id="keystone",
+        ),
+        pytest.param(
+            {"links": {"self": _PROJECTS, "previous": None, "next": None}},
+            "projects",
+            {},
+            (None, {}),
+            id="keystone-last-page",
+        ),
+        pytest.param(
+            {"ports_links": [{"rel": "next", "href": "/v2.0/ports?marker=p8"}]},
+            "ports",
+            {},
+            ("/ports", {"marker": ["p8"]}),
+            id="relative-to-the-endpoint",
+        ),
+        pytest.param(
+            {},
+            "ports",
+            {"next": {"url": f"{_PORTS}?marker=p8", "rel": "next"}},
+            (_PORTS, {"marker": ["p8"]}),
+            id="link-header",
+        ),
+        pytest.param({}, "servers", {}, (None, {}), id="no-links"),
+    ],
+)
+def test_the_next_page_is_found_where_each_service_puts_it(
+    body: Json,
+    key: str,
+    header: dict[str, dict[str, str]],
+    expected: tuple[str | None, dict[str, list[str]]],
+) -> None:
+    assert next_page(body, key, header) == expected
 
 
 def _listings(

@@ -195,6 +195,23 @@ async def test_neutron_pages_and_filters(
         assert "NeutronError" in await response.json()
 
 
+async def test_neutron_answers_only_the_fields_asked_for(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    headers = await _login(cloud, http)
+    url = cloud.auth_url.replace("/identity", "/network/v2.0/ports")
+    fields = [("fields", "device_id"), ("fields", "fixed_ips")]
+    async with http.get(url, params=fields, headers=headers) as response:
+        body = await response.json()
+    ports = sorted(cloud.world.ports, key=lambda p: p.id)[:4]
+    assert [set(p) for p in body["ports"]] == [{"device_id", "fixed_ips"}] * 4
+    assert [p["device_id"] for p in body["ports"]] == [p.device_id for p in ports]
+    # As in Neutron, the page is cut from whole items: the marker is the last id, not asked for.
+    link = body["ports_links"][0]["href"]
+    assert f"marker={ports[-1].id}" in link
+    assert "fields=device_id&fields=fixed_ips" in link
+
+
 async def test_fleio_envelope_paging_and_404(
     cloud: SimulatedCloud, http: aiohttp.ClientSession
 ) -> None:
