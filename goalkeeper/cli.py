@@ -23,8 +23,9 @@ from goalkeeper.daemon import load_settings, serve
 from goalkeeper.demo import run_demo
 from goalkeeper.model import TickReport
 from goalkeeper.notify.render import render_summary
-from goalkeeper.pipeline import report_as_dict, tick_problem
+from goalkeeper.pipeline import tick_problem
 from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.views import report_as_dict
 from goalkeeper.wiring import one_tick, scope_problem
 
 EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2

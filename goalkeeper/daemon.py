@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,15 +25,27 @@ from goalkeeper.config import ConfigError, Problem, Settings
 from goalkeeper.delivery import Delivery
 from goalkeeper.inventory.static import static_inventory_problems
 from goalkeeper.metrics import Metrics
-from goalkeeper.model import InventorySource, TickReport
-from goalkeeper.pipeline import finding_as_dict, run_tick
+from goalkeeper.model import IPAddress, Target, TickReport
+from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.wiring import inventory_source, new_run_id, notifiers, scanner, scope_problem
+from goalkeeper.state import StateError, StateStore
+from goalkeeper.views import record_as_dict
+from goalkeeper.wiring import (
+    inventory_source,
+    new_run_id,
+    notifiers,
+    owner_check,
+    scanner,
+    scope_problem,
+    state_store,
+)
 
 log = logs.get_logger(__name__)
 MISFIRE_GRACE_SECONDS = 6 * 3600  # a tick that is late (daemon busy, clock jump) still runs
 TICK_SHARE_OF_SHUTDOWN = 0.6  # of the shutdown deadline a running tick may use to finish
+RESEND_INTERVAL_SECONDS = 300  # how often messages left pending are tried again
+READINESS_TIMEOUT_SECONDS = 2.0
 
 
 def cron_trigger(settings: Settings) -> CronTrigger:
@@ -69,7 +82,8 @@ class Daemon:
         self._tick: asyncio.Task[None] | None = None
         self._tick_started: float | None = None
         self._scheduler = AsyncIOScheduler(timezone=UTC)
-        self._inventory: InventorySource | None = None
+        self._inventory: RecentInventory | None = None
+        self._store: StateStore | None = None
         self._inventory_settings: tuple[object, ...] = ()
         self._inventory_stack = AsyncExitStack()
         self._delivery: Delivery | None = None
@@ -97,11 +111,22 @@ class Daemon:
 
         stack.push_async_callback(self._close_inventory)
         await self._inventory_for(settings)
+        self._store = store = await stack.enter_async_context(state_store(settings))
         parts = await stack.enter_async_context(notifiers(settings))
         self._delivery = Delivery(
-            mailer=parts.mailer, chat=parts.chat, metrics=self.metrics, wait=False
+            store=store,
+            mailer=parts.mailer,
+            chat=parts.chat,
+            metrics=self.metrics,
+            wait=False,
+            reroute=owner_check(
+                owners=self._current_owners,
+                store=store,
+                settings=lambda: self.settings,
+                catalog=self.catalog,
+            ),
         )
-        self._workers = asyncio.create_task(self._delivery.run(), name="goalkeeper-delivery")
+        self._workers = asyncio.create_task(self._background(), name="goalkeeper-delivery")
 
         self._scheduler.add_job(
             self._on_schedule,
@@ -124,6 +149,20 @@ class Daemon:
             self.request_tick("start")
 
     # --- running -------------------------------------------------------------------------
+
+    async def _background(self) -> None:
+        """The delivery workers, and a pass over the outbox now and every few minutes."""
+        assert self._delivery is not None
+        delivery = self._delivery
+        async with asyncio.TaskGroup() as group:
+            group.create_task(delivery.run(), name="goalkeeper-workers")
+            while True:
+                await delivery.resend_pending()
+                await asyncio.sleep(RESEND_INTERVAL_SECONDS)
+
+    async def _current_owners(self) -> Mapping[IPAddress, Target]:
+        inventory = await self._inventory_for(self.settings)
+        return await inventory.owners()
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
@@ -171,7 +210,7 @@ class Daemon:
 
     async def _run_tick(self, now: datetime, run_id: str, reason: str) -> None:
         settings = self.settings  # the config this tick keeps, whatever a reload does meanwhile
-        assert self._delivery is not None
+        assert self._delivery is not None and self._store is not None
         self._tick_started = time.monotonic()
         log.info("tick started", tick=run_id, reason=reason)
         try:
@@ -183,6 +222,7 @@ class Daemon:
                     settings=settings,
                     inventory=inventory,
                     scanner=nmap,
+                    store=self._store,
                     dispatch=self._delivery,
                     catalog=self.catalog,
                     metrics=self.metrics,
@@ -197,15 +237,16 @@ class Daemon:
         finally:
             self._tick_started = None
 
-    async def _inventory_for(self, settings: Settings) -> InventorySource:
+    async def _inventory_for(self, settings: Settings) -> RecentInventory:
         """The inventory source for `settings`: kept across ticks (it caches), rebuilt on change."""
         wanted = (settings.inventory, settings.scan.allowed_networks)
         if self._inventory is None or wanted != self._inventory_settings:
             await self._inventory_stack.aclose()
             self._inventory_stack = AsyncExitStack()
-            self._inventory = await self._inventory_stack.enter_async_context(
+            source = await self._inventory_stack.enter_async_context(
                 inventory_source(settings, self.config_path)
             )
+            self._inventory = RecentInventory(source)
             self._inventory_settings = wanted
         return self._inventory
 
@@ -276,12 +317,24 @@ class Daemon:
         return not problems, details
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        ok = self._ready and not self._shutting_down
-        return ok, {"shutting_down": self._shutting_down, "started": self._ready}
+        state_ok = False
+        if self._store is not None:
+            try:
+                async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
+                    await self._store.ping()
+                state_ok = True
+            except (StateError, TimeoutError):
+                state_ok = False
+        ok = self._ready and not self._shutting_down and state_ok
+        details = {"shutting_down": self._shutting_down, "started": self._ready,
+                   "state_store": state_ok}  # fmt: skip
+        return ok, details
 
     async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:
-        report = self.last_report
-        return [finding_as_dict(f) for f in report.findings] if report else []
+        if self._store is None:
+            return []
+        records = await self._store.list_findings(include_resolved=include_resolved)
+        return [record_as_dict(r) for r in records]
 
     def _admin_token(self) -> str | None:
         token = self.settings.http.admin_token
@@ -312,13 +365,13 @@ class Daemon:
             budget = 0 if self._force else max(0.0, deadline - time.monotonic() - 1)
             left = await self._delivery.drain(budget)
             if left:
-                log.error("notifications not sent at shutdown", count=left)
+                log.warning(
+                    "notifications left pending in the store for the next start", count=left
+                )
         self._workers.cancel()
         await asyncio.gather(self._workers, return_exceptions=True)
         if self._delivery is not None:
-            self._delivery.email.abandon()
-            if self._delivery.telegram:
-                self._delivery.telegram.abandon()
+            self._delivery.abandon()
 
     def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

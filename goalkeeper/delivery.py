@@ -1,75 +1,57 @@
-"""Notifications leave a tick through one bounded queue per channel, each with its own worker.
+"""Sending stored messages: one bounded queue per channel, each drained by its own worker.
 
-A slow or dead SMTP server then delays neither Telegram nor the next scan: the tick only
-enqueues. Each message is retried with backoff on temporary failures and given up on permanent
-ones; every attempt is counted in metrics. The CLI's one-shot `scan` waits for delivery, the
-daemon does not. This module knows the Mailer and ChatNotifier seams, never their libraries.
+A slow or dead SMTP server then delays neither Telegram nor the next scan: a tick only commits
+its messages to the outbox and enqueues their ids. A worker sends, then marks the message sent,
+shielded from cancellation, so a stop never turns a delivered mail into a pending one. Temporary
+failures are retried with backoff and, past that, left pending for the next pass; permanent ones
+are marked failed with the reason. A full queue drops nothing: the message waits in the store.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from datetime import UTC, datetime
 
 from goalkeeper import logs
 from goalkeeper.aio import Sleep, backoff_delay
 from goalkeeper.metrics import Metrics
-from goalkeeper.model import (
-    ChatNotifier,
-    DeliveryError,
-    Mailer,
-    MailOutcome,
-    OutgoingMail,
-    OwnerReport,
-)
+from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
+from goalkeeper.state import OutboxMessage, StateError, StateStore
 
 log = logs.get_logger(__name__)
-Payload = TypeVar("Payload")
-P = TypeVar("P")
+Reroute = Callable[[OutboxMessage], Awaitable[list[OutboxMessage] | None]]
+MAX_ATTEMPTS = 12  # over all passes; then the message is given up on and ops hear of it
+STILL_PENDING = "not sent yet: will be retried"
 
 
-@dataclass(eq=False)
-class _Job(Generic[Payload]):
-    run_id: str
-    recipient: str
-    payload: Payload
-    done: asyncio.Future[str | None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
-class Channel(Generic[Payload]):
-    """A bounded queue and the worker that drains it, for one channel."""
+class Channel:
+    """A bounded queue of message ids and the worker that sends them, for one channel."""
 
     def __init__(
         self,
         name: str,
-        send: Callable[[Payload], Awaitable[None]],
+        send: Callable[[OutboxMessage], Awaitable[None]],
+        delivery: Delivery,
         *,
-        metrics: Metrics,
         size: int,
-        attempts: int,
-        backoff_base: float,
-        sleep: Sleep,
     ) -> None:
         self.name = name
         self._send = send
-        self._metrics = metrics
-        self._queue: asyncio.Queue[_Job[Payload]] = asyncio.Queue(size)
-        self._attempts = attempts
-        self._backoff_base = backoff_base
-        self._sleep = sleep
+        self._delivery = delivery
+        self._queue: asyncio.Queue[OutboxMessage] = asyncio.Queue(size)
 
-    def submit(self, job: _Job[Payload]) -> bool:
+    def submit(self, message: OutboxMessage) -> bool:
         try:
-            self._queue.put_nowait(job)
+            self._queue.put_nowait(message)
         except asyncio.QueueFull:
             return False
-        self._metrics.queue_depth.labels(channel=self.name).set(self._queue.qsize())
+        self._depth()
         return True
 
     @property
@@ -80,88 +62,76 @@ class Channel(Generic[Payload]):
         await self._queue.join()
 
     async def work(self) -> None:
-        """The worker loop: runs until cancelled; a job in hand when cancelled is resolved."""
+        """Send until cancelled; a message in hand when cancelled stays pending in the store."""
         while True:
-            job = await self._queue.get()
+            message = await self._queue.get()
             try:
-                result = await self._deliver(job)
-            except asyncio.CancelledError:
-                if not job.done.done():
-                    job.done.set_result("not sent: stopped while sending")
-                raise
+                result = await self._delivery.deliver(self, message)
             finally:
                 self._queue.task_done()
-                self._metrics.queue_depth.labels(channel=self.name).set(self._queue.qsize())
-            if not job.done.done():
-                job.done.set_result(result)
+                self._depth()
+            self._delivery.settle(message.id, result)
 
     def abandon(self) -> int:
-        """Resolve every job still queued as not sent; return how many there were."""
+        """Forget what is queued (it stays pending in the store); return how much that was."""
         count = 0
         while not self._queue.empty():
-            job = self._queue.get_nowait()
+            self._delivery.settle(self._queue.get_nowait().id, "not sent: stopped before its turn")
             self._queue.task_done()
-            if not job.done.done():
-                job.done.set_result("not sent: stopped before its turn")
             count += 1
-        self._metrics.queue_depth.labels(channel=self.name).set(0)
+        self._depth()
         return count
 
-    async def _deliver(self, job: _Job[Payload]) -> str | None:
-        for attempt in range(self._attempts):
-            try:
-                await self._send(job.payload)
-            except DeliveryError as err:
-                last = attempt + 1 == self._attempts
-                if err.permanent or last:
-                    self._metrics.notifications.labels(channel=self.name, outcome="failed").inc()
-                    log.error(
-                        "notification failed",
-                        channel=self.name,
-                        recipient=job.recipient,
-                        run=job.run_id,
-                        reason=err.reason,
-                        permanent=err.permanent,
-                        attempts=attempt + 1,
-                    )
-                    return err.reason
-                self._metrics.notifications.labels(channel=self.name, outcome="retried").inc()
-                await self._sleep(backoff_delay(attempt, base=self._backoff_base))
-            else:
-                self._metrics.notifications.labels(channel=self.name, outcome="sent").inc()
-                log.info("notification sent", channel=self.name, recipient=job.recipient)
-                return None
-        raise AssertionError("unreachable: the last attempt returns")
+    async def send(self, message: OutboxMessage) -> None:
+        await self._send(message)
+
+    def _depth(self) -> None:
+        self._delivery.metrics.queue_depth.labels(channel=self.name).set(self._queue.qsize())
 
 
 class Delivery:
-    """The Dispatcher the pipeline hands its mails and summary to."""
+    """The pipeline's Dispatcher, backed by the state store's outbox."""
 
     def __init__(
         self,
         *,
+        store: StateStore,
         mailer: Mailer,
         chat: ChatNotifier | None,
         metrics: Metrics,
         wait: bool,
+        reroute: Reroute | None = None,
         queue_size: int = 10_000,
-        attempts: int = 2,  # on top of the clients' own retries
+        attempts: int = 2,  # per pass, on top of the clients' own retries
         backoff_base: float = 10.0,
         sleep: Sleep = asyncio.sleep,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
+        self.store = store
+        self.metrics = metrics
         self.wait = wait
+        self._reroute = reroute
+        self._attempts = attempts
+        self._backoff_base = backoff_base
+        self._sleep = sleep
+        self._clock = clock
+        self._waiting: dict[int, asyncio.Future[str | None]] = {}
+        self._queued: set[int] = set()
 
-        def channel(name: str, send: Callable[[P], Awaitable[None]]) -> Channel[P]:
-            return Channel(
-                name, send, metrics=metrics, size=queue_size, attempts=attempts,
-                backoff_base=backoff_base, sleep=sleep,
-            )  # fmt: skip
+        async def send_mail(message: OutboxMessage) -> None:
+            await mailer.send(message.mail())
 
-        self.email: Channel[OutgoingMail] = channel("email", mailer.send)
-        self.telegram: Channel[str] | None = channel("telegram", chat.send) if chat else None
+        self.email = Channel("email", send_mail, self, size=queue_size)
+        self.telegram: Channel | None = None
+        if chat is not None:
+
+            async def send_text(message: OutboxMessage) -> None:
+                await chat.send(message.text)
+
+            self.telegram = Channel("telegram", send_text, self, size=queue_size)
 
     @property
-    def channels(self) -> list[Channel[OutgoingMail] | Channel[str]]:
+    def channels(self) -> list[Channel]:
         return [self.email, *([self.telegram] if self.telegram else [])]
 
     async def run(self) -> None:
@@ -172,59 +142,90 @@ class Delivery:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[Delivery]:
+        """The workers, for as long as the block runs (the one-shot `scan` uses this)."""
         task = asyncio.create_task(self.run(), name="goalkeeper-delivery")
         try:
             yield self
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            for channel in self.channels:
-                channel.abandon()
+            self.abandon()
 
-    async def submit_mails(
-        self, run_id: str, mails: Sequence[tuple[OwnerReport, OutgoingMail]]
-    ) -> tuple[MailOutcome, ...]:
-        outcomes: list[MailOutcome] = []
-        jobs: list[_Job[OutgoingMail] | None] = []
-        for report, mail in mails:
-            new_job = _Job(run_id, mail.recipient, mail)
-            queued = self.email.submit(new_job)
-            jobs.append(new_job if queued else None)
-            outcomes.append(
-                MailOutcome(
-                    recipient=mail.recipient,
-                    intended=report.intended,
-                    owner_name=report.owner.name,
-                    findings=len(report.findings),
-                    message_id=mail.message_id,
-                    delivered=False,
-                    error=None if queued else "not sent: the e-mail queue is full",
-                    subject=mail.subject,
-                    queued=queued,
-                )
-            )
-        if not self.wait:
-            return tuple(outcomes)
-        settled = []
-        for outcome, job in zip(outcomes, jobs, strict=True):
-            if job is not None:
-                error = await job.done
-                outcome = dataclasses.replace(
-                    outcome, delivered=error is None, error=error, queued=False
-                )
-            settled.append(outcome)
-        return tuple(settled)
+    async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]:
+        """Enqueue pending messages; with `wait`, return each one's result once it has one."""
+        futures = self._enqueue(messages)
+        return {key: await future for key, future in futures.items()}
 
-    async def submit_summary(self, run_id: str, text: str) -> bool | None:
-        if self.telegram is None:
-            return None
-        job: _Job[str] = _Job(run_id, "telegram", text)
-        if not self.telegram.submit(job):
-            log.error("telegram summary dropped: queue full", run=run_id)
-            return False
-        if not self.wait:
-            return None  # queued; the worker reports the outcome
-        return await job.done is None
+    def _enqueue(self, messages: Sequence[OutboxMessage]) -> dict[int, asyncio.Future[str | None]]:
+        futures: dict[int, asyncio.Future[str | None]] = {}
+        loop = asyncio.get_running_loop()
+        for message in messages:
+            if message.status != "pending" or message.id in self._queued:
+                continue
+            channel = self.email if message.channel == "email" else self.telegram
+            if channel is None:
+                log.warning("no channel for a stored message", channel=message.channel)
+                continue
+            if self.wait:
+                futures[message.id] = self._waiting[message.id] = loop.create_future()
+            self._queued.add(message.id)
+            if not channel.submit(message):
+                self.settle(message.id, "not sent yet: the queue is full; it waits in the store")
+        return futures
+
+    async def resend_pending(self) -> int:
+        """Enqueue every pending message of the store (those of a crashed or stopped run)."""
+        try:
+            pending = await self.store.pending()
+        except StateError as err:
+            log.error("cannot read pending messages", error=err)
+            return 0
+        fresh = [m for m in pending if m.id not in self._queued]
+        if fresh:
+            log.info("sending pending messages", count=len(fresh))
+            await self.submit(fresh)
+        return len(fresh)
+
+    def settle(self, message_id: int, result: str | None) -> None:
+        self._queued.discard(message_id)
+        future = self._waiting.pop(message_id, None)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+    async def deliver(self, channel: Channel, message: OutboxMessage) -> str | None:
+        """Send one message; None when delivered, else why not."""
+        if self._reroute is not None and message.channel == "email":
+            replacements = await self._reroute(message)
+            if replacements is not None:
+                self._enqueue(replacements)  # never awaited here: this worker sends them
+                return "rerouted: an address changed owner"
+        last_error = ""
+        for attempt in range(self._attempts):
+            try:
+                await channel.send(message)
+            except DeliveryError as err:
+                last_error = err.reason
+                if err.permanent:
+                    return await self._give_up(channel, message, err.reason, permanent=True)
+                total = await self._store_call(
+                    self.store.record_attempt(message.id, error=err.reason, now=self._clock())
+                )
+                if isinstance(total, int) and total >= MAX_ATTEMPTS:
+                    reason = f"gave up after {total} attempts: {err.reason}"
+                    return await self._give_up(channel, message, reason, permanent=False)
+                self.metrics.notifications.labels(channel=channel.name, outcome="retried").inc()
+                if attempt + 1 < self._attempts:
+                    await self._sleep(backoff_delay(attempt, base=self._backoff_base))
+            else:
+                # Shielded: once sent, a cancel must not leave it pending (a duplicate later).
+                await asyncio.shield(self._mark_sent(message))
+                self.metrics.notifications.labels(channel=channel.name, outcome="sent").inc()
+                log.info("notification sent", channel=channel.name, recipient=message.recipient,
+                         run=message.run_id)  # fmt: skip
+                return None
+        log.warning("notification still pending", channel=channel.name,
+                    recipient=message.recipient, reason=last_error)  # fmt: skip
+        return f"{STILL_PENDING} ({last_error})"
 
     async def drain(self, seconds: float) -> int:
         """Wait up to `seconds` for the queues to empty; return how many messages were left."""
@@ -235,3 +236,28 @@ class Delivery:
         except TimeoutError:
             pass
         return sum(channel.pending for channel in self.channels)
+
+    def abandon(self) -> int:
+        return sum(channel.abandon() for channel in self.channels)
+
+    async def _give_up(
+        self, channel: Channel, message: OutboxMessage, reason: str, *, permanent: bool
+    ) -> str:
+        await asyncio.shield(
+            self._store_call(self.store.mark_failed(message.id, reason=reason, now=self._clock()))
+        )
+        self.metrics.notifications.labels(channel=channel.name, outcome="failed").inc()
+        log.error("notification failed", channel=channel.name, recipient=message.recipient,
+                  run=message.run_id, reason=reason, permanent=permanent)  # fmt: skip
+        return reason
+
+    async def _mark_sent(self, message: OutboxMessage) -> None:
+        await self._store_call(self.store.mark_sent(message.id, now=self._clock()))
+
+    async def _store_call(self, call: Awaitable[object]) -> object:
+        try:
+            return await call
+        except StateError as err:
+            # The message stays pending and is sent again later: one repeat, never a loss.
+            log.error("state store unavailable while recording a delivery", error=err)
+            return None

@@ -16,6 +16,7 @@ from goalkeeper.model import (
     Finding,
     FindingStatus,
     IPAddress,
+    Owner,
     OwnerReport,
     PortSpec,
     ScanResult,
@@ -108,11 +109,16 @@ def deliverable(email: str | None) -> bool:
     return bool(email) and _ADDRESS.fullmatch(email or "") is not None
 
 
-def _recipient_key(finding: Finding) -> str:
-    email = finding.owner.email
+def recipient_key(owner: Owner, target: Target) -> str:
+    """Who a finding is for, logically: the owner's address, or NOT FOUND per project."""
+    email = owner.email
     if email and deliverable(email):
         return email.strip().lower()
-    return f"not-found:{finding.target.project_id or finding.address}"
+    return f"not-found:{target.project_id or target.address}"
+
+
+def _recipient_key(finding: Finding) -> str:
+    return recipient_key(finding.owner, finding.target)
 
 
 def _order(finding: Finding) -> tuple[int, int, int, int]:

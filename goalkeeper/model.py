@@ -248,7 +248,8 @@ class TickReport:
     failed_batches: int = 0
     warnings: tuple[str, ...] = ()
     dry_run: bool = False
-    summary_delivered: bool | None = None  # None: no chat configured, or a dry run
+    summary_delivered: bool | None = None  # None: no chat configured, a dry run, or queued
+    notification_failures: tuple[str, ...] = ()  # messages given up on since the last tick
 
     @property
     def duration_seconds(self) -> float:

@@ -1,43 +1,88 @@
-"""One tick, end to end: inventory → scope → scan → findings → mails → Telegram summary.
+"""One tick, end to end: inventory → scope → scan → lifecycle → outbox → dispatch.
 
 `run_tick` is a plain async function with every dependency passed in, so the CLI, the daemon's
-schedule and `POST /scan` all call the same code, and tests hand it fakes at each seam. It never
-reads the clock for decisions (the tick's time is `now`); it measures its own duration only.
+schedule and `POST /scan` all run the same code, and tests hand it fakes at each seam. Nothing
+is sent before the tick's findings and every message it will send are committed to the state
+store in one transaction; the dispatcher only ever sends stored messages. The tick's time is
+`now`; the clock is read only to measure the duration.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from datetime import datetime, timedelta
-from typing import Any
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from goalkeeper import logs
+from goalkeeper.aio import run_blocking
 from goalkeeper.config import Settings
-from goalkeeper.findings import (
-    build_findings,
-    count_by_service,
-    group_reports,
-    unresolved_projects,
-)
+from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
+from goalkeeper.lifecycle import plan_lifecycle
+from goalkeeper.messages import SUMMARY_KEY, compose_messages, outcome, summary_message
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
-    Dispatcher,
-    Finding,
+    Inventory,
     InventorySource,
-    MailOutcome,
-    OutgoingMail,
-    OwnerReport,
+    IPAddress,
     PortSpec,
     Scanner,
+    Target,
     TickReport,
     Transport,
 )
-from goalkeeper.notify.render import render_owner_report, render_summary
+from goalkeeper.notify.render import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import select_targets
+from goalkeeper.state import OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
+FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
+
+
+class Dispatcher(Protocol):
+    """Sends stored messages. Returns, per message id, None (delivered), an error, or nothing
+    at all when it does not wait for delivery."""
+
+    async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]: ...
+
+
+class RecentInventory:
+    """An InventorySource that remembers its last snapshot, for owner checks at send time.
+
+    A mail is checked against the owners of the snapshot the tick just read when that is
+    recent; after a restart or a long SMTP outage, the inventory is read again first.
+    """
+
+    def __init__(
+        self, source: InventorySource, *, max_age: timedelta = timedelta(minutes=10)
+    ) -> None:
+        self.source = source
+        self.max_age = max_age
+        self.latest: Inventory | None = None
+        self._owners: dict[IPAddress, Target] = {}
+
+    async def fetch(self) -> Inventory:
+        snapshot = await self.source.fetch()
+        self.latest = snapshot
+        self._owners = {t.address: t for t in snapshot.targets}
+        return snapshot
+
+    async def owners(self) -> Mapping[IPAddress, Target]:
+        latest = self.latest
+        if latest is None or datetime.now(UTC) - latest.fetched_at > self.max_age:
+            await self.fetch()
+        return self._owners
+
+
+def effective_ports(settings: Settings, catalog: Catalog) -> tuple[PortSpec, ...]:
+    if settings.scan.ports is None:
+        return catalog.ports
+    return tuple(
+        PortSpec(port=p.port, protocol=Transport(p.protocol), service=p.service)
+        for p in settings.scan.ports
+    )
 
 
 def tick_problem(report: TickReport) -> str | None:
@@ -50,15 +95,6 @@ def tick_problem(report: TickReport) -> str | None:
     return None
 
 
-def effective_ports(settings: Settings, catalog: Catalog) -> tuple[PortSpec, ...]:
-    if settings.scan.ports is None:
-        return catalog.ports
-    return tuple(
-        PortSpec(port=p.port, protocol=Transport(p.protocol), service=p.service)
-        for p in settings.scan.ports
-    )
-
-
 async def run_tick(
     *,
     now: datetime,
@@ -66,12 +102,13 @@ async def run_tick(
     settings: Settings,
     inventory: InventorySource,
     scanner: Scanner,
+    store: StateStore,
     dispatch: Dispatcher,
     catalog: Catalog,
     metrics: Metrics | None = None,
     dry_run: bool = False,
 ) -> TickReport:
-    """Run one whole tick. `dispatch` gets the mails and the summary (nothing on a dry run)."""
+    """Run one whole tick. A dry run reads the store but writes and sends nothing."""
     started = time.perf_counter()
     logs.bind(tick=run_id)
     try:
@@ -81,14 +118,12 @@ async def run_tick(
             settings=settings,
             inventory=inventory,
             scanner=scanner,
+            store=store,
             dispatch=dispatch,
             catalog=catalog,
             dry_run=dry_run,
             started=started,
         )
-        if not dry_run:
-            delivered = await dispatch.submit_summary(run_id, render_summary(report))
-            report = dataclasses.replace(report, summary_delivered=delivered)
         log.info(
             "tick finished",
             targets=report.targets,
@@ -97,6 +132,7 @@ async def run_tick(
             refused=len(report.refused),
             excluded=report.excluded,
             findings=len(report.findings),
+            resolved=len(report.resolved),
             mails=len(report.mails),
             mails_failed=sum(1 for m in report.mails if m.error and not dry_run),
             mails_queued=sum(1 for m in report.mails if m.queued),
@@ -118,6 +154,7 @@ async def _tick(
     settings: Settings,
     inventory: InventorySource,
     scanner: Scanner,
+    store: StateStore,
     dispatch: Dispatcher,
     catalog: Catalog,
     dry_run: bool,
@@ -140,32 +177,35 @@ async def _tick(
     ports = effective_ports(settings, catalog)
     by_address = {t.address: t for t in selection.targets}
     result = await scanner.scan(list(by_address), ports)
-    findings = build_findings(result, by_address, ports, now=now)
-    redirect = settings.environment == "stage" or not settings.notify.send_to_customers
-    owner_reports = group_reports(findings, ops_email=settings.notify.ops_email, redirect=redirect)
-    mails = [
-        render_owner_report(
-            owner_report,
-            environment=settings.environment,
-            run_id=run_id,
-            sender=settings.notify.sender,
-            advice={f.service: catalog.advice_for(f.service) for f in owner_report.findings},
-            generated_at=now,
-            templates_dir=settings.notify.templates_dir,
-        )
-        for owner_report in owner_reports
-    ]
-    pairs = list(zip(owner_reports, mails, strict=True))
-    if dry_run:
-        outcomes = tuple(_not_sent(report, mail) for report, mail in pairs)
-    else:
-        outcomes = await dispatch.submit_mails(run_id, pairs)
-    elapsed = time.perf_counter() - started
-    return TickReport(
+    seen = build_findings(result, by_address, ports, now=now)
+
+    previous = await store.load_findings()
+    plan = await run_blocking(
+        None,
+        plan_lifecycle,
+        previous,
+        seen,
+        result.scanned,
+        now=now,
+        reminder_days=settings.notify.reminder_days,
+        notify_resolved=settings.notify.notify_resolved,
+    )
+    composed = compose_messages(
+        (*plan.to_notify, *plan.resolved_to_notify),
+        settings=settings,
+        catalog=catalog,
+        run_id=run_id,
+        now=now,
+    )
+    since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
+    failures = tuple(
+        f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
+    )
+    report = TickReport(
         run_id=run_id,
         environment=settings.environment,
         started_at=now,
-        finished_at=now + timedelta(seconds=elapsed),
+        finished_at=now + timedelta(seconds=time.perf_counter() - started),
         inventory_source=snapshot.source,
         inventory_age_seconds=age,
         inventory_stale_reason=snapshot.stale_reason,
@@ -174,26 +214,45 @@ async def _tick(
         excluded=len(selection.excluded),
         hosts_scanned=len(result.scanned),
         not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
-        findings=findings,
-        mails=tuple(outcomes),
-        owners_not_found=unresolved_projects(findings),
+        findings=plan.current,
+        resolved=plan.resolved,
+        mails=tuple(outcome(r, m, queued=not dry_run) for r, m in composed),
+        owners_not_found=unresolved_projects(plan.current),
         failed_batches=result.failed_batches,
         warnings=result.warnings,
         dry_run=dry_run,
+        notification_failures=failures,
     )
-
-
-def _not_sent(report: OwnerReport, mail: OutgoingMail) -> MailOutcome:
-    return MailOutcome(
-        recipient=mail.recipient,
-        intended=report.intended,
-        owner_name=report.owner.name,
-        findings=len(report.findings),
-        message_id=mail.message_id,
-        delivered=False,
-        error="dry run: not sent",
-        subject=mail.subject,
+    if dry_run:
+        not_sent = tuple(dataclasses.replace(m, error="dry run: not sent") for m in report.mails)
+        return dataclasses.replace(report, mails=not_sent)
+    messages = [m for _, m in composed]
+    summary = summary_message(render_summary(report), settings=settings, run_id=run_id)
+    stored = await store.commit_tick(
+        run_id=run_id,
+        started_at=now,
+        upserts=plan.upserts,
+        messages=[*messages, *([summary] if summary else [])],
     )
+    results = await dispatch.submit(stored)
+    by_key = {m.recipient_key: m for m in stored}
+    mails = []
+    for (_, new), mail in zip(composed, report.mails, strict=True):
+        row = by_key[new.recipient_key]
+        if row.id in results:
+            error = results[row.id]
+            mail = dataclasses.replace(mail, delivered=error is None, error=error, queued=False)
+        mails.append(mail)
+    summary_row = by_key.get(SUMMARY_KEY)
+    delivered = None
+    if summary_row is not None and summary_row.id in results:
+        delivered = results[summary_row.id] is None
+    await store.finish_run(
+        run_id,
+        finished_at=now + timedelta(seconds=time.perf_counter() - started),
+        summary={"targets": report.targets, "findings": len(report.findings)},
+    )
+    return dataclasses.replace(report, mails=tuple(mails), summary_delivered=delivered)
 
 
 def _record(metrics: Metrics, report: TickReport) -> None:
@@ -211,52 +270,3 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     else:
         metrics.ticks.labels(outcome="failure").inc()
     metrics.tick_duration.observe(report.duration_seconds)
-
-
-def report_as_dict(report: TickReport) -> dict[str, Any]:
-    """The tick report as plain JSON-ready data (for `scan --json` and the admin API)."""
-    return {
-        "run_id": report.run_id,
-        "environment": report.environment,
-        "dry_run": report.dry_run,
-        "started_at": report.started_at.isoformat(),
-        "finished_at": report.finished_at.isoformat(),
-        "duration_seconds": round(report.duration_seconds, 3),
-        "inventory": {
-            "source": report.inventory_source,
-            "age_seconds": round(report.inventory_age_seconds, 1),
-            "stale_reason": report.inventory_stale_reason,
-        },
-        "targets": report.targets,
-        "refused": list(report.refused),
-        "excluded": report.excluded,
-        "hosts_scanned": report.hosts_scanned,
-        "not_scanned": dict(report.not_scanned),
-        "failed_batches": report.failed_batches,
-        "findings": [finding_as_dict(f) for f in report.findings],
-        "mails": [dataclasses.asdict(m) for m in report.mails],
-        "owners_not_found": list(report.owners_not_found),
-        "summary_delivered": report.summary_delivered,
-        "warnings": list(report.warnings),
-    }
-
-
-def finding_as_dict(finding: Finding) -> dict[str, Any]:
-    target = finding.target
-    return {
-        "address": str(finding.address),
-        "port": finding.port,
-        "protocol": str(finding.protocol),
-        "service": finding.service,
-        "status": str(finding.status),
-        "state": finding.state,
-        "evidence": finding.evidence,
-        "server_name": target.server_name,
-        "server_id": target.server_id,
-        "project_id": target.project_id,
-        "project_name": target.project_name,
-        "owner_name": target.owner.name,
-        "owner_email": target.owner.email,
-        "first_seen": finding.first_seen.isoformat(),
-        "last_seen": finding.last_seen.isoformat(),
-    }

@@ -7,23 +7,25 @@ the same tick. This module only constructs and closes things; it holds no policy
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from goalkeeper.config import Settings
-from goalkeeper.delivery import Delivery
+from goalkeeper.delivery import Delivery, Reroute
 from goalkeeper.inventory.cloud import CloudInventory
 from goalkeeper.inventory.static import StaticInventory, resolve_static_path
+from goalkeeper.messages import Owners, reroute
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, InventorySource, Mailer, TickReport
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.notify.telegram import TelegramNotifier
-from goalkeeper.pipeline import run_tick
-from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.pipeline import RecentInventory, run_tick
+from goalkeeper.scanning.catalog import Catalog, load_catalog
 from goalkeeper.scanning.nmap import NmapScanner
+from goalkeeper.state import OutboxMessage, StateStore
 
 
 def scope_problem(settings: Settings) -> str | None:
@@ -81,30 +83,77 @@ async def scanner(settings: Settings) -> AsyncIterator[NmapScanner]:
         await nmap.aclose()
 
 
+@asynccontextmanager
+async def state_store(settings: Settings) -> AsyncIterator[StateStore]:
+    store = await StateStore.open(settings.state.url)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+def owner_check(
+    *,
+    owners: Owners,
+    store: StateStore,
+    settings: Callable[[], Settings],
+    catalog: Catalog,
+) -> Reroute:
+    """The send-time ownership check the delivery workers run before each mail."""
+
+    async def check(message: OutboxMessage) -> list[OutboxMessage] | None:
+        return await reroute(
+            message,
+            owners=owners,
+            store=store,
+            settings=settings(),
+            catalog=catalog,
+            now=datetime.now(UTC),
+        )
+
+    return check
+
+
 async def one_tick(
     settings: Settings, config_path: Path, *, dry_run: bool = False, now: datetime | None = None
 ) -> TickReport:
     """One tick with the real clients, waiting until every message is delivered or given up.
 
-    The CLI's `scan` and `demo` use this; the daemon keeps its clients across ticks instead.
+    Messages a crashed or stopped run left pending are sent first. The CLI's `scan` and `demo`
+    use this; the daemon keeps its clients across ticks instead.
     """
     metrics = Metrics()
     now = now or datetime.now(UTC)
+    catalog = load_catalog()
     async with (
-        inventory_source(settings, config_path) as inventory,
+        inventory_source(settings, config_path) as source,
         scanner(settings) as nmap,
         notifiers(settings) as parts,
+        state_store(settings) as store,
     ):
-        delivery = Delivery(mailer=parts.mailer, chat=parts.chat, metrics=metrics, wait=True)
+        inventory = RecentInventory(source)
+        delivery = Delivery(
+            store=store,
+            mailer=parts.mailer,
+            chat=parts.chat,
+            metrics=metrics,
+            wait=True,
+            reroute=owner_check(
+                owners=inventory.owners, store=store, settings=lambda: settings, catalog=catalog
+            ),
+        )
         async with delivery.running():
+            if not dry_run:
+                await delivery.resend_pending()
             return await run_tick(
                 now=now,
                 run_id=new_run_id(now),
                 settings=settings,
                 inventory=inventory,
                 scanner=nmap,
+                store=store,
                 dispatch=delivery,
-                catalog=load_catalog(),
+                catalog=catalog,
                 metrics=metrics,
                 dry_run=dry_run,
             )

@@ -52,7 +52,9 @@ class Setup:
     smtp_port: int
     telegram_url: str
 
-    def write_config(self, ports: list[int], **overrides: Any) -> Path:
+    def write_config(
+        self, ports: list[int], *, targets: list[dict[str, str]] | None = None, **overrides: Any
+    ) -> Path:
         data: dict[str, Any] = {
             "environment": "prod",
             "scan": {
@@ -71,25 +73,21 @@ class Setup:
                 "telegram": {"enabled": True, "chat_id": "-100123", "api_base": self.telegram_url},
             },
             "daemon": {"shutdown_timeout": 6},
+            "state": {"url": f"sqlite+aiosqlite:///{self.tmp / 'state.db'}"},
             "logging": {"format": "json", "level": "info"},
         }  # fmt: skip
         for key, value in overrides.items():
             section, name = key.split("__")
             data[section][name] = value
-        (self.tmp / "inventory.yaml").write_text(
-            yaml.safe_dump(
-                {
-                    "targets": [
-                        {
-                            "address": HOST,
-                            "server_name": "db-1",
-                            "project_id": "p1",
-                            "owner_email": "owner@customer.example",
-                        }
-                    ]
-                }
-            )
-        )
+        targets = targets or [
+            {
+                "address": HOST,
+                "server_name": "db-1",
+                "project_id": "p1",
+                "owner_email": "owner@customer.example",
+            }
+        ]
+        (self.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": targets}))
         path = self.tmp / "config.yaml"
         path.write_text(yaml.safe_dump(data))
         return path
@@ -234,9 +232,14 @@ async def test_sigterm_during_a_tick_exits_in_time_and_kills_nmap(
     listeners: PortListeners,
     daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
 ) -> None:
-    # -T0 waits minutes between probes: the tick cannot finish before the deadline.
+    # 4,096 hosts at a ceiling of 200 packets/s: the tick cannot finish before the deadline.
     daemon = await daemon_factory(
-        setup.write_config([6379, 27017], scan__nmap_arguments="-Pn -n -T0 --max-retries 0")
+        setup.write_config(
+            [6379, 27017],
+            targets=[{"network": "127.43.0.0/20", "server_name": "pool", "project_id": "p1"}],
+            scan__max_rate=200,
+            scan__max_rate_per_subnet=200,
+        )
     )
     mark = len(daemon.lines)
     assert (await daemon.request("POST", "/scan", token=setup.admin_token))[0] == 202
@@ -247,7 +250,7 @@ async def test_sigterm_during_a_tick_exits_in_time_and_kills_nmap(
         if nmaps:
             break
         await asyncio.sleep(0.05)
-    assert nmaps, "the tick never started nmap"
+    assert nmaps, "the tick never started nmap:\n" + daemon.log_text()
 
     started = time.monotonic()
     daemon.signal(signal.SIGTERM)

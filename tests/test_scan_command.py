@@ -71,6 +71,7 @@ class Cloud:
                        "telegram": {"enabled": True, "chat_id": "-100777",
                                     "api_base": self.telegram.url}},
             "logging": {"format": "json"},
+            "state": {"url": f"sqlite+aiosqlite:///{self.tmp / 'state.db'}"},
         }  # fmt: skip
         for dotted, value in changes.items():
             *parents, leaf = dotted.split(".")

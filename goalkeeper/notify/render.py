@@ -51,7 +51,10 @@ def header_text(value: str, *, limit: int = SUBJECT_LIMIT) -> str:
 
 
 def message_id(run_id: str, recipient: str, sender: str) -> str:
-    """The same (run, recipient) always gets the same Message-ID, so a resend is recognisable."""
+    """The same (run, recipient) always gets the same Message-ID, so a resend is recognisable.
+
+    `recipient` is the logical one (the report's key): in stage, many mails share one address.
+    """
     digest = hashlib.sha256(f"{run_id}\0{recipient}".encode()).hexdigest()[:32]
     domain = parseaddr(sender)[1].rpartition("@")[2] or "goalkeeper.invalid"
     return f"<{digest}@{domain}>"
@@ -142,7 +145,7 @@ def render_owner_report(
         subject=subject,
         text=env.get_template("report.txt.j2").render(context),
         html=env.get_template("report.html.j2").render(context),
-        message_id=message_id(run_id, recipient, sender),
+        message_id=message_id(run_id, report.key or recipient, sender),
         headers=headers,
     )
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, 
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, case, or_, select, text, update
+from sqlalchemy import ColumnElement, bindparam, case, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -198,6 +198,14 @@ class StateStore:
         statement = statement.on_conflict_do_update(index_elements=["run_id"], set_=values)
         async with self._engine.begin() as connection:
             await connection.execute(statement)
+
+    @_translated
+    async def previous_run_start(self, before: datetime) -> datetime | None:
+        """When the last run that started before `before` started (for "failed since")."""
+        query = select(func.max(runs.c.started_at)).where(runs.c.started_at < before)
+        async with self._reader.connect() as connection:
+            value = (await connection.execute(query)).scalar_one_or_none()
+        return value if isinstance(value, datetime) else None
 
     @_translated
     async def pending(

@@ -1,0 +1,149 @@
+"""From findings to stored messages: one mail per recipient, the summary, and send-time rerouting.
+
+The tick composes here what the outbox will hold; just before a mail goes out, `reroute` checks
+that every address it speaks of still belongs to the same owner and, if one moved, writes
+replacement mails for the current owners instead. Rendering is the notify layer's, storage the
+state layer's; this module only decides what to say to whom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import datetime
+from ipaddress import ip_address
+
+from goalkeeper import logs
+from goalkeeper.config import Settings
+from goalkeeper.findings import group_reports, recipient_key
+from goalkeeper.model import Finding, IPAddress, MailOutcome, OwnerReport, Target
+from goalkeeper.notify.render import render_owner_report
+from goalkeeper.scanning.catalog import Catalog
+from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+
+log = logs.get_logger(__name__)
+SUMMARY_KEY = "summary"
+Owners = Callable[[], Awaitable[Mapping[IPAddress, Target]]]
+
+
+def compose_messages(
+    findings: Iterable[Finding],
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    run_id: str,
+    now: datetime,
+    key_suffix: str = "",
+) -> list[tuple[OwnerReport, NewMessage]]:
+    """One rendered mail per recipient key, ready for the outbox."""
+    notify = settings.notify
+    redirect = settings.environment == "stage" or not notify.send_to_customers
+    composed = []
+    for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
+        report = dataclasses.replace(grouped, key=grouped.key + key_suffix)
+        mail = render_owner_report(
+            report,
+            environment=settings.environment,
+            run_id=run_id,
+            sender=notify.sender,
+            advice={f.service: catalog.advice_for(f.service) for f in report.findings},
+            generated_at=now,
+            templates_dir=notify.templates_dir,
+        )
+        composed.append(
+            (
+                report,
+                NewMessage.email(
+                    mail,
+                    recipient_key=report.key,
+                    finding_keys=[f.key for f in report.findings],
+                ),
+            )
+        )
+    return composed
+
+
+def summary_message(text: str, *, settings: Settings, run_id: str) -> NewMessage | None:
+    telegram = settings.notify.telegram
+    if not telegram.enabled or not telegram.chat_id:
+        return None
+    return NewMessage.telegram(
+        text, chat_id=telegram.chat_id, message_id=f"{run_id}.summary", recipient_key=SUMMARY_KEY
+    )
+
+
+def outcome(report: OwnerReport, message: NewMessage, *, queued: bool) -> MailOutcome:
+    return MailOutcome(
+        recipient=message.recipient,
+        intended=report.intended,
+        owner_name=report.owner.name,
+        findings=len(report.findings),
+        message_id=message.message_id,
+        delivered=False,
+        subject=str(message.payload.get("subject", "")),
+        queued=queued,
+    )
+
+
+async def reroute(
+    message: OutboxMessage,
+    *,
+    owners: Owners,
+    store: StateStore,
+    settings: Settings,
+    catalog: Catalog,
+    now: datetime,
+) -> list[OutboxMessage] | None:
+    """None when the mail may go as it is; else the stored replacements for the current owners.
+
+    An address the inventory no longer lists keeps its old owner: with no one else to tell,
+    the last owner we know is still the right one.
+    """
+    if message.channel != "email" or not message.finding_keys:
+        return None
+    current = await owners()
+    moved = {
+        key: current[address]
+        for key in message.finding_keys
+        if (address := ip_address(key[0])) in current
+        and recipient_key(current[address].owner, current[address]) != message.recipient_key
+    }
+    if not moved:
+        return None
+    records = await store.load_findings({ip_address(k[0]) for k in message.finding_keys})
+    findings = []
+    for key in message.finding_keys:
+        record = records.get(key)
+        if record is None:
+            continue
+        finding = record.to_finding()
+        if key in moved:
+            finding = dataclasses.replace(finding, target=moved[key])
+        findings.append(finding)
+    composed = compose_messages(
+        findings,
+        settings=settings,
+        catalog=catalog,
+        run_id=message.run_id,
+        now=now,
+        key_suffix=f" (rerouted from {message.recipient_key})",
+    )
+    replacements = await store.commit_tick(
+        run_id=message.run_id,
+        started_at=message.created_at,
+        upserts=[],
+        messages=[new for _, new in composed],
+    )
+    new_owners = sorted({new.recipient for _, new in composed})
+    await store.mark_failed(
+        message.id,
+        reason=f"not sent: an address changed owner; sent to {', '.join(new_owners)} instead",
+        now=now,
+    )
+    log.warning(
+        "mail rerouted: owner changed between scan and send",
+        was=message.recipient,
+        now_to=new_owners,
+        addresses=sorted({k[0] for k in moved}),
+    )
+    return replacements

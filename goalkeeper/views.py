@@ -1,0 +1,86 @@
+"""Plain JSON-ready views of findings and tick reports, for `scan --json`, `findings` and the API.
+
+Pure: no I/O. Field names here are an interface operators script against; keep them stable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+from goalkeeper.lifecycle import FindingRecord
+from goalkeeper.model import Finding, TickReport
+
+
+def report_as_dict(report: TickReport) -> dict[str, Any]:
+    """The tick report as plain JSON-ready data (for `scan --json` and the admin API)."""
+    return {
+        "run_id": report.run_id,
+        "environment": report.environment,
+        "dry_run": report.dry_run,
+        "started_at": report.started_at.isoformat(),
+        "finished_at": report.finished_at.isoformat(),
+        "duration_seconds": round(report.duration_seconds, 3),
+        "inventory": {
+            "source": report.inventory_source,
+            "age_seconds": round(report.inventory_age_seconds, 1),
+            "stale_reason": report.inventory_stale_reason,
+        },
+        "targets": report.targets,
+        "refused": list(report.refused),
+        "excluded": report.excluded,
+        "hosts_scanned": report.hosts_scanned,
+        "not_scanned": dict(report.not_scanned),
+        "failed_batches": report.failed_batches,
+        "findings": [finding_as_dict(f) for f in report.findings],
+        "mails": [dataclasses.asdict(m) for m in report.mails],
+        "owners_not_found": list(report.owners_not_found),
+        "summary_delivered": report.summary_delivered,
+        "notification_failures": list(report.notification_failures),
+        "warnings": list(report.warnings),
+    }
+
+
+def finding_as_dict(finding: Finding) -> dict[str, Any]:
+    target = finding.target
+    return {
+        "address": str(finding.address),
+        "port": finding.port,
+        "protocol": str(finding.protocol),
+        "service": finding.service,
+        "status": str(finding.status),
+        "state": finding.state,
+        "evidence": finding.evidence,
+        "server_name": target.server_name,
+        "server_id": target.server_id,
+        "project_id": target.project_id,
+        "project_name": target.project_name,
+        "owner_name": target.owner.name,
+        "owner_email": target.owner.email,
+        "first_seen": finding.first_seen.isoformat(),
+        "last_seen": finding.last_seen.isoformat(),
+    }
+
+
+def record_as_dict(record: FindingRecord) -> dict[str, Any]:
+    """A stored finding, as `goalkeeper findings --json` and GET /findings show it."""
+    return {
+        "address": str(record.address),
+        "port": record.port,
+        "protocol": str(record.protocol),
+        "service": record.service,
+        "status": "resolved" if record.resolved_at else "open",
+        "server_name": record.server_name,
+        "project_id": record.project_id,
+        "project_name": record.project_name,
+        "owner_name": record.owner_name,
+        "owner_email": record.owner_email,
+        "first_seen": record.first_seen.isoformat(),
+        "last_seen": record.last_seen.isoformat(),
+        "resolved_at": record.resolved_at.isoformat() if record.resolved_at else None,
+        "times_notified": record.times_notified,
+        "last_notified_at": record.last_notified_at.isoformat()
+        if record.last_notified_at
+        else None,
+    }
