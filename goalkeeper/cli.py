@@ -22,11 +22,12 @@ from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import load_settings, serve
 from goalkeeper.demo import run_demo
 from goalkeeper.model import TickReport
-from goalkeeper.notify.render import render_summary
+from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.views import report_as_dict
-from goalkeeper.wiring import one_tick, scope_problem
+from goalkeeper.state import StateError
+from goalkeeper.views import record_as_dict, report_as_dict
+from goalkeeper.wiring import one_tick, scope_problem, state_store
 
 EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -49,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--dry-run", action="store_true", help="send nothing; print the report")
     scan.add_argument("--json", action="store_true", help="print the tick report as JSON")
     commands.add_parser("run", parents=[common], help="the daemon: scan on schedule, serve probes")
+    findings = commands.add_parser(
+        "findings", parents=[common], help="open findings from the state store"
+    )
+    findings.add_argument("--all", action="store_true", help="resolved findings too")
+    findings.add_argument("--json", action="store_true", help="print them as JSON")
     commands.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
     )
@@ -88,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(settings, sys.stdout)
     if args.command == "scan":
         return asyncio.run(scan(settings, path, dry_run=args.dry_run, as_json=args.json))
+    if args.command == "findings":
+        return asyncio.run(list_findings(settings, include_resolved=args.all, as_json=args.json))
     if args.command == "run":
         return run(settings, path)
     raise AssertionError(f"unhandled command {args.command}")  # argparse allows no other
@@ -99,6 +107,40 @@ def run(settings: Settings, path: Path) -> int:
         print(f"goalkeeper: {problem}", file=sys.stderr)
         return EXIT_USAGE
     asyncio.run(serve(settings, path))
+    return EXIT_OK
+
+
+async def list_findings(settings: Settings, *, include_resolved: bool, as_json: bool) -> int:
+    try:
+        async with state_store(settings) as store:
+            records = await store.list_findings(include_resolved=include_resolved)
+    except StateError as err:
+        print(f"goalkeeper: cannot read the state store: {err}", file=sys.stderr)
+        return EXIT_TICK_FAILED
+    rows = [record_as_dict(r) for r in records]
+    if as_json:
+        json.dump(rows, sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    header = ("ADDRESS", "PORT", "SERVICE", "OWNER", "FIRST SEEN", "LAST SEEN", "STATUS", "MAILED")
+    table = [header] + [
+        (
+            r["address"],
+            f"{r['port']}/{r['protocol']}",
+            r["service"],
+            r["owner_email"] or f"NOT FOUND ({r['project_name'] or r['project_id']})",
+            r["first_seen"][:16].replace("T", " "),
+            r["last_seen"][:16].replace("T", " "),
+            r["status"],
+            str(r["times_notified"]),
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
     return EXIT_OK
 
 

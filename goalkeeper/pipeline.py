@@ -32,7 +32,7 @@ from goalkeeper.model import (
     TickReport,
     Transport,
 )
-from goalkeeper.notify.render import render_summary
+from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import select_targets
 from goalkeeper.state import OutboxMessage, StateStore

@@ -26,7 +26,8 @@ from goalkeeper.model import (
     TickReport,
     Transport,
 )
-from goalkeeper.notify.render import header_text, render_owner_report, render_summary, to_mime
+from goalkeeper.notify.render import header_text, render_owner_report, to_mime
+from goalkeeper.notify.summary import render_summary
 from goalkeeper.sim.telegram import parse_telegram_html
 
 NOW = datetime(2024, 5, 6, 6, 0, tzinfo=UTC)

@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 
 from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError, Finding, Owner, Target, TickReport, Transport
-from goalkeeper.notify.render import render_summary
+from goalkeeper.notify.summary import render_summary
 from goalkeeper.notify.telegram import TelegramNotifier, split_message, utf16_length
 from goalkeeper.sim.telegram import FakeTelegram, parse_telegram_html
 

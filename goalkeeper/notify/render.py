@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import html
-import ipaddress
 import unicodedata
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +29,6 @@ from goalkeeper.model import (
     OutgoingMail,
     OwnerReport,
     ServiceAdvice,
-    TickReport,
 )
 
 SUBJECT_LIMIT = 200
@@ -166,53 +163,6 @@ def to_mime(mail: OutgoingMail) -> EmailMessage:
     return message
 
 
-def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
-    """The tick in Telegram-HTML. Every exposed host is listed unless `top_hosts` caps it."""
-    e = html.escape
-    lines = [f"<b>Goalkeeper [{e(report.environment)}]</b> run <code>{e(report.run_id)}</code>"]
-    if report.dry_run:
-        lines.append("<i>Dry run: nothing was sent.</i>")
-    lines.append(
-        f"Targets: {report.targets} · scanned: {report.hosts_scanned}"
-        f" · <b>not scanned: {len(report.not_scanned)}</b>"
-    )
-    if report.not_scanned:
-        lines.append("Why not scanned: " + e(_tally(report.not_scanned.values())))
-    lines.append(f"Refused (outside allowed_networks): {len(report.refused)}")
-    lines.append(f"Excluded: {report.excluded}")
-    if report.failed_batches:
-        lines.append(f"<b>Failed nmap batches: {report.failed_batches}</b>")
-    new = sum(1 for f in report.findings if f.status == FindingStatus.NEW)
-    lines.append(
-        f"<b>Open findings: {len(report.findings)}</b> (new: {new},"
-        f" resolved: {len(report.resolved)})"
-    )
-    for service, count in sorted(Counter(f.service for f in report.findings).items()):
-        lines.append(f"  {e(service)}: {count}")
-    delivered = sum(1 for m in report.mails if m.delivered)
-    failed = [m for m in report.mails if not m.delivered]
-    not_found = sum(1 for m in report.mails if m.intended is None)
-    lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
-    if report.owners_not_found:
-        projects = ", ".join(e(p) for p in report.owners_not_found)
-        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
-    lines.append(f"Mail failures: {len(failed)}")
-    lines.extend(f"  {e(m.recipient)}: {e(m.error or 'not delivered')}" for m in failed)
-    lines.append(
-        f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
-    )
-    if report.inventory_stale_reason:
-        lines.append(f"⚠️ <b>Inventory is stale</b>: {e(report.inventory_stale_reason)}")
-    lines.extend(f"⚠️ {e(warning)}" for warning in report.warnings)
-    hosts = _exposed_hosts(report.findings)
-    lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
-    shown = hosts if top_hosts is None else hosts[:top_hosts]
-    lines.extend(shown)
-    if len(shown) < len(hosts):
-        lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
-    return "\n".join(lines)
-
-
 @functools.lru_cache(maxsize=8)
 def _environment(templates_dir: Path | None) -> jinja2.Environment:
     loaders: list[jinja2.BaseLoader] = [jinja2.PackageLoader("goalkeeper.notify", "templates")]
@@ -292,45 +242,6 @@ def _fallback_advice(service: str) -> ServiceAdvice:
             "private address, or stop it.",
         ),
     )
-
-
-def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
-    by_address: dict[str, list[Finding]] = defaultdict(list)
-    for finding in findings:
-        by_address[str(finding.address)].append(finding)
-    lines = []
-    for address in sorted(by_address, key=_address_order):
-        members = sorted(by_address[address], key=lambda f: (f.protocol, f.port))
-        target = members[0].target
-        names = (target.server_name, target.project_name)
-        where = " · ".join(html.escape(name) for name in names if name)
-        ports = ", ".join(f"{f.port}/{f.protocol} {html.escape(f.service)}" for f in members)
-        lines.append(f"<code>{html.escape(address)}</code> {where}: {ports}")
-    return lines
-
-
-def _address_order(address: str) -> tuple[int, int]:
-    parsed = ipaddress.ip_address(address)
-    return (parsed.version, int(parsed))
-
-
-def _tally(reasons: Iterable[str], *, limit: int = 5) -> str:
-    counts = Counter(header_text(reason, limit=80) for reason in reasons).most_common()
-    parts = [f"{reason} ({count})" for reason, count in counts[:limit]]
-    rest = sum(count for _, count in counts[limit:])
-    if rest:
-        parts.append(f"other reasons ({rest})")
-    return "; ".join(parts)
-
-
-def _age(seconds: float) -> str:
-    minutes = int(max(seconds, 0) // 60)
-    if minutes < 1:
-        return f"{int(max(seconds, 0))} s"
-    if minutes < 120:
-        return f"{minutes} min"
-    hours = minutes // 60
-    return f"{hours} h" if hours < 48 else f"{hours // 24} d {hours % 24} h"
 
 
 def _single_address(value: str, role: str) -> str:

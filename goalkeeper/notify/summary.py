@@ -1,0 +1,112 @@
+"""The run summary for the provider's Telegram channel, in Telegram's HTML subset.
+
+Pure: a TickReport in, text out. Every value that came from outside (names, reasons, addresses)
+is escaped; splitting into messages of Telegram's size is telegram.py's job.
+"""
+
+from __future__ import annotations
+
+import html
+import ipaddress
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+from goalkeeper.model import Finding, FindingStatus, TickReport
+from goalkeeper.notify.render import header_text
+
+
+def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
+    """The tick in Telegram-HTML. Every exposed host is listed unless `top_hosts` caps it."""
+    e = html.escape
+    lines = [f"<b>Goalkeeper [{e(report.environment)}]</b> run <code>{e(report.run_id)}</code>"]
+    if report.dry_run:
+        lines.append("<i>Dry run: nothing was sent.</i>")
+    lines.append(
+        f"Targets: {report.targets} · scanned: {report.hosts_scanned}"
+        f" · <b>not scanned: {len(report.not_scanned)}</b>"
+    )
+    if report.not_scanned:
+        lines.append("Why not scanned: " + e(_tally(report.not_scanned.values())))
+    lines.append(f"Refused (outside allowed_networks): {len(report.refused)}")
+    lines.append(f"Excluded: {report.excluded}")
+    if report.failed_batches:
+        lines.append(f"<b>Failed nmap batches: {report.failed_batches}</b>")
+    new = sum(1 for f in report.findings if f.status == FindingStatus.NEW)
+    lines.append(
+        f"<b>Open findings: {len(report.findings)}</b> (new: {new},"
+        f" resolved: {len(report.resolved)})"
+    )
+    for service, count in sorted(Counter(f.service for f in report.findings).items()):
+        lines.append(f"  {e(service)}: {count}")
+    delivered = sum(1 for m in report.mails if m.delivered)
+    queued = sum(1 for m in report.mails if m.queued)
+    failed = [m for m in report.mails if not m.delivered and not m.queued]
+    not_found = sum(1 for m in report.mails if m.intended is None)
+    if queued:
+        lines.append(f"Owners to mail: {queued} (owner not found: {not_found})")
+    else:
+        lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
+    if report.owners_not_found:
+        projects = ", ".join(e(p) for p in report.owners_not_found)
+        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
+    if failed or not queued:
+        lines.append(f"Mail failures: {len(failed)}")
+        lines.extend(f"  {e(m.recipient)}: {e(m.error or 'not delivered')}" for m in failed)
+    if report.notification_failures:
+        lines.append(
+            f"<b>Notifications given up on since the last run: "
+            f"{len(report.notification_failures)}</b>"
+        )
+        lines.extend(f"  {e(failure)}" for failure in report.notification_failures)
+    lines.append(
+        f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
+    )
+    if report.inventory_stale_reason:
+        lines.append(f"⚠️ <b>Inventory is stale</b>: {e(report.inventory_stale_reason)}")
+    lines.extend(f"⚠️ {e(warning)}" for warning in report.warnings)
+    hosts = _exposed_hosts(report.findings)
+    lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
+    shown = hosts if top_hosts is None else hosts[:top_hosts]
+    lines.extend(shown)
+    if len(shown) < len(hosts):
+        lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
+    return "\n".join(lines)
+
+
+def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
+    by_address: dict[str, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        by_address[str(finding.address)].append(finding)
+    lines = []
+    for address in sorted(by_address, key=_address_order):
+        members = sorted(by_address[address], key=lambda f: (f.protocol, f.port))
+        target = members[0].target
+        names = (target.server_name, target.project_name)
+        where = " · ".join(html.escape(name) for name in names if name)
+        ports = ", ".join(f"{f.port}/{f.protocol} {html.escape(f.service)}" for f in members)
+        lines.append(f"<code>{html.escape(address)}</code> {where}: {ports}")
+    return lines
+
+
+def _address_order(address: str) -> tuple[int, int]:
+    parsed = ipaddress.ip_address(address)
+    return (parsed.version, int(parsed))
+
+
+def _tally(reasons: Iterable[str], *, limit: int = 5) -> str:
+    counts = Counter(header_text(reason, limit=80) for reason in reasons).most_common()
+    parts = [f"{reason} ({count})" for reason, count in counts[:limit]]
+    rest = sum(count for _, count in counts[limit:])
+    if rest:
+        parts.append(f"other reasons ({rest})")
+    return "; ".join(parts)
+
+
+def _age(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    if minutes < 1:
+        return f"{int(max(seconds, 0))} s"
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    return f"{hours} h" if hours < 48 else f"{hours // 24} d {hours % 24} h"
