@@ -23,6 +23,7 @@ from goalkeeper.state import NewMessage, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
 SUMMARY_KEY = "summary"
+REROUTED = " (rerouted from "  # a replacement's key: "<owner key> (rerouted from <old key>)"
 Owners = Callable[[], Awaitable[Mapping[IPAddress, Target]]]
 
 
@@ -102,11 +103,12 @@ async def reroute(
     if message.channel != "email" or not message.finding_keys:
         return None
     current = await owners()
+    meant_for = message.recipient_key.split(REROUTED, 1)[0]
     moved = {
         key: current[address]
         for key in message.finding_keys
         if (address := ip_address(key[0])) in current
-        and recipient_key(current[address].owner, current[address]) != message.recipient_key
+        and recipient_key(current[address].owner, current[address]) != meant_for
     }
     if not moved:
         return None
@@ -126,7 +128,7 @@ async def reroute(
         catalog=catalog,
         run_id=message.run_id,
         now=now,
-        key_suffix=f" (rerouted from {message.recipient_key})",
+        key_suffix=f"{REROUTED}{meant_for})",
     )
     replacements = await store.commit_tick(
         run_id=message.run_id,

@@ -298,3 +298,34 @@ async def test_telegram_down_does_not_block_mail(
     assert setup.telegram.messages == []
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit(seconds=15) == 0
+
+
+async def test_messages_survive_sigkill_and_are_sent_exactly_once(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    smtp_port, setup.smtp_port = setup.smtp_port, free_port()  # the mail server is down
+    config_path = setup.write_config([6379])
+    first = await daemon_factory(config_path)
+    mark = len(first.lines)
+    await run_tick(first, setup)  # the outbox is committed before anything is sent
+    await first.wait_for(
+        "notification sent", after=mark, where=lambda line: line["channel"] == "telegram"
+    )
+    first.signal(signal.SIGKILL)  # while the mail is still being retried
+    assert await first.wait_exit(seconds=10) == -signal.SIGKILL
+    assert setup.smtp.messages == []
+
+    setup.smtp_port = smtp_port  # the mail server is back
+    setup.write_config([6379])
+    second = await daemon_factory(config_path)
+    await second.wait_for("notification sent", where=lambda line: line["channel"] == "email")
+    assert [m.rcpt_tos for m in setup.smtp.messages] == [("owner@customer.example",)]
+    assert len(setup.telegram.messages) == 1  # sent before the kill, never again
+    status, body = await second.request("GET", "/findings", token=setup.admin_token)
+    assert status == 200
+    assert [f["times_notified"] for f in body["findings"]] == [1]
+    second.signal(signal.SIGTERM)
+    assert await second.wait_exit(seconds=15) == 0
+    assert len(setup.smtp.messages) == 1

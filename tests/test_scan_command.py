@@ -204,3 +204,32 @@ async def test_check_config_redacts_secrets(cloud: Cloud) -> None:
     assert cloud.telegram.token not in out + err
     printed = yaml.safe_load(out)
     assert printed["notify"]["telegram"]["token"] == "***"
+
+
+async def test_findings_command_reads_the_store(cloud: Cloud) -> None:
+    config = cloud.config()
+    code, _, err = await cloud.goalkeeper("scan", config=config)
+    assert code == 0, err
+    code, out, err = await cloud.goalkeeper("findings", "--json", config=config)
+    assert code == 0, err
+    rows = json.loads(out)
+    assert sorted((r["address"], r["port"]) for r in rows) == sorted(
+        (a, p) for a, p in OPEN if a != "127.44.0.15"
+    )
+    assert {r["status"] for r in rows} == {"open"}
+    assert {r["times_notified"] for r in rows} == {1}
+    code, out, _ = await cloud.goalkeeper("findings", config=config)
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "ADDRESS",
+        "PORT",
+        "SERVICE",
+        "OWNER",
+        "FIRST",
+        "SEEN",
+        "LAST",
+        "SEEN",
+        "STATUS",
+        "MAILED",
+    ]
+    assert "NOT FOUND (lost-project)" in out
