@@ -3,7 +3,7 @@
 Two ticks a day apart, each timed in its parts: load the previous records, plan the lifecycle,
 commit findings and one mail per owner in one transaction; then mark every mail sent (which
 counts the notification on each finding). PostgreSQL is a throwaway cluster with fsync ON (the
-real cost), or `GOALKEEPER_TEST_POSTGRES_URL`. The addresses are data only (198.18.0.0/15, the
+real cost), or `TEST_GOALKEEPER_POSTGRES_URL`. The addresses are data only (198.18.0.0/15, the
 benchmarking range): nothing is sent anywhere.
 
     python -m benchmarks.state_record [--findings 100000] [--owners 1000] [--skip-postgres]

@@ -1,11 +1,11 @@
 """Databases for the state store tests and benchmark: a SQLite file, and a real PostgreSQL.
 
-PostgreSQL comes from `GOALKEEPER_TEST_POSTGRES_URL` (a server CI started; the role needs
+PostgreSQL comes from `TEST_GOALKEEPER_POSTGRES_URL` (a server CI started; the role needs
 CREATEDB) or else from a throwaway cluster this module starts: initdb in a temporary directory,
 run as the `postgres` system user when we are root (PostgreSQL refuses to run as root), listening
 only on a Unix socket inside that directory, so nothing touches the network and parallel runs
 cannot collide on a port. Without PostgreSQL binaries the PostgreSQL cases skip and say why,
-unless `GOALKEEPER_TEST_REQUIRE_POSTGRES` is set (CI), where they fail.
+unless `TEST_GOALKEEPER_REQUIRE_POSTGRES` is set (CI), where they fail.
 
 Every test gets its own database, created and dropped around it.
 
@@ -30,8 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-URL_VARIABLE = "GOALKEEPER_TEST_POSTGRES_URL"
-REQUIRE_VARIABLE = "GOALKEEPER_TEST_REQUIRE_POSTGRES"  # set in CI: never skip, fail instead
+URL_VARIABLE = "TEST_GOALKEEPER_POSTGRES_URL"
+REQUIRE_VARIABLE = "TEST_GOALKEEPER_REQUIRE_POSTGRES"  # set in CI: never skip, fail instead
 _SYSTEM_USER = "postgres"
 _FAST = ("-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
 
