@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 TICK_OUTCOMES = ("success", "failure", "cancelled")
 CHANNELS = ("email", "telegram")
@@ -78,6 +78,8 @@ class Metrics:
             "Projects with exposed hosts whose owner billing does not know (NOT FOUND).",
             registry=r,
         )
+        # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
+        ProcessCollector(namespace="goalkeeper", registry=r)
         self._initialise()
 
     def _initialise(self) -> None:

@@ -1,0 +1,42 @@
+"""The exposition passes Prometheus's own linter, and labelled series exist before any tick."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from goalkeeper.metrics import Metrics
+
+
+def test_series_read_zero_before_the_first_tick() -> None:
+    text = generate_latest(Metrics().registry).decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("goalkeeper_ticks_total", (("outcome", "failure"),))] == 0
+    assert (
+        samples[("goalkeeper_notifications_total", (("channel", "email"), ("outcome", "failed")))]
+        == 0
+    )
+    assert samples[("goalkeeper_notification_queue_depth", (("channel", "telegram"),))] == 0
+    assert samples[("goalkeeper_config_reloads_total", (("outcome", "failure"),))] == 0
+    assert all(name.startswith("goalkeeper_") for name, _ in samples)
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) absent")
+def test_promtool_accepts_the_exposition() -> None:
+    metrics = Metrics()
+    metrics.set_open_findings([("redis", 6379, "tcp", 3), ("memcached", 11211, "udp", 1)])
+    metrics.ticks.labels(outcome="success").inc()
+    metrics.tick_duration.observe(12.5)
+    text = generate_latest(metrics.registry)
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
