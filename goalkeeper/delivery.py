@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from goalkeeper import logs
 from goalkeeper.aio import Sleep, backoff_delay
@@ -22,7 +22,7 @@ from goalkeeper.state import OutboxMessage, StateError, StateStore
 
 log = logs.get_logger(__name__)
 Reroute = Callable[[OutboxMessage], Awaitable[list[OutboxMessage] | None]]
-MAX_ATTEMPTS = 12  # over all passes; then the message is given up on and ops hear of it
+GIVE_UP_AFTER = timedelta(days=1)  # pending this long: given up on, and ops hear of it
 STILL_PENDING = "not sent yet: will be retried"
 
 
@@ -207,11 +207,12 @@ class Delivery:
                 last_error = err.reason
                 if err.permanent:
                     return await self._give_up(channel, message, err.reason, permanent=True)
+                now = self._clock()
                 total = await self._store_call(
-                    self.store.record_attempt(message.id, error=err.reason, now=self._clock())
+                    self.store.record_attempt(message.id, error=err.reason, now=now)
                 )
-                if isinstance(total, int) and total >= MAX_ATTEMPTS:
-                    reason = f"gave up after {total} attempts: {err.reason}"
+                if now - message.created_at >= GIVE_UP_AFTER:
+                    reason = f"gave up after {total} attempts over a day: {err.reason}"
                     return await self._give_up(channel, message, reason, permanent=False)
                 self.metrics.notifications.labels(channel=channel.name, outcome="retried").inc()
                 if attempt + 1 < self._attempts:

@@ -1,0 +1,102 @@
+"""The delivery workers' rules against a real store, with a fake mailer and a fake clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from goalkeeper.delivery import Delivery
+from goalkeeper.metrics import Metrics
+from goalkeeper.model import DeliveryError, OutgoingMail
+from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+
+T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
+
+
+class Mailer:
+    def __init__(self, *failures: DeliveryError) -> None:
+        self.failures = list(failures)
+        self.sent: list[str] = []
+
+    async def send(self, mail: OutgoingMail) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.sent.append(mail.recipient)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    opened = await StateStore.open(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    await opened.aclose()
+
+
+async def stored_mail(store: StateStore) -> OutboxMessage:
+    mail = OutgoingMail(recipient="a@b.example", sender="ops@p.example", subject="s",
+                        text="t", html="<p>t</p>", message_id="<m1@p.example>")  # fmt: skip
+    (message,) = await store.commit_tick(
+        run_id="r1", started_at=T0, upserts=[],
+        messages=[NewMessage.email(mail, recipient_key="a@b.example")],
+    )  # fmt: skip
+    return message
+
+
+async def deliver(store: StateStore, mailer: Mailer, *, now: datetime) -> dict[int, str | None]:
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+
+    metrics = Metrics()
+    delivery = Delivery(store=store, mailer=mailer, chat=None, metrics=metrics, wait=True,
+                        sleep=fake_sleep, clock=lambda: now)  # fmt: skip
+    async with delivery.running():
+        return await delivery.submit(await store.pending())
+
+
+async def test_sent_once_and_marked(store: StateStore) -> None:
+    message = await stored_mail(store)
+    mailer = Mailer()
+    assert await deliver(store, mailer, now=T0) == {message.id: None}
+    assert mailer.sent == ["a@b.example"]
+    assert await store.pending() == []
+    assert await deliver(store, mailer, now=T0) == {}  # nothing left to send
+    assert mailer.sent == ["a@b.example"]
+
+
+async def test_temporary_failures_leave_it_pending_for_the_next_pass(store: StateStore) -> None:
+    message = await stored_mail(store)
+    mailer = Mailer(
+        DeliveryError("451 busy", permanent=False), DeliveryError("451 busy", permanent=False)
+    )
+    (result,) = (await deliver(store, mailer, now=T0 + timedelta(minutes=5))).values()
+    assert result is not None
+    assert "will be retried" in result
+    (pending,) = await store.pending()
+    assert pending.id == message.id
+    assert pending.attempts == 2
+    assert (await deliver(store, mailer, now=T0 + timedelta(minutes=10))) == {message.id: None}
+    assert mailer.sent == ["a@b.example"]
+
+
+async def test_permanent_refusal_fails_at_once(store: StateStore) -> None:
+    await stored_mail(store)
+    mailer = Mailer(DeliveryError("550 no such user", permanent=True))
+    (result,) = (await deliver(store, mailer, now=T0)).values()
+    assert result == "550 no such user"
+    assert await store.pending() == []
+    (failed,) = await store.failed_since(T0)
+    assert failed.last_error == "550 no such user"
+    assert failed.attempts == 1
+
+
+async def test_a_day_of_temporary_failures_is_given_up(store: StateStore) -> None:
+    await stored_mail(store)
+    mailer = Mailer(DeliveryError("connection refused", permanent=False))
+    (result,) = (await deliver(store, mailer, now=T0 + timedelta(days=1, minutes=1))).values()
+    assert result is not None
+    assert result.startswith("gave up after 1 attempts over a day")
+    assert await store.pending() == []
