@@ -6,7 +6,6 @@ Pure: no I/O. Field names here are an interface operators script against; keep t
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
 from typing import Any
 
 from goalkeeper.lifecycle import FindingRecord
