@@ -12,16 +12,13 @@ import pytest
 from structlog.testing import capture_logs
 
 from goalkeeper.config import OpenStackSettings
-from goalkeeper.inventory.openstack import (
+from goalkeeper.inventory.openstack import Json, OpenStackError, OpenStackInventory, next_page
+from goalkeeper.inventory.openstack_targets import (
     FloatingIpRecord,
-    Json,
     Listings,
-    OpenStackError,
-    OpenStackInventory,
     PortRecord,
     ServerRecord,
     build_targets,
-    next_page,
 )
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.openstack import STALL

@@ -25,8 +25,6 @@ import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
 from sys import intern
 from typing import Any, TypeAlias
 from urllib.parse import parse_qs, urljoin, urlsplit
@@ -37,6 +35,13 @@ import openstack.warnings
 import structlog
 
 from goalkeeper.config import OpenStackSettings
+from goalkeeper.inventory.openstack_targets import (
+    FloatingIpRecord,
+    Listings,
+    PortRecord,
+    ServerRecord,
+    build_targets,
+)
 from goalkeeper.model import Target
 
 log = structlog.get_logger(__name__)
@@ -57,42 +62,6 @@ _PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips")
 
 class OpenStackError(Exception):
     """OpenStack could not be read. The message names the step that failed, never a secret."""
-
-
-@dataclass(frozen=True, slots=True)
-class PortRecord:
-    """The part of a Neutron port the inventory needs."""
-
-    id: str
-    network_id: str
-    device_id: str
-    device_owner: str
-    addresses: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class FloatingIpRecord:
-    address: str
-    port_id: str | None
-    project_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServerRecord:
-    id: str
-    name: str
-    project_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class Listings:
-    """Whole listings, reduced in the thread to what matters: small records, no raw JSON."""
-
-    projects: Mapping[str, str]  # id -> name
-    servers: Mapping[str, ServerRecord]
-    external_networks: frozenset[str]
-    ports: Mapping[str, PortRecord]
-    floating_ips: tuple[FloatingIpRecord, ...]
 
 
 class OpenStackInventory:
@@ -197,61 +166,6 @@ class OpenStackInventory:
             # Very short values would mangle the message and cannot be real secrets anyway.
             if value and len(str(value)) >= 4 and any(part in key for part in _SECRET_AUTH_KEYS)
         ]
-
-
-def build_targets(listings: Listings) -> tuple[Target, ...]:
-    """Floating IPs through their port to the server, then public fixed IPs; one per address."""
-    found: dict[IPv4Address, Target] = {}
-    unresolved = 0
-    for fip in listings.floating_ips:
-        if fip.port_id is None:
-            continue  # allocated but attached to nothing: nothing behind it to scan
-        port = listings.ports.get(fip.port_id)
-        if port is None:
-            unresolved += 1  # the port went away between the two listings
-            continue
-        server = listings.servers.get(port.device_id)
-        # A floating IP on a port that is not a server (a load balancer, say) is still a
-        # public exposure of that project: keep it, with the port's device as the server.
-        project_id = server.project_id if server else fip.project_id
-        for address in _ipv4(fip.address):
-            found.setdefault(address, _target(address, server, port, project_id, listings))
-    for port in listings.ports.values():
-        server = listings.servers.get(port.device_id)
-        if port.network_id not in listings.external_networks or server is None:
-            continue  # routers and floating IP ports live on external networks too
-        for address in _ipv4(*port.addresses):
-            found.setdefault(address, _target(address, server, port, server.project_id, listings))
-    if unresolved:
-        log.warning("floating ips with a vanished port skipped", count=unresolved)
-    return tuple(sorted(found.values(), key=lambda t: t.address))
-
-
-def _target(
-    address: IPv4Address,
-    server: ServerRecord | None,
-    port: PortRecord,
-    project_id: str,
-    listings: Listings,
-) -> Target:
-    return Target(
-        address=address,
-        server_name=server.name if server else f"({port.device_owner or 'unattached port'})",
-        server_id=server.id if server else port.device_id,
-        project_id=project_id,
-        project_name=listings.projects.get(project_id, ""),
-    )
-
-
-def _ipv4(*texts: str | None) -> Iterable[IPv4Address]:
-    """IPv4 only: IPv6 targets are a later feature (DESIGN.md §7), and not scanned yet."""
-    for text in texts:
-        try:
-            address = ip_address(text or "")
-        except ValueError:
-            continue
-        if isinstance(address, IPv4Address):
-            yield address
 
 
 def _listing(
