@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.utils import parseaddr
-from ipaddress import IPv4Network, IPv6Network, ip_network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -99,11 +99,19 @@ class ScanSettings(Model):
     allowed_networks: tuple[Network, ...] = ()
     exclude: tuple[Network, ...] = ()
     privileged: bool = True
-    nmap_arguments: str = "-Pn -n -T4 --max-retries 2 --host-timeout 10m"
+    nmap_arguments: str = "-Pn -n -T4 --max-retries 1 --host-timeout 10m"
     subnet_prefix: int = Field(default=24, ge=8, le=32)
     max_concurrent_scans: int = Field(default=4, ge=1, le=64)
     max_concurrent_per_subnet: int = Field(default=1, ge=1, le=64)
-    batch_size: int = Field(default=256, ge=1, le=65536)
+    batch_size: int = Field(default=1024, ge=1, le=65536)
+    # Politeness ceilings in packets per second: all nmap runs together, and any one subnet.
+    # The scanner divides them among the runs it starts at once (docs/performance.md).
+    max_rate: int = Field(default=10_000, ge=1, le=10_000_000)
+    max_rate_per_subnet: int = Field(default=5_000, ge=1, le=10_000_000)
+    # Addresses of this host that nmap may send raw probes from, one per concurrent run: runs
+    # sharing an address see each other's replies in their captures and miss open ports, so
+    # without any only one raw-socket run goes at a time.
+    source_addresses: tuple[IPv4Address | IPv6Address, ...] = ()
 
     @field_validator("allowed_networks", "exclude", mode="before")
     @classmethod
@@ -143,6 +151,34 @@ class ScanSettings(Model):
                 f"{' '.join(bad)} may not be set here: the scan type and ports come from "
                 "scan.privileged and scan.ports, and targets only from the inventory"
             )
+        return value
+
+    @field_validator("nmap_arguments")
+    @classmethod
+    def _planned_arguments(cls, value: str) -> str:
+        planned = {
+            "--max-rate": "scan.max_rate and scan.max_rate_per_subnet",
+            "--min-rate": "scan.max_rate and scan.max_rate_per_subnet",
+            "--min-hostgroup": "scan.batch_size",
+            "--max-hostgroup": "scan.batch_size",
+            "-S": "scan.source_addresses",
+        }
+        bad = sorted({word.split("=", 1)[0] for word in value.split()} & planned.keys())
+        if bad:
+            raise ValueError(
+                "; ".join(
+                    f"{flag} may not be set here: it comes from {planned[flag]}" for flag in bad
+                )
+            )
+        return value
+
+    @field_validator("source_addresses")
+    @classmethod
+    def _distinct_sources(
+        cls, value: tuple[IPv4Address | IPv6Address, ...]
+    ) -> tuple[IPv4Address | IPv6Address, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError("an address is listed twice")
         return value
 
 

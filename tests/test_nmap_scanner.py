@@ -476,3 +476,65 @@ async def test_listeners_start_many_and_release_them() -> None:
 def test_listeners_refuse_non_loopback_addresses() -> None:
     with pytest.raises(ValueError, match="not a loopback address"):
         PortListeners([(ip_address("192.0.2.1"), 6379, TCP)])
+
+
+@pytest.mark.root
+@needs_root
+async def test_raw_runs_at_once_each_send_from_their_own_address_within_the_ceilings(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal"
+    fake = script(
+        tmp_path / "nmap",
+        'source=$(printf "%s\\n" "$@" | grep -A1 -x -- -S | tail -1)\n'
+        f'echo "start ${{source:-none}} $*" >> "{journal}"\nnmap "$@"\nrc=$?\n'
+        f'echo "end ${{source:-none}}" >> "{journal}"\nexit $rc\n',
+    )
+    sources = ["127.42.40.1", "127.42.40.2"]
+    hosts = [addr(f"127.42.{third}.{n}") for third in (41, 42, 43, 44, 45, 46) for n in range(1, 9)]
+    listening = [(host, REDIS.port, TCP) for host in hosts[::3]]
+    tuned = settings(
+        privileged=True,
+        source_addresses=sources,
+        batch_size=16,  # two whole /24s of 8 hosts a run
+        max_concurrent_scans=4,
+        max_rate=4000,
+        max_rate_per_subnet=3000,
+    )
+
+    async with PortListeners(listening):
+        result = await scan(tuned, hosts, [REDIS, MYSQL], nmap_path=fake)
+
+    assert opened(result) == {(str(a), p, str(t)) for a, p, t in listening}
+    assert result.scanned == frozenset(hosts)
+    assert result.nmap_runs == 3
+    running: set[str] = set()
+    overlapped = False
+    for line in journal.read_text().splitlines():
+        what, source, *argv = line.split()
+        if what == "start":
+            assert source in sources
+            assert source not in running  # never two runs on one address at once
+            running.add(source)
+            overlapped = overlapped or len(running) > 1
+            # two runs at once share max_rate; the subnet ceiling is above each share
+            assert " --max-rate 2000 --min-rate 2000 " in f" {' '.join(argv)} "
+            assert " --min-hostgroup 16 --max-hostgroup 16 " in f" {' '.join(argv)} "
+            assert argv[argv.index("-S") + 1 :][:3] == [source, "-e", "lo"]
+        else:
+            running.remove(source)
+    assert overlapped
+
+
+@pytest.mark.root
+@needs_root
+def test_raw_runs_without_source_addresses_go_one_at_a_time() -> None:
+    scanner = NmapScanner(settings(privileged=True, max_concurrent_scans=4))
+
+    assert (scanner.pace.runs, scanner.pace.max_rate) == (1, 5000)  # the per-subnet ceiling
+
+
+def test_connect_runs_need_no_source_address_and_share_the_global_ceiling() -> None:
+    scanner = NmapScanner(settings(privileged=False, max_concurrent_scans=4, max_rate=8000))
+
+    assert (scanner.pace.runs, scanner.pace.max_rate) == (4, 2000)

@@ -1,4 +1,4 @@
-"""The scan plan is pure arithmetic: tables of addresses in, batches out."""
+"""The scan plan is pure arithmetic: tables of addresses in, batches out; ceilings in, pace out."""
 
 from __future__ import annotations
 
@@ -7,28 +7,28 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from goalkeeper.model import IPAddress
-from goalkeeper.scanning.planner import plan_scan, subnet_of
+from goalkeeper.scanning.planner import FORCED_RATE_LIMIT, Pace, plan_pace, plan_scan, subnet_of
 
 
 def addresses(*texts: str) -> list[IPAddress]:
     return [ip_address(text) for text in texts]
 
 
-# (addresses in, subnet_prefix, batch_size, expected batches as (subnet, addresses))
+# (addresses in, subnet_prefix, batch_size, expected batches as (subnets, addresses))
 PLANS = [
     pytest.param([], 24, 4, [], id="nothing to scan"),
     pytest.param(
         ["198.51.100.7", "198.51.100.3", "198.51.100.5"],
         24,
         256,
-        [("198.51.100.0/24", ["198.51.100.3", "198.51.100.5", "198.51.100.7"])],
+        [(["198.51.100.0/24"], ["198.51.100.3", "198.51.100.5", "198.51.100.7"])],
         id="one subnet, sorted",
     ),
     pytest.param(
         ["198.51.100.9", "198.51.100.9", "198.51.100.1"],
         24,
         256,
-        [("198.51.100.0/24", ["198.51.100.1", "198.51.100.9"])],
+        [(["198.51.100.0/24"], ["198.51.100.1", "198.51.100.9"])],
         id="duplicates removed",
     ),
     pytest.param(
@@ -36,27 +36,50 @@ PLANS = [
         24,
         2,
         [
-            ("198.51.100.0/24", ["198.51.100.1", "198.51.100.2"]),
-            ("198.51.100.0/24", ["198.51.100.3", "198.51.100.4"]),
-            ("198.51.100.0/24", ["198.51.100.5"]),
+            (["198.51.100.0/24"], ["198.51.100.1", "198.51.100.2"]),
+            (["198.51.100.0/24"], ["198.51.100.3", "198.51.100.4"]),
+            (["198.51.100.0/24"], ["198.51.100.5"]),
         ],
-        id="split into batches of batch_size",
+        id="a subnet larger than batch_size is split",
     ),
     pytest.param(
         ["203.0.113.5", "198.51.100.200", "203.0.113.1", "198.51.100.2"],
         24,
         256,
         [
-            ("198.51.100.0/24", ["198.51.100.2", "198.51.100.200"]),
-            ("203.0.113.0/24", ["203.0.113.1", "203.0.113.5"]),
+            (
+                ["198.51.100.0/24", "203.0.113.0/24"],
+                ["198.51.100.2", "198.51.100.200", "203.0.113.1", "203.0.113.5"],
+            ),
         ],
-        id="grouped by subnet, subnets ascending",
+        id="whole subnets packed into one batch, subnets ascending",
+    ),
+    pytest.param(
+        ["203.0.113.5", "198.51.100.200", "203.0.113.1", "198.51.100.2", "192.0.2.1"],
+        24,
+        3,
+        [
+            (["192.0.2.0/24", "198.51.100.0/24"], ["192.0.2.1", "198.51.100.2", "198.51.100.200"]),
+            (["203.0.113.0/24"], ["203.0.113.1", "203.0.113.5"]),
+        ],
+        id="a subnet that does not fit whole starts the next batch",
+    ),
+    pytest.param(
+        ["192.0.2.1", "198.51.100.1", "198.51.100.2", "198.51.100.3", "203.0.113.1"],
+        24,
+        2,
+        [
+            (["192.0.2.0/24"], ["192.0.2.1"]),
+            (["198.51.100.0/24"], ["198.51.100.1", "198.51.100.2"]),
+            (["198.51.100.0/24", "203.0.113.0/24"], ["198.51.100.3", "203.0.113.1"]),
+        ],
+        id="only a subnet larger than batch_size spans batches",
     ),
     pytest.param(
         ["198.51.100.1", "198.51.100.200"],
         25,
         256,
-        [("198.51.100.0/25", ["198.51.100.1"]), ("198.51.100.128/25", ["198.51.100.200"])],
+        [(["198.51.100.0/25", "198.51.100.128/25"], ["198.51.100.1", "198.51.100.200"])],
         id="subnet_prefix decides the subnet",
     ),
     pytest.param(
@@ -64,8 +87,8 @@ PLANS = [
         16,
         2,
         [
-            ("198.51.0.0/16", ["198.51.100.1", "198.51.101.1"]),
-            ("198.51.0.0/16", ["198.51.102.1"]),
+            (["198.51.0.0/16"], ["198.51.100.1", "198.51.101.1"]),
+            (["198.51.0.0/16"], ["198.51.102.1"]),
         ],
         id="wide subnet",
     ),
@@ -74,24 +97,46 @@ PLANS = [
         24,
         256,
         [
-            ("198.51.100.0/24", ["198.51.100.1"]),
-            ("2001:db8:0:1::/64", ["2001:db8:0:1::5", "2001:db8:0:1:ffff::1"]),
-            ("2001:db8:0:2::/64", ["2001:db8:0:2::1"]),
+            (["198.51.100.0/24"], ["198.51.100.1"]),
+            (
+                ["2001:db8:0:1::/64", "2001:db8:0:2::/64"],
+                ["2001:db8:0:1::5", "2001:db8:0:1:ffff::1", "2001:db8:0:2::1"],
+            ),
         ],
-        id="IPv6 grouped by /64, after IPv4",
+        id="IPv6 grouped by /64, after IPv4, never in one batch with it",
     ),
 ]
 
 
 @pytest.mark.parametrize(("given", "prefix", "size", "expected"), PLANS)
 def test_plan_scan(
-    given: list[str], prefix: int, size: int, expected: list[tuple[str, list[str]]]
+    given: list[str], prefix: int, size: int, expected: list[tuple[list[str], list[str]]]
 ) -> None:
     plan = plan_scan(addresses(*given), subnet_prefix=prefix, batch_size=size)
 
-    got = [(str(b.subnet), [str(a) for a in b.addresses]) for b in plan.batches]
+    got = [([str(s) for s in b.subnets], [str(a) for a in b.addresses]) for b in plan.batches]
     assert got == expected
     assert [batch.index for batch in plan.batches] == list(range(len(expected)))
+
+
+@pytest.mark.parametrize(
+    ("hosts", "runs", "sizes"),
+    [
+        (1024, 1, [1024]),
+        (1024, 2, [512, 512]),  # one batch would leave a run idle
+        (1000, 3, [334, 334, 332]),
+        (1000, 8, [256, 256, 256, 232]),  # never below the floor
+        (4096, 2, [1024] * 4),  # big enough: batch_size decides
+        (3, 4, [3]),
+    ],
+)
+def test_small_scans_are_spread_over_every_run(hosts: int, runs: int, sizes: list[int]) -> None:
+    given = [ip_address(int(ip_address("198.18.0.0")) + n) for n in range(hosts)]
+
+    plan = plan_scan(given, subnet_prefix=32, batch_size=1024, runs=runs)
+
+    assert [len(batch.addresses) for batch in plan.batches] == sizes
+    assert sorted(plan.addresses) == given
 
 
 def test_plan_is_the_same_whatever_the_input_order() -> None:
@@ -119,7 +164,49 @@ def test_subnet_of(address: str, prefix: int, subnet: str) -> None:
     assert subnet_of(ip_address(address), subnet_prefix=prefix) == ip_network(subnet)
 
 
-@pytest.mark.parametrize(("prefix", "size"), [(33, 10), (-1, 10), (24, 0)])
-def test_nonsense_sizes_are_refused(prefix: int, size: int) -> None:
+@pytest.mark.parametrize(
+    ("prefix", "size", "runs"), [(33, 10, 1), (-1, 10, 1), (24, 0, 1), (24, 9, 0)]
+)
+def test_nonsense_sizes_are_refused(prefix: int, size: int, runs: int) -> None:
     with pytest.raises(ValueError, match="must be"):
-        plan_scan(addresses("198.51.100.1"), subnet_prefix=prefix, batch_size=size)
+        plan_scan(addresses("198.51.100.1"), subnet_prefix=prefix, batch_size=size, runs=runs)
+
+
+# (max_rate, max_rate_per_subnet, max_concurrent_scans, max_concurrent_per_subnet,
+#  capture_slots, expected Pace(runs, per_subnet, max_rate, min_rate))
+PACES = [
+    pytest.param(
+        10_000, 5_000, 4, 1, None, Pace(4, 1, 2_500, 2_500), id="connect: share of global"
+    ),
+    pytest.param(
+        10_000, 5_000, 4, 1, 1, Pace(1, 1, 5_000, 5_000), id="raw, one source: subnet caps"
+    ),
+    pytest.param(10_000, 5_000, 4, 1, 2, Pace(2, 1, 5_000, 5_000), id="raw, two sources"),
+    pytest.param(10_000, 5_000, 4, 1, 8, Pace(4, 1, 2_500, 2_500), id="more sources than runs"),
+    pytest.param(9_000, 9_000, 3, 3, None, Pace(3, 3, 3_000, 3_000), id="per subnet shared"),
+    pytest.param(
+        400_000, 200_000, 2, 1, 2, Pace(2, 1, 200_000, FORCED_RATE_LIMIT), id="forced rate capped"
+    ),
+    pytest.param(3, 100, 8, 1, None, Pace(3, 1, 1, 1), id="fewer packets than runs"),
+    pytest.param(100, 2, 4, 4, None, Pace(4, 2, 1, 1), id="per-subnet rate below concurrency"),
+]
+
+
+@pytest.mark.parametrize(("rate", "subnet_rate", "scans", "per_subnet", "slots", "pace"), PACES)
+def test_plan_pace(
+    rate: int, subnet_rate: int, scans: int, per_subnet: int, slots: int | None, pace: Pace
+) -> None:
+    got = plan_pace(
+        max_rate=rate,
+        max_rate_per_subnet=subnet_rate,
+        max_concurrent_scans=scans,
+        max_concurrent_per_subnet=per_subnet,
+        capture_slots=slots,
+    )
+
+    assert got == pace
+    # The worst case stays within both ceilings: every run at full rate, and as many runs as
+    # may probe one subnet all probing the same one.
+    assert got.runs * got.max_rate <= rate
+    assert got.per_subnet * got.max_rate <= subnet_rate
+    assert 1 <= got.min_rate <= got.max_rate

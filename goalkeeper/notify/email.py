@@ -2,8 +2,10 @@
 
 The only module that imports aiosmtplib. It decides what a failure means: 5xx replies are
 permanent and never retried; connection errors, timeouts and 4xx replies are retried with
-backoff. It must not render or change a mail, and the password never reaches a log line or an
-exception: errors carry the server's reply with the password masked, and no exception chain.
+backoff. With `reuse_connection`, one connection carries many mails (connect, TLS and login
+are most of a small mail's cost) until the owner calls aclose(). It must not render or change a
+mail, and the password never reaches a log line or an exception: errors carry the server's
+reply with the password masked, and no exception chain.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from email.message import EmailMessage
 from email.utils import parseaddr
 
 import aiosmtplib
@@ -34,12 +38,20 @@ class _Failure:
 
 
 class SmtpMailer:
-    """model.Mailer over SMTP. One connection per send for now; `_open` is where a pool goes."""
+    """model.Mailer over SMTP: a connection per mail, or one kept open for many.
+
+    With `reuse_connection` the connection stays open between sends, for at most
+    `max_per_connection` mails (servers cap mails per session) and `idle_timeout` seconds of
+    silence (servers drop idle sessions); whoever creates such a mailer must aclose() it.
+    """
 
     def __init__(
         self,
         settings: EmailSettings,
         *,
+        reuse_connection: bool = False,
+        max_per_connection: int = 100,
+        idle_timeout: float = 30.0,
         attempts: int = 3,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
@@ -59,13 +71,22 @@ class SmtpMailer:
         self._tls_context = tls_context
         self._local_hostname = local_hostname
         self._sleep = sleep
+        self._reuse = reuse_connection
+        self._max_per_connection = max(1, max_per_connection)
+        self._idle_timeout = idle_timeout
+        self._kept: aiosmtplib.SMTP | None = None
+        self._kept_sent = 0
+        self._kept_since = 0.0  # monotonic time of its last mail
+        self._lock = asyncio.Lock()  # one SMTP conversation at a time on the kept connection
 
     def __repr__(self) -> str:
         s = self._settings
         return f"SmtpMailer(host={s.host!r}, port={s.port}, username={s.username!r})"
 
     async def aclose(self) -> None:
-        """Nothing is held between sends yet; callers close anyway so pooling can come later."""
+        """Say QUIT on the kept connection, if any. Sends after this open a new one."""
+        async with self._lock:
+            await self._drop_kept(polite=True)
 
     async def send(self, mail: OutgoingMail) -> None:
         """Deliver `mail` to its one recipient or raise DeliveryError saying whether to retry."""
@@ -73,25 +94,41 @@ class SmtpMailer:
             message = to_mime(mail)
         except ValueError as err:
             raise DeliveryError(f"the mail cannot be sent: {err}", permanent=True) from None
+        async with self._lock:
+            await self._send(mail, message)
+
+    async def _send(self, mail: OutgoingMail, message: EmailMessage) -> None:
         envelope_from = parseaddr(mail.sender)[1]
         bound = log.bind(recipient=mail.recipient, message_id=mail.message_id)
         failure = _Failure("not attempted", permanent=False)
-        for attempt in range(1, self._attempts + 1):
-            client = self._open()
+        attempt = 0
+        while attempt < self._attempts:
+            attempt += 1
+            client = await self._connection()
+            reused = client is self._kept  # a session that already carried a mail
             try:
                 async with asyncio.timeout(self._deadline):
-                    await client.connect()
-                    if self._settings.username:
-                        await client.login(self._settings.username, self._password or "")
+                    if not client.is_connected:
+                        await client.connect()
+                        if self._settings.username:
+                            await client.login(self._settings.username, self._password or "")
                     await client.send_message(
                         message, sender=envelope_from, recipients=[mail.recipient]
                     )
             except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as err:
                 failure = self._classify(err)
+                # After any failure the session's state is unknown: never reuse it.
+                self._kept = None
                 await self._close(client, polite=not isinstance(err, TimeoutError | OSError))
+                if reused and _session_gone(err):
+                    # The kept session may have been closed by the server while idle: one
+                    # fresh connection at once, not counted as an attempt.
+                    bound.debug("mail.reconnect", reason=failure.reason)
+                    attempt -= 1
+                    continue
             else:
-                await self._close(client, polite=True)
-                bound.info("mail.sent", attempt=attempt)
+                await self._keep_or_close(client)
+                bound.info("mail.sent", attempt=attempt, reused_connection=reused)
                 return
             if failure.permanent:
                 bound.warning("mail.refused", reason=failure.reason)
@@ -106,6 +143,33 @@ class SmtpMailer:
         raise DeliveryError(
             f"{failure.reason} (gave up after {self._attempts} attempts)", permanent=False
         )
+
+    async def _connection(self) -> aiosmtplib.SMTP:
+        """The kept connection while it is fresh, or a new unconnected client."""
+        kept = self._kept
+        if kept is not None and (
+            not kept.is_connected
+            or self._kept_sent >= self._max_per_connection
+            or time.monotonic() - self._kept_since > self._idle_timeout
+        ):
+            await self._drop_kept(polite=True)
+        if self._kept is not None:
+            return self._kept
+        return self._open()
+
+    async def _keep_or_close(self, client: aiosmtplib.SMTP) -> None:
+        if not self._reuse:
+            await self._close(client, polite=True)
+            return
+        if self._kept is not client:
+            self._kept, self._kept_sent = client, 0
+        self._kept_sent += 1
+        self._kept_since = time.monotonic()
+
+    async def _drop_kept(self, *, polite: bool) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            await self._close(kept, polite=polite)
 
     def _open(self) -> aiosmtplib.SMTP:
         s = self._settings
@@ -164,3 +228,12 @@ class SmtpMailer:
 
     def _clean(self, text: str) -> str:
         return text.replace(self._password, "***") if self._password else text
+
+
+def _session_gone(err: BaseException) -> bool:
+    """The server ended the session (idle timeout, restart, 421): the mail was never refused."""
+    if isinstance(err, aiosmtplib.SMTPRecipientsRefused):
+        return bool(err.recipients) and all(r.code == 421 for r in err.recipients)
+    if isinstance(err, aiosmtplib.SMTPResponseException):
+        return err.code == 421
+    return isinstance(err, aiosmtplib.SMTPServerDisconnected | ConnectionError)

@@ -6,8 +6,11 @@ here SIGKILLs its nmap, so none outlives the tick. python-nmap then parses the X
 pool. It hides failures (DESIGN §4): a host cut off by --host-timeout looks clean, a killed run
 loses everything and errors land in `scaninfo`. So the raw XML and stderr are read as well, and
 such hosts are reported as not scanned, never as clean. One failed batch is retried once and
-then reported; it never sinks the scan. This module scans exactly the addresses it is handed
-(allowed_networks and exclude are the pipeline's job) and knows nothing of owners or findings.
+then reported; it never sinks the scan. Runs go at the pace the planner sets: each batch is one
+host group, rates come from the operator's ceilings, and raw-socket runs that go at once each
+send from their own source address (runs sharing one capture each other's replies and miss open
+ports). This module scans exactly the addresses it is handed (allowed_networks and exclude are
+the pipeline's job) and knows nothing of owners or findings.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 import shlex
 import shutil
 import signal
+import threading
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +37,7 @@ import structlog
 
 from goalkeeper.config import ScanSettings
 from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
-from goalkeeper.scanning.planner import Batch, plan_scan
+from goalkeeper.scanning.planner import Batch, Pace, plan_pace, plan_scan
 
 log = structlog.get_logger(__name__)
 
@@ -100,12 +104,34 @@ class NmapScanner:
         # -Pn always: customer servers often drop ping, and under --open a host that discovery
         # calls down is left out of the XML exactly like a clean one.
         self._arguments = arguments if "-Pn" in arguments else (*arguments, "-Pn")
-        self._slots = asyncio.Semaphore(settings.max_concurrent_scans)
+        # A connect scan (-sT) captures nothing, so its runs cannot disturb each other; raw
+        # runs each need a source address of their own, one family's addresses for its batches.
+        self._sources: dict[int, asyncio.Queue[IPAddress | None]] | None = None
+        capture_slots = None
+        if settings.privileged:
+            self._sources = {}
+            for version in (4, 6):
+                pool: list[IPAddress | None] = [
+                    a for a in settings.source_addresses if a.version == version
+                ] or [None]
+                self._sources[version] = asyncio.Queue()
+                for source in pool:
+                    self._sources[version].put_nowait(source)
+            capture_slots = max(1, len(settings.source_addresses))
+        self.pace: Pace = plan_pace(
+            max_rate=settings.max_rate,
+            max_rate_per_subnet=settings.max_rate_per_subnet,
+            max_concurrent_scans=settings.max_concurrent_scans,
+            max_concurrent_per_subnet=settings.max_concurrent_per_subnet,
+            capture_slots=capture_slots,
+        )
+        self._slots = asyncio.Semaphore(self.pace.runs)
         # python-nmap's parse is blocking and CPU-bound (a whole-document DOM): it runs in these
         # threads so the event loop keeps serving probes while a large batch is read.
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_scans, thread_name_prefix="goalkeeper-nmap"
         )
+        self._parser = _Parser(nmap_path)
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -133,6 +159,7 @@ class NmapScanner:
             addresses,
             subnet_prefix=self._settings.subnet_prefix,
             batch_size=self._settings.batch_size,
+            runs=self.pace.runs,
         )
         if probe is None:
             reason = "no ports to scan" + (" (UDP needs scan.privileged: true)" if ports else "")
@@ -142,14 +169,11 @@ class NmapScanner:
                 not_scanned=dict.fromkeys(plan.addresses, reason),
                 warnings=warnings,
             )
-        per_subnet = {
-            subnet: asyncio.Semaphore(self._settings.max_concurrent_per_subnet)
-            for subnet in plan.subnets
-        }
+        per_subnet = {subnet: asyncio.Semaphore(self.pace.per_subnet) for subnet in plan.subnets}
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(
-                    self._run_batch(batch, probe, per_subnet[batch.subnet]),
+                    self._run_batch(batch, probe, [per_subnet[s] for s in batch.subnets]),
                     name=f"nmap-batch-{batch.index}",
                 )
                 for batch in plan.batches
@@ -177,6 +201,8 @@ class NmapScanner:
             not_scanned=len(result.not_scanned),
             failed_batches=result.failed_batches,
             nmap_runs=result.nmap_runs,
+            runs_at_once=self.pace.runs,
+            max_rate_per_run=self.pace.max_rate,
         )
         return result
 
@@ -201,17 +227,24 @@ class NmapScanner:
         return _Probe(scan_types=scan_types, tcp=tcp, udp=udp), warnings
 
     async def _run_batch(
-        self, batch: Batch, probe: _Probe, subnet_slots: asyncio.Semaphore
+        self, batch: Batch, probe: _Probe, subnet_slots: Sequence[asyncio.Semaphore]
     ) -> _Outcome:
         batch_log = log.bind(
-            batch=batch.index, subnet=str(batch.subnet), hosts=len(batch.addresses)
+            batch=batch.index,
+            subnets=f"{batch.subnets[0]}..{batch.subnets[-1]}",
+            hosts=len(batch.addresses),
         )
         reason = ""
         for attempt in range(1, _ATTEMPTS + 1):
-            # The subnet slot first: a batch waiting for its subnet must not hold a global slot.
-            async with subnet_slots, self._slots:
+            # Subnet slots first (in plan order, so batches never wait on each other in a
+            # circle): a batch waiting for its subnets must not hold a global slot meanwhile.
+            async with contextlib.AsyncExitStack() as held:
+                for slot in subnet_slots:
+                    await held.enter_async_context(slot)
+                await held.enter_async_context(self._slots)
+                source = await self._take_source(batch, held)
                 try:
-                    outcome = await self._run_nmap(batch, probe)
+                    outcome = await self._run_nmap(batch, probe, source)
                 except _BatchFailed as failure:
                     reason = failure.reason
                     batch_log.debug("nmap.batch_attempt_failed", attempt=attempt, reason=reason)
@@ -233,9 +266,30 @@ class NmapScanner:
             not_scanned=dict.fromkeys(batch.addresses, reason), failed=True, runs=_ATTEMPTS
         )
 
-    async def _run_nmap(self, batch: Batch, probe: _Probe) -> _Outcome:
+    async def _take_source(self, batch: Batch, held: contextlib.AsyncExitStack) -> IPAddress | None:
+        """A source address for one raw run, given back when `held` closes; None: the default."""
+        if self._sources is None:
+            return None
+        pool = self._sources[batch.version]
+        source = await pool.get()
+        held.callback(pool.put_nowait, source)
+        return source
+
+    def _argv(self, batch: Batch, probe: _Probe, source: IPAddress | None) -> list[str]:
+        hosts = str(len(batch.addresses))
         argv = [self._nmap_path, *self._arguments, "--open", "-oX", "-", *probe.scan_types]
-        argv += ["-p", probe.port_argument, *(("-6",) if batch.subnet.version == 6 else ())]
+        argv += ["-p", probe.port_argument, *(("-6",) if batch.version == 6 else ())]
+        # The whole batch is one host group: nmap pays its fixed price once per group.
+        argv += ["--min-hostgroup", hosts, "--max-hostgroup", hosts]
+        argv += ["--max-rate", str(self.pace.max_rate), "--min-rate", str(self.pace.min_rate)]
+        if source is not None:
+            argv += ["-S", str(source)]
+            if source.is_loopback and "-e" not in self._arguments:
+                argv += ["-e", "lo"]  # nmap cannot work out the interface of a loopback source
+        return argv
+
+    async def _run_nmap(self, batch: Batch, probe: _Probe, source: IPAddress | None) -> _Outcome:
+        argv = self._argv(batch, probe, source)
         targets = [str(address) for address in batch.addresses]
         stdin: bytes | None = None
         if len(targets) > ARGV_TARGETS_MAX:
@@ -265,8 +319,26 @@ class NmapScanner:
             raise _BatchFailed(_exit_reason(process.returncode, errors))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, _judge_run, stdout, errors, batch, probe, self._nmap_path
+            self._executor, _judge_run, stdout, errors, batch, probe, self._parser
         )
+
+
+class _Parser:
+    """One python-nmap PortScanner for every batch. Its constructor runs `nmap -V` (one more
+    process per batch, for nothing); its parse keeps no state that the caller reads, so the
+    parsing threads may share it once it exists."""
+
+    def __init__(self, nmap_path: str) -> None:
+        self._nmap_path = nmap_path
+        self._lock = threading.Lock()
+        self._scanner: Any = None
+
+    def parse(self, document: str) -> dict[str, Any]:
+        with self._lock:
+            if self._scanner is None:
+                self._scanner = nmap.PortScanner(nmap_search_path=(self._nmap_path,))
+        parsed: dict[str, Any] = self._scanner.analyse_nmap_xml_scan(document)
+        return parsed
 
 
 def _exit_reason(returncode: int | None, stderr: list[str]) -> str:
@@ -278,7 +350,7 @@ def _exit_reason(returncode: int | None, stderr: list[str]) -> str:
 
 
 def _judge_run(
-    document: bytes, stderr: list[str], batch: Batch, probe: _Probe, nmap_path: str
+    document: bytes, stderr: list[str], batch: Batch, probe: _Probe, parser: _Parser
 ) -> _Outcome:
     """Decide, from one finished nmap run, which hosts were scanned and what was open.
 
@@ -299,8 +371,7 @@ def _judge_run(
             not_scanned[members[host]] = HOST_TIMEOUT_REASON
     scanned = frozenset(members.values()) - not_scanned.keys()
     try:
-        parser = nmap.PortScanner(nmap_search_path=(nmap_path,))
-        parsed: dict[str, Any] = parser.analyse_nmap_xml_scan(document.decode("utf-8", "replace"))
+        parsed = parser.parse(document.decode("utf-8", "replace"))
     except Exception as err:  # python-nmap raises PortScannerError, or anything on odd XML
         raise _BatchFailed(f"python-nmap could not read nmap's XML: {err}") from None
     open_ports: list[OpenPort] = []

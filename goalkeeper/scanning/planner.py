@@ -1,9 +1,12 @@
-"""The scan plan: which addresses go into which nmap run, grouped by subnet.
+"""The scan plan: which addresses go into which nmap run, and how fast and how many at once.
 
-Grouping by subnet lets the scanner cap how many nmap runs hit one customer network (and the
-router in front of it) at once; batching caps how much one nmap process holds in memory and how
-much one failed run loses. This module is pure arithmetic on addresses: it must not run nmap,
-read settings files, log or do any other I/O, so it is tested by tables.
+Batches are packed from whole subnets up to `batch_size` hosts, so that one nmap run covers a
+large host group (nmap pays a fixed price per host group: a host group of about 1,024 was the
+fastest measured) while the per-subnet cap still counts whole subnets. The pace divides the
+operator's packet-rate ceilings among the runs that may go at once, so that neither all runs
+together nor all runs touching one subnet can exceed them, whatever order nmap probes in.
+This module is pure arithmetic: it must not run nmap, read settings files, log or do any other
+I/O, so it is tested by tables.
 """
 
 from __future__ import annotations
@@ -22,14 +25,28 @@ Subnet: TypeAlias = IPv4Network | IPv6Network
 # IPv4 prefix (/24 + 96 = /120) would cut one link into thousands of "subnets".
 IPV6_SUBNET_PREFIX = 64
 
+# Spreading a small scan over every run stops here: below a few hundred hosts nmap's fixed cost
+# per run outweighs what a second run in parallel saves.
+SPREAD_BATCH_FLOOR = 256
+
+# The most packets per second --min-rate may force on one nmap run. Above it a run must earn its
+# speed from replies (nmap's own timing), because a forced rate that a busy core cannot follow
+# overruns nmap's packet capture and loses open ports (measured: docs/performance.md).
+FORCED_RATE_LIMIT = 10_000
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """The addresses of one nmap run: all in `subnet`, sorted, at most `batch_size` of them."""
+    """The addresses of one nmap run: whole subnets of one address family, sorted, at most
+    `batch_size` of them (a subnet larger than that is split over consecutive batches)."""
 
-    subnet: Subnet
+    subnets: tuple[Subnet, ...]
     addresses: tuple[IPAddress, ...]
     index: int  # position in the plan, for logs
+
+    @property
+    def version(self) -> int:
+        return self.subnets[0].version
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +59,17 @@ class ScanPlan:
 
     @property
     def subnets(self) -> tuple[Subnet, ...]:
-        return tuple(dict.fromkeys(batch.subnet for batch in self.batches))
+        return tuple(dict.fromkeys(subnet for batch in self.batches for subnet in batch.subnets))
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How many nmap runs go at once, and the packet rates each is held to."""
+
+    runs: int
+    per_subnet: int  # runs at once that may probe one subnet
+    max_rate: int  # nmap --max-rate of every run
+    min_rate: int  # nmap --min-rate of every run: never above max_rate or FORCED_RATE_LIMIT
 
 
 def subnet_of(address: IPAddress, *, subnet_prefix: int) -> Subnet:
@@ -51,26 +78,78 @@ def subnet_of(address: IPAddress, *, subnet_prefix: int) -> Subnet:
     return ip_network(f"{address}/{prefix}", strict=False)
 
 
-def plan_scan(addresses: Sequence[IPAddress], *, subnet_prefix: int, batch_size: int) -> ScanPlan:
-    """Group `addresses` by subnet into batches of at most `batch_size`, duplicates removed.
+def plan_scan(
+    addresses: Sequence[IPAddress], *, subnet_prefix: int, batch_size: int, runs: int = 1
+) -> ScanPlan:
+    """Pack `addresses` (duplicates removed) into batches of whole subnets, at most `batch_size`.
 
-    The order is deterministic whatever order the addresses come in: IPv4 subnets before IPv6,
-    subnets ascending, addresses ascending inside each batch.
+    Subnets are taken in order and a batch is closed when the next whole subnet would not fit,
+    so two batches share a subnet only when that subnet alone exceeds `batch_size`. With `runs`
+    nmap runs going at once, a scan too small to fill them gets smaller batches (down to
+    SPREAD_BATCH_FLOOR hosts), so that every run has a share. The order is deterministic
+    whatever order the addresses come in: IPv4 before IPv6, subnets ascending, addresses
+    ascending.
     """
     if not 0 <= subnet_prefix <= 32:
         raise ValueError(f"subnet_prefix must be 0..32, not {subnet_prefix}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+    if batch_size < 1 or runs < 1:
+        raise ValueError(f"batch_size and runs must be at least 1, not {batch_size}, {runs}")
     by_subnet: dict[Subnet, set[IPAddress]] = {}
     for address in addresses:
         by_subnet.setdefault(subnet_of(address, subnet_prefix=subnet_prefix), set()).add(address)
+    total = sum(len(members) for members in by_subnet.values())
+    batch_size = min(batch_size, max(SPREAD_BATCH_FLOOR, -(-total // runs)))
     batches: list[Batch] = []
+    subnets: list[Subnet] = []
+    members: list[IPAddress] = []
+
+    def close() -> None:
+        if members:
+            batches.append(Batch(tuple(subnets), tuple(members), index=len(batches)))
+            subnets.clear()
+            members.clear()
+
     for subnet in sorted(by_subnet, key=_subnet_order):
-        members = sorted(by_subnet[subnet])  # one subnet holds one address family: comparable
-        for start in range(0, len(members), batch_size):
-            chunk = tuple(members[start : start + batch_size])
-            batches.append(Batch(subnet=subnet, addresses=chunk, index=len(batches)))
+        hosts = sorted(by_subnet[subnet])  # one subnet holds one address family: comparable
+        if members and (
+            len(members) + len(hosts) > batch_size or subnets[0].version != subnet.version
+        ):
+            close()
+        for start in range(0, len(hosts), batch_size):
+            if start:
+                close()
+            subnets.append(subnet)
+            members.extend(hosts[start : start + batch_size])
+    close()
     return ScanPlan(batches=tuple(batches))
+
+
+def plan_pace(
+    *,
+    max_rate: int,
+    max_rate_per_subnet: int,
+    max_concurrent_scans: int,
+    max_concurrent_per_subnet: int,
+    capture_slots: int | None,
+) -> Pace:
+    """Runs at once and each run's rates, so that both ceilings hold in the worst case.
+
+    `capture_slots` is how many runs may capture replies side by side without seeing each
+    other's (one per source address for raw-socket scans), or None when runs capture nothing
+    (connect scans). Each run gets an equal share of `max_rate`; and since up to
+    `max_concurrent_per_subnet` runs may probe one subnet at full speed, each run's rate is
+    also at most that share of `max_rate_per_subnet`.
+    """
+    if min(max_rate, max_rate_per_subnet, max_concurrent_scans, max_concurrent_per_subnet) < 1:
+        raise ValueError("rates and concurrency must be at least 1")
+    runs = min(max_concurrent_scans, max_rate)  # every run sends at least 1 packet/s
+    if capture_slots is not None:
+        runs = max(1, min(runs, capture_slots))
+    per_subnet = min(max_concurrent_per_subnet, max_rate_per_subnet, runs)
+    rate = min(max_rate // runs, max_rate_per_subnet // per_subnet)
+    return Pace(
+        runs=runs, per_subnet=per_subnet, max_rate=rate, min_rate=min(rate, FORCED_RATE_LIMIT)
+    )
 
 
 def _subnet_order(subnet: Subnet) -> tuple[int, int]:
