@@ -314,7 +314,10 @@ async def test_cancelled_scan_leaves_no_nmap_running() -> None:
 
     host = "127.42.4.1"
     servers = [await asyncio.start_server(first_probe, host, port) for port in range(6000, 6040)]
-    slow = settings(privileged=False, nmap_arguments="-Pn -n --max-retries 0 --scan-delay 1s")
+    # The plan's rate ceiling (--max-rate) is what keeps nmap slow: it overrides any delay.
+    slow = settings(
+        privileged=False, nmap_arguments="-Pn -n --max-retries 0", max_rate=1, max_rate_per_subnet=1
+    )
     ports = [PortSpec(port, TCP, "x") for port in range(6000, 6040)]  # 40 s at one probe a second
 
     async with NmapScanner(slow) as scanner:
