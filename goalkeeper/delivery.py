@@ -199,6 +199,12 @@ class Delivery:
             if replacements is not None:
                 self._enqueue(replacements)  # never awaited here: this worker sends them
                 return "rerouted: an address changed owner"
+        if not message.loaded:
+            # commit_tick hands out references; the payload is read only now, one at a time.
+            loaded = await self._load(message)
+            if isinstance(loaded, str):
+                return loaded
+            message = loaded
         last_error = ""
         for attempt in range(self._attempts):
             try:
@@ -251,6 +257,19 @@ class Delivery:
         log.error("notification failed", channel=channel.name, recipient=message.recipient,
                   run=message.run_id, reason=reason, permanent=permanent)  # fmt: skip
         return reason
+
+    async def _load(self, message: OutboxMessage) -> OutboxMessage | str:
+        """The whole stored message, or why it is not sent now (it stays in the store)."""
+        try:
+            full = await self.store.message(message.id)
+        except StateError as err:
+            log.error("state store unavailable while reading a message", error=err)
+            return f"{STILL_PENDING} (state store unavailable)"
+        if full is None:
+            return "not sent: no longer in the store"
+        if full.status != "pending":
+            return f"not sent: already {full.status}"
+        return full
 
     async def _mark_sent(self, message: OutboxMessage) -> None:
         await self._store_call(self.store.mark_sent(message.id, now=self._clock()))

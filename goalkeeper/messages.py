@@ -9,7 +9,7 @@ state layer's; this module only decides what to say to whom.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from ipaddress import ip_address
 
@@ -37,9 +37,30 @@ def compose_messages(
     key_suffix: str = "",
 ) -> list[tuple[OwnerReport, NewMessage]]:
     """One rendered mail per recipient key, ready for the outbox."""
+    return list(
+        iter_messages(
+            findings,
+            settings=settings,
+            catalog=catalog,
+            run_id=run_id,
+            now=now,
+            key_suffix=key_suffix,
+        )
+    )
+
+
+def iter_messages(
+    findings: Iterable[Finding],
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    run_id: str,
+    now: datetime,
+    key_suffix: str = "",
+) -> Iterator[tuple[OwnerReport, NewMessage]]:
+    """compose_messages, one mail rendered at a time: the caller decides how many are alive."""
     notify = settings.notify
     redirect = settings.environment == "stage" or not notify.send_to_customers
-    composed = []
     for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
         report = dataclasses.replace(grouped, key=grouped.key + key_suffix)
         mail = render_owner_report(
@@ -51,17 +72,10 @@ def compose_messages(
             generated_at=now,
             templates_dir=notify.templates_dir,
         )
-        composed.append(
-            (
-                report,
-                NewMessage.email(
-                    mail,
-                    recipient_key=report.key,
-                    finding_keys=[f.key for f in report.findings],
-                ),
-            )
+        message = NewMessage.email(
+            mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]
         )
-    return composed
+        yield report, message
 
 
 def summary_message(text: str, *, settings: Settings, run_id: str) -> NewMessage | None:

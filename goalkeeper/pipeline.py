@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -20,12 +20,13 @@ from goalkeeper.aio import run_blocking
 from goalkeeper.config import Settings
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import plan_lifecycle
-from goalkeeper.messages import SUMMARY_KEY, compose_messages, outcome, summary_message
+from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
     Inventory,
     InventorySource,
     IPAddress,
+    MailOutcome,
     PortSpec,
     Scanner,
     Target,
@@ -35,7 +36,7 @@ from goalkeeper.model import (
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import select_targets
-from goalkeeper.state import OutboxMessage, StateStore
+from goalkeeper.state import NewMessage, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
 FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
@@ -190,63 +191,82 @@ async def _tick(
         reminder_days=settings.notify.reminder_days,
         notify_resolved=settings.notify.notify_resolved,
     )
-    composed = compose_messages(
+    since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
+    failures = tuple(
+        f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
+    )
+    composed = iter_messages(
         (*plan.to_notify, *plan.resolved_to_notify),
         settings=settings,
         catalog=catalog,
         run_id=run_id,
         now=now,
     )
-    since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
-    failures = tuple(
-        f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
-    )
-    report = TickReport(
-        run_id=run_id,
-        environment=settings.environment,
-        started_at=now,
-        finished_at=now + timedelta(seconds=time.perf_counter() - started),
-        inventory_source=snapshot.source,
-        inventory_age_seconds=age,
-        inventory_stale_reason=snapshot.stale_reason,
-        targets=len(by_address),
-        refused=tuple(str(t.address) for t in selection.refused),
-        excluded=len(selection.excluded),
-        hosts_scanned=len(result.scanned),
-        not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
-        findings=plan.current,
-        resolved=plan.resolved,
-        mails=tuple(outcome(r, m, queued=not dry_run) for r, m in composed),
-        owners_not_found=unresolved_projects(plan.current),
-        failed_batches=result.failed_batches,
-        warnings=result.warnings,
-        dry_run=dry_run,
-        notification_failures=failures,
-    )
+    # Filled as the mails are rendered; the report (and the summary made of it) comes after.
+    mails: list[MailOutcome] = []
+    mail_keys: list[str] = []
+    reports: list[TickReport] = []
+
+    def report_of_tick() -> TickReport:
+        return TickReport(
+            run_id=run_id,
+            environment=settings.environment,
+            started_at=now,
+            finished_at=now + timedelta(seconds=time.perf_counter() - started),
+            inventory_source=snapshot.source,
+            inventory_age_seconds=age,
+            inventory_stale_reason=snapshot.stale_reason,
+            targets=len(by_address),
+            refused=tuple(str(t.address) for t in selection.refused),
+            excluded=len(selection.excluded),
+            hosts_scanned=len(result.scanned),
+            not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
+            findings=plan.current,
+            resolved=plan.resolved,
+            mails=tuple(mails),
+            owners_not_found=unresolved_projects(plan.current),
+            failed_batches=result.failed_batches,
+            warnings=result.warnings,
+            dry_run=dry_run,
+            notification_failures=failures,
+        )
+
     if dry_run:
-        not_sent = tuple(dataclasses.replace(m, error="dry run: not sent") for m in report.mails)
-        return dataclasses.replace(report, mails=not_sent)
-    messages = [m for _, m in composed]
-    summary = summary_message(render_summary(report), settings=settings, run_id=run_id)
+        mails.extend(
+            dataclasses.replace(outcome(r, m, queued=False), error="dry run: not sent")
+            for r, m in composed
+        )
+        return report_of_tick()
+
+    def outbox() -> Iterator[NewMessage]:
+        # Consumed by commit_tick inside its transaction, a chunk at a time: each mail is
+        # rendered when the store asks for it, so the rendered tick is never all in memory.
+        for owner_report, new in composed:
+            mails.append(outcome(owner_report, new, queued=True))
+            mail_keys.append(new.recipient_key)
+            yield new
+        reports.append(report_of_tick())
+        summary = summary_message(render_summary(reports[0]), settings=settings, run_id=run_id)
+        if summary is not None:
+            yield summary
+
     stored = await store.commit_tick(
-        run_id=run_id,
-        started_at=now,
-        upserts=plan.upserts,
-        messages=[*messages, *([summary] if summary else [])],
+        run_id=run_id, started_at=now, upserts=plan.upserts, messages=outbox()
     )
+    (report,) = reports
     results = await dispatch.submit(stored)
-    by_key = {m.recipient_key: m for m in stored}
-    mails = []
-    for (_, new), mail in zip(composed, report.mails, strict=True):
-        row = by_key[new.recipient_key]
-        if row.id in results:
-            error = results[row.id]
-            mail = dataclasses.replace(mail, delivered=error is None, error=error, queued=False)
-        mails.append(mail)
-    summary_row = by_key.get(SUMMARY_KEY)
+    by_key = {m.recipient_key: m.id for m in stored}
+    for index, key in enumerate(mail_keys):
+        row_id = by_key[key]
+        if row_id in results:
+            error = results[row_id]
+            mails[index] = dataclasses.replace(
+                mails[index], delivered=error is None, error=error, queued=False
+            )
+    summary_id = by_key.get(SUMMARY_KEY)
     delivered = None
-    if summary_row is not None and summary_row.id in results:
-        delivered = results[summary_row.id] is None
+    if summary_id is not None and summary_id in results:
+        delivered = results[summary_id] is None
     await store.finish_run(
         run_id,
         finished_at=now + timedelta(seconds=time.perf_counter() - started),

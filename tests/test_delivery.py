@@ -100,3 +100,19 @@ async def test_a_day_of_temporary_failures_is_given_up(store: StateStore) -> Non
     assert result is not None
     assert result.startswith("gave up after 1 attempts over a day")
     assert await store.pending() == []
+
+
+async def test_a_reference_is_read_from_the_store_and_sent_only_while_pending(
+    store: StateStore,
+) -> None:
+    reference = await stored_mail(store)  # what commit_tick hands the pipeline: no payload
+    assert not reference.loaded
+    mailer = Mailer()
+    delivery = Delivery(store=store, mailer=mailer, chat=None, metrics=Metrics(), wait=True)
+    async with delivery.running():
+        assert await delivery.submit([reference]) == {reference.id: None}
+        assert mailer.sent == ["a@b.example"]
+        # A stale reference to a message sent meanwhile (by another pass) is not sent again.
+        again = await delivery.submit([reference])
+    assert again == {reference.id: "not sent: already sent"}
+    assert mailer.sent == ["a@b.example"]

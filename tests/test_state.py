@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -164,10 +164,32 @@ async def test_commit_tick_writes_findings_and_messages(store: StateStore) -> No
     ]
     assert stored[0].finding_keys == (records[0].key, records[1].key)
     assert stored[0].created_at == T0
-    assert stored[0].mail() == rendered("admin@acme.example")
+    # commit_tick returns references: the payload stays in the store until a sender reads it.
+    assert not stored[0].loaded
+    with pytest.raises(ValueError, match="reference"):
+        stored[0].mail()
+    full = await store.message(stored[0].id)
+    assert full is not None and full.loaded
+    assert full.mail() == rendered("admin@acme.example")
     loaded = await store.load_findings()
     assert loaded == {r.key: r for r in records}
-    assert await store.pending() == stored
+    pending = await store.pending()
+    assert [replace(m, payload={}, loaded=False) for m in pending] == stored
+
+
+async def test_commit_tick_consumes_a_generator_in_chunks(store: StateStore) -> None:
+    asked: list[int] = []
+
+    def messages() -> Iterator[NewMessage]:
+        for number in range(250):  # more than two chunks
+            asked.append(number)
+            yield mail(f"owner-{number}@x.example", [])
+
+    stored = await store.commit_tick(run_id="run-1", started_at=T0, upserts=[], messages=messages())
+    assert len(asked) == 250
+    assert [m.recipient_key for m in stored] == [f"owner-{n}@x.example" for n in range(250)]
+    last = await store.message(stored[-1].id)
+    assert last is not None and last.mail() == rendered("owner-249@x.example")
 
 
 async def test_a_failure_mid_commit_leaves_nothing(store: StateStore, state_url: str) -> None:

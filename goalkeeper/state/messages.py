@@ -102,11 +102,15 @@ class OutboxMessage:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     finding_keys: tuple[FindingKey, ...] = field(default=())
+    # False for a reference (what commit_tick returns): the payload stays in the store until a
+    # sender reads it with StateStore.message(id), so a tick never holds every mail at once.
+    loaded: bool = True
 
     def mail(self) -> OutgoingMail:
         """The stored e-mail, exactly as the tick rendered it."""
         if self.channel != "email":
             raise ValueError(f"message {self.id} is a {self.channel} message, not an e-mail")
+        self._require_payload()
         p = self.payload
         return OutgoingMail(
             recipient=p["recipient"],
@@ -121,7 +125,12 @@ class OutboxMessage:
     @property
     def text(self) -> str:
         """The Telegram text (or the plain text part of an e-mail)."""
+        self._require_payload()
         return str(self.payload["text"])
+
+    def _require_payload(self) -> None:
+        if not self.loaded:
+            raise ValueError(f"message {self.id} is a reference: read it with store.message(id)")
 
 
 def parse_keys(raw: str) -> tuple[FindingKey, ...]:

@@ -51,6 +51,13 @@ def message_row(run_id: str, created_at: datetime, message: NewMessage) -> dict[
 
 
 def message_from_row(row: RowMapping) -> OutboxMessage:
+    return dataclasses.replace(
+        reference_from_row(row), payload=json.loads(row["payload"]), loaded=True
+    )
+
+
+def reference_from_row(row: RowMapping) -> OutboxMessage:
+    """A stored message without its payload (a row selected without that column)."""
     return OutboxMessage(
         id=row["id"],
         run_id=row["run_id"],
@@ -58,7 +65,8 @@ def message_from_row(row: RowMapping) -> OutboxMessage:
         recipient=row["recipient"],
         recipient_key=row["recipient_key"],
         message_id=row["message_id"],
-        payload=json.loads(row["payload"]),
+        payload={},
+        loaded=False,
         status=cast(Status, row["status"]),
         attempts=row["attempts"],
         created_at=row["created_at"],

@@ -10,6 +10,7 @@ lifecycle or policy (goalkeeper.lifecycle does), and never logs or raises the UR
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
@@ -24,7 +25,13 @@ from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
 from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.migrate import create_engine, readonly, upgrade
-from goalkeeper.state.rows import finding_row, message_from_row, message_row, record_from_row
+from goalkeeper.state.rows import (
+    finding_row,
+    message_from_row,
+    message_row,
+    record_from_row,
+    reference_from_row,
+)
 from goalkeeper.state.schema import UtcDateTime, findings, outbox, runs
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
@@ -34,6 +41,10 @@ _NOTIFY_COLUMNS = ("times_notified", "last_notified_at")
 # Rows per statement, and addresses per IN (...): far below both databases' limit on bound
 # parameters, and short enough that preparing them never blocks the event loop for long.
 _BATCH = 1_000
+# Outbox rows per INSERT: a rendered mail is ~30 KB, so this bounds what a tick holds at once.
+_MESSAGE_CHUNK = 100
+# Everything a sender needs to find and route a message, without its (large) payload.
+_REFERENCE_COLUMNS = tuple(c for c in outbox.c if c.name != "payload")
 
 
 P = ParamSpec("P")
@@ -146,16 +157,21 @@ class StateStore:
         run_id: str,
         started_at: datetime,
         upserts: Sequence[FindingRecord],
-        messages: Sequence[NewMessage],
+        messages: Iterable[NewMessage],
     ) -> list[OutboxMessage]:
         """Write a tick's findings and every message it will send, all or nothing.
 
         Idempotent: a retried commit of the same run rewrites the same findings and keeps the
         messages already stored under (run, channel, recipient_key), whatever their status. The
         messages are stored as created at `started_at`, the tick's time, which is also what
-        their findings' `last_notified_at` becomes once sent. Returns the stored messages for
-        the keys asked for, oldest first.
+        their findings' `last_notified_at` becomes once sent.
+
+        `messages` is consumed once, `_MESSAGE_CHUNK` at a time, inside the transaction: a
+        generator that renders each mail as it is asked for never has every payload alive at
+        once. Returns references to the stored messages for the keys given, oldest first:
+        everything but the payload (`OutboxMessage.loaded` is False); `message(id)` reads it.
         """
+        wanted: set[tuple[str, str]] = set()
         async with self._engine.begin() as connection:
             run = self._insert(runs).values(run_id=run_id, started_at=started_at)
             await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
@@ -168,17 +184,20 @@ class StateStore:
                 # 100,000 rows at once would stall the probes for seconds.
                 batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
                 await connection.execute(upsert, batch)
-            if messages:
-                rows = [message_row(run_id, started_at, m) for m in messages]
-                insert = self._insert(outbox).on_conflict_do_nothing(
-                    index_elements=["run_id", "channel", "recipient_key"]
-                )
-                await connection.execute(insert, rows)
-            result = await connection.execute(
-                select(outbox).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
+            insert = self._insert(outbox).on_conflict_do_nothing(
+                index_elements=["run_id", "channel", "recipient_key"]
             )
-            stored = [message_from_row(row) for row in result.mappings()]
-        wanted = {(m.channel, m.recipient_key) for m in messages}
+            pending = iter(messages)
+            while chunk := list(itertools.islice(pending, _MESSAGE_CHUNK)):
+                wanted.update((m.channel, m.recipient_key) for m in chunk)
+                rows = [message_row(run_id, started_at, m) for m in chunk]
+                del chunk  # the rendered payloads: only their JSON rows stay, until executed
+                await connection.execute(insert, rows)
+                del rows  # before the next chunk is rendered, not after
+            result = await connection.execute(
+                select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
+            )
+            stored = [reference_from_row(row) for row in result.mappings()]
         return [m for m in stored if (m.channel, m.recipient_key) in wanted]
 
     @_translated
