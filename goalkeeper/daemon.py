@@ -22,10 +22,11 @@ from apscheduler.triggers.cron import CronTrigger
 
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Problem, Settings
+from goalkeeper.crontab import crontab_weekdays
 from goalkeeper.delivery import Delivery
 from goalkeeper.inventory.static import static_inventory_problems
 from goalkeeper.metrics import Metrics
-from goalkeeper.model import IPAddress, Target, TickReport
+from goalkeeper.model import IPAddress, Target
 from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
@@ -49,7 +50,23 @@ READINESS_TIMEOUT_SECONDS = 2.0
 
 
 def cron_trigger(settings: Settings) -> CronTrigger:
-    return CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone)
+    """The schedule as a standard 5-field crontab means it.
+
+    APScheduler 3's `from_crontab` numbers weekdays from Monday = 0, crontab from Sunday = 0:
+    "0 6 * * 1" would run on Tuesdays. So the weekday field is handed over as names.
+    """
+    fields = settings.schedule.cron.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron expression has 5 fields, not {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=settings.schedule.timezone,
+    )
 
 
 def schedule_problems(settings: Settings, config_path: Path) -> list[Problem]:
@@ -72,7 +89,6 @@ class Daemon:
         self.config_path = config_path
         self.metrics = metrics or Metrics()
         self.catalog = load_catalog()
-        self.last_report: TickReport | None = None
         self.http: HttpServer | None = None
         self._stop = asyncio.Event()
         self._reload = asyncio.Event()
@@ -216,7 +232,7 @@ class Daemon:
         try:
             inventory = await self._inventory_for(settings)
             async with scanner(settings) as nmap:
-                self.last_report = await run_tick(
+                await run_tick(
                     now=now,
                     run_id=run_id,
                     settings=settings,

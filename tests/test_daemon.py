@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,7 @@ class Setup:
         }  # fmt: skip
         for key, value in overrides.items():
             section, name = key.split("__")
-            data[section][name] = value
+            data.setdefault(section, {})[name] = value
         targets = targets or [
             {
                 "address": HOST,
@@ -329,3 +330,26 @@ async def test_messages_survive_sigkill_and_are_sent_exactly_once(
     second.signal(signal.SIGTERM)
     assert await second.wait_exit(seconds=15) == 0
     assert len(setup.smtp.messages) == 1
+
+
+async def test_the_schedule_drives_the_same_tick(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    config_path = setup.write_config(
+        [6379], schedule__run_at_start=True, schedule__cron="30 4 * * 1", schedule__timezone="UTC"
+    )
+    daemon = await daemon_factory(config_path)
+    started = await daemon.wait_for("tick started")
+    assert started["reason"] == "start"  # not the admin API: nobody called it
+    assert (await daemon.wait_for("tick finished"))["findings"] == 1
+    await daemon.wait_for("notification sent", where=lambda line: line["channel"] == "email")
+    assert [m.rcpt_tos for m in setup.smtp.messages] == [("owner@customer.example",)]
+    status, body = await daemon.request("GET", "/healthz")
+    assert status == 200
+    next_tick = datetime.fromisoformat(body["next_tick"])
+    assert (next_tick.weekday(), next_tick.hour, next_tick.minute) == (0, 4, 30)
+    assert next_tick > datetime.now(UTC)
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(seconds=15) == 0
