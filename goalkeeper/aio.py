@@ -12,12 +12,19 @@ import functools
 import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
+from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC: the default `clock` of whatever takes one as an argument."""
+    return datetime.now(UTC)
 
 
 async def run_blocking(

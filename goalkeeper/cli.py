@@ -20,7 +20,6 @@ import yaml
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import load_settings, serve
-from goalkeeper.demo import run_demo
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
@@ -71,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
+        # Imported here only: the simulated cloud never loads into the daemon's process.
+        from goalkeeper.demo import run_demo
+
         logs.configure(level="warning", fmt="console")
         asyncio.run(
             run_demo(

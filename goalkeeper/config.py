@@ -29,6 +29,8 @@ from pydantic import (
     model_validator,
 )
 
+from goalkeeper.model import is_mail_address
+
 ENV_PREFIX = "GOALKEEPER_"
 CONFIG_PATH_VARIABLE = "GOALKEEPER_CONFIG"
 SECRET_KEYS = (
@@ -44,7 +46,6 @@ _FORBIDDEN_NMAP_FLAGS = re.compile(
     r"^(-s[A-Za-z]*|-p.*|-iL|-iR|--excludefile|--exclude|-o[A-Za-z]?|--resume|--script.*|-A"
     r"|--top-ports|-F|--datadir|--stylesheet|--append-output)$"
 )
-_ADDRESS = re.compile(r"^[^@\s<>\"]+@[^@\s<>\"]+\.[^@\s<>\"]+$")
 
 
 class Model(BaseModel):
@@ -59,7 +60,7 @@ def _network(value: str) -> Network:
 
 
 def _check_address(value: str) -> str:
-    if "\r" in value or "\n" in value or not _ADDRESS.match(value):
+    if not is_mail_address(value):
         raise ValueError(f"not an e-mail address: {value!r}")
     return value
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from goalkeeper import logs
-from goalkeeper.aio import Sleep, backoff_delay
+from goalkeeper.aio import Clock, Sleep, backoff_delay, utc_now
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
 from goalkeeper.state import OutboxMessage, StateError, StateStore
@@ -24,10 +24,6 @@ log = logs.get_logger(__name__)
 Reroute = Callable[[OutboxMessage], Awaitable[list[OutboxMessage] | None]]
 GIVE_UP_AFTER = timedelta(days=1)  # pending this long: given up on, and ops hear of it
 STILL_PENDING = "not sent yet: will be retried"
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Channel:
@@ -105,7 +101,7 @@ class Delivery:
         attempts: int = 2,  # per pass, on top of the clients' own retries
         backoff_base: float = 10.0,
         sleep: Sleep = asyncio.sleep,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -194,17 +190,17 @@ class Delivery:
 
     async def deliver(self, channel: Channel, message: OutboxMessage) -> str | None:
         """Send one message; None when delivered, else why not."""
+        # The store is the truth, not the copy in the queue: read the message now (its payload
+        # too: commit_tick hands out references), so one sent meanwhile is never sent again.
+        loaded = await self._load(message)
+        if isinstance(loaded, str):
+            return loaded
+        message = loaded
         if self._reroute is not None and message.channel == "email":
             replacements = await self._reroute(message)
             if replacements is not None:
                 self._enqueue(replacements)  # never awaited here: this worker sends them
                 return "rerouted: an address changed owner"
-        if not message.loaded:
-            # commit_tick hands out references; the payload is read only now, one at a time.
-            loaded = await self._load(message)
-            if isinstance(loaded, str):
-                return loaded
-            message = loaded
         last_error = ""
         for attempt in range(self._attempts):
             try:

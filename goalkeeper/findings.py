@@ -7,7 +7,6 @@ tested as tables.
 
 from __future__ import annotations
 
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -23,8 +22,6 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
-
-_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[A-Za-z0-9-]+")
 
 
 def build_findings(
@@ -75,7 +72,7 @@ def group_reports(
         groups.items(), key=lambda kv: (kv[0].startswith("not-found:"), kv[0])
     ):
         owner = items[0].owner
-        intended = owner.email if deliverable(owner.email) else None
+        intended = owner.email if owner.known else None
         reports.append(
             OwnerReport(
                 recipient=intended if intended and not redirect else ops_email,
@@ -104,17 +101,9 @@ def unresolved_projects(findings: Iterable[Finding]) -> tuple[str, ...]:
     )
 
 
-def deliverable(email: str | None) -> bool:
-    """One plain address; billing data that is not one (a list, a name, CR/LF) is unusable."""
-    return bool(email) and _ADDRESS.fullmatch(email or "") is not None
-
-
 def recipient_key(owner: Owner, target: Target) -> str:
     """Who a finding is for, logically: the owner's address, or NOT FOUND per project."""
-    email = owner.email
-    if email and deliverable(email):
-        return email.strip().lower()
-    return f"not-found:{target.project_id or target.address}"
+    return owner.mail_key or f"not-found:{target.project_id or target.address}"
 
 
 def _recipient_key(finding: Finding) -> str:

@@ -197,7 +197,7 @@ def plan_lifecycle(
             stored = replace(record_from_finding(decided, record), reopened_at=now)
             reopened.append(decided)
         else:
-            new_owner = _recipient(record.owner_email) != _recipient(finding.owner.email)
+            new_owner = record.owner().mail_key != finding.owner.mail_key
             decided = replace(
                 finding,
                 status=FindingStatus.NEW if new_owner else FindingStatus.OPEN,
@@ -229,7 +229,3 @@ def plan_lifecycle(
         reopened=tuple(reopened),
         upserts=tuple(upserts),
     )
-
-
-def _recipient(email: str | None) -> str | None:
-    return email.strip().lower() if email else None

@@ -7,6 +7,7 @@ I/O, reads the clock or imports an outside library: every other module may impor
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,15 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeAlias
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
+
+
+# One plain address: no display name, no list, no CR/LF, a dotted domain. Billing data and
+# configuration that are not one cannot be mailed to.
+_MAIL_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[A-Za-z0-9-]+")
+
+
+def is_mail_address(text: str | None) -> bool:
+    return bool(text) and _MAIL_ADDRESS.fullmatch(text or "") is not None
 
 
 class Transport(enum.StrEnum):
@@ -36,15 +46,21 @@ class PortSpec:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """Who pays for a project. `email is None` means billing does not know them (NOT FOUND)."""
+    """Who pays for a project. Without a usable e-mail address they are NOT FOUND."""
 
     name: str | None = None
     email: str | None = None
     client_id: str | None = None
 
     @property
+    def mail_key(self) -> str | None:
+        """The address to write to, normalised; None when there is none that can be used."""
+        email = self.email
+        return email.lower() if email is not None and is_mail_address(email) else None
+
+    @property
     def known(self) -> bool:
-        return self.email is not None
+        return self.mail_key is not None
 
 
 UNKNOWN_OWNER = Owner()

@@ -12,11 +12,11 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from goalkeeper import logs
-from goalkeeper.aio import run_blocking
+from goalkeeper.aio import Clock, run_blocking, utc_now
 from goalkeeper.config import Settings
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import plan_lifecycle
@@ -57,10 +57,15 @@ class RecentInventory:
     """
 
     def __init__(
-        self, source: InventorySource, *, max_age: timedelta = timedelta(minutes=10)
+        self,
+        source: InventorySource,
+        *,
+        max_age: timedelta = timedelta(minutes=10),
+        clock: Clock = utc_now,
     ) -> None:
         self.source = source
         self.max_age = max_age
+        self.clock = clock
         self.latest: Inventory | None = None
         self._owners: dict[IPAddress, Target] = {}
 
@@ -72,7 +77,7 @@ class RecentInventory:
 
     async def owners(self) -> Mapping[IPAddress, Target]:
         latest = self.latest
-        if latest is None or datetime.now(UTC) - latest.fetched_at > self.max_age:
+        if latest is None or self.clock() - latest.fetched_at > self.max_age:
             await self.fetch()
         return self._owners
 
@@ -180,7 +185,8 @@ async def _tick(
     result = await scanner.scan(list(by_address), ports)
     seen = build_findings(result, by_address, ports, now=now)
 
-    previous = await store.load_findings()
+    # Only records the lifecycle can change: on hosts scanned now, or seen open now.
+    previous = await store.load_findings(result.scanned | {f.address for f in seen})
     plan = await run_blocking(
         None,
         plan_lifecycle,

@@ -10,9 +10,10 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from goalkeeper.aio import utc_now
 from goalkeeper.config import Settings
 from goalkeeper.delivery import Delivery, Reroute
 from goalkeeper.inventory.cloud import CloudInventory
@@ -111,7 +112,7 @@ def owner_check(
             store=store,
             settings=settings(),
             catalog=catalog,
-            now=datetime.now(UTC),
+            now=utc_now(),
         )
 
     return check
@@ -126,7 +127,7 @@ async def one_tick(
     use this; the daemon keeps its clients across ticks instead.
     """
     metrics = Metrics()
-    now = now or datetime.now(UTC)
+    now = now or utc_now()
     catalog = load_catalog()
     async with (
         inventory_source(settings, config_path) as source,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from goalkeeper.inventory.cloud import CloudInventory, InventoryUnavailable
 from goalkeeper.model import InventorySource
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.world import World, build_world, move_floating_ip
+from tests.openstack_env import use_os_environment
 
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)
 NOVA = "/compute/v2.1/servers/detail"
@@ -30,17 +30,6 @@ class FakeClock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-def use_os_environment(
-    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], tmp_path: Path
-) -> None:
-    for name in list(os.environ):
-        if name.startswith("OS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
 
 
 def settings_for(cloud: SimulatedCloud, *, fleio_page_size: int = 500) -> InventorySettings:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import email
 import email.policy
 import io
+import subprocess
+import sys
 from pathlib import Path
 
 from goalkeeper.demo import run_demo
@@ -28,3 +30,14 @@ async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: P
     assert "OWNER NOT FOUND" in text
     assert "Telegram summary (1 message(s))" in text
     assert report.summary_delivered is True
+
+
+def test_the_simulator_never_loads_into_the_daemons_process() -> None:
+    code = (
+        "import sys, goalkeeper.cli; "
+        "print(sorted(m for m in sys.modules if m.startswith(('goalkeeper.sim', 'aiosmtpd'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

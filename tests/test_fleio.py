@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -16,6 +15,7 @@ from goalkeeper.model import UNKNOWN_OWNER, Owner
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.fleio import API_ROOT, STALL
 from goalkeeper.sim.world import World, build_world
+from tests.daemon_process import free_port as unused_port
 
 LISTINGS = (
     f"{API_ROOT}/openstack/projects",
@@ -144,6 +144,4 @@ def test_url_and_token_are_required() -> None:
 
 @pytest.fixture
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    return unused_port()

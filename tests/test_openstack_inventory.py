@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from ipaddress import IPv4Address
@@ -23,24 +22,13 @@ from goalkeeper.inventory.openstack_targets import (
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.openstack import STALL
 from goalkeeper.sim.world import World, build_world
+from tests.openstack_env import use_os_environment
 
 LISTINGS = (
     "/compute/v2.1/servers/detail",
     "/network/v2.0/ports",
     "/network/v2.0/floatingips",
 )
-
-
-def use_os_environment(
-    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], tmp_path: Path
-) -> None:
-    """Only the given OS_* variables, and no clouds.yaml but the test's own."""
-    for name in list(os.environ):
-        if name.startswith("OS_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(tmp_path / "clouds.yaml"))
-    for name, value in environment.items():
-        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import datetime, timedelta
 
 import structlog
 
+from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import InventorySettings
 from goalkeeper.inventory.fleio import FleioClient, FleioError
 from goalkeeper.inventory.openstack import OpenStackError, OpenStackInventory
@@ -33,10 +34,6 @@ class _RefreshFailed(Exception):
     """What failed in one refresh, OpenStack's and Fleio's failures together."""
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class CloudInventory:
     """An InventorySource over OpenStack and Fleio that keeps its last good inventory.
 
@@ -50,7 +47,7 @@ class CloudInventory:
         *,
         openstack: OpenStackInventory | None = None,
         fleio: FleioClient | None = None,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         min_age: timedelta = timedelta(0),
     ) -> None:
         self.openstack = openstack or OpenStackInventory(settings.openstack)

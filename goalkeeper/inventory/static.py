@@ -8,17 +8,17 @@ something to skip quietly. This module reads one local file; it never touches th
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
+from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import ConfigError, Network, Problem, Settings
-from goalkeeper.model import Inventory, Owner, Target
+from goalkeeper.model import Inventory, Owner, Target, is_mail_address
 from goalkeeper.scope import contains
 
 MAX_NETWORK_ADDRESSES = 65536
@@ -34,7 +34,14 @@ class StaticEntry(BaseModel):
     project_id: str = ""
     project_name: str = ""
     owner_name: str | None = None
-    owner_email: str | None = Field(default=None, pattern=r"^[^@\s<>\"]+@[^@\s<>\"]+$")
+    owner_email: str | None = None
+
+    @field_validator("owner_email")
+    @classmethod
+    def _mail_address(cls, value: str | None) -> str | None:
+        if value is not None and not is_mail_address(value):
+            raise ValueError(f"not an e-mail address: {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> StaticEntry:
@@ -122,7 +129,7 @@ class StaticInventory:
         path: Path,
         *,
         allowed: Iterable[Network],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = utc_now,
     ) -> None:
         self.path = path
         self.allowed = tuple(allowed)
