@@ -5,27 +5,35 @@ from __future__ import annotations
 import ast
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Executable, select, text
+from alembic.script import ScriptDirectory
+from sqlalchemy import Executable, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from goalkeeper.lifecycle import FindingRecord, plan_lifecycle
 from goalkeeper.model import Finding, OutgoingMail, Owner, Target, Transport
 from goalkeeper.state import NewMessage, StateError, StateStore, StateUnavailable
-from goalkeeper.state.migrate import MIGRATIONS
+from goalkeeper.state import store as store_module
+from goalkeeper.state.migrate import HEAD_REVISION, MIGRATIONS, alembic_config, create_engine
 from goalkeeper.state.schema import metadata, runs
 
 pytest_plugins = ["tests.db"]  # the state_url and postgres_server fixtures
+
+R = TypeVar("R")
+ROOT = Path(__file__).resolve().parent.parent
 
 T0 = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -108,6 +116,96 @@ def schema_differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(MigrationContext.configure(connection), metadata))
 
 
+@pytest.fixture
+async def other_state_url(
+    state_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A second empty database, on the same kind of server as `state_url`."""
+    if make_url(state_url).get_backend_name() == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/other/goalkeeper.db"
+        return
+    # Not imported at the top: pytest loads tests.db as a plugin, and must import it first.
+    from tests.db import create_database, drop_database
+
+    admin_url = request.getfixturevalue("postgres_server")
+    url = await create_database(admin_url)
+    try:
+        yield url
+    finally:
+        await drop_database(admin_url, url)
+
+
+@pytest.fixture
+def alembic_upgrades(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The targets `alembic.command.upgrade` is called with from now on; it still runs."""
+    called: list[str] = []
+    original = command.upgrade
+
+    def upgrade(config: Config, revision: str, **options: Any) -> None:
+        called.append(revision)
+        original(config, revision, **options)
+
+    monkeypatch.setattr(command, "upgrade", upgrade)
+    return called
+
+
+async def on_database(url: str, work: Callable[[Connection], R]) -> R:
+    """Run `work` in one transaction, on an engine set up as the store's (WAL, BEGIN IMMEDIATE)."""
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(work)
+    finally:
+        await engine.dispose()
+
+
+def upgrade_with_alembic(connection: Connection) -> None:
+    """Alembic's own upgrade to head: how every open built the schema before."""
+    command.upgrade(alembic_config(connection), "head")
+
+
+def current_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def table_names(connection: Connection) -> list[str]:
+    return sorted(inspect(connection).get_table_names())
+
+
+def reflected_schema(connection: Connection) -> dict[str, Any]:
+    """Everything the database reports about its tables, in an order that compares."""
+    inspector = inspect(connection)
+    tables: dict[str, Any] = {}
+    for name in sorted(inspector.get_table_names()):
+        primary_key = inspector.get_pk_constraint(name)
+        tables[name] = {
+            "columns": [
+                (c["name"], str(c["type"]), c["nullable"], c["default"])
+                for c in inspector.get_columns(name)
+            ],
+            "primary key": (primary_key["name"], primary_key["constrained_columns"]),
+            "indexes": sorted(
+                (i["name"] or "", i["column_names"], i["unique"])
+                for i in inspector.get_indexes(name)
+            ),
+            "unique": sorted(
+                (u["name"] or "", u["column_names"]) for u in inspector.get_unique_constraints(name)
+            ),
+            "foreign keys": sorted(
+                (
+                    f["name"] or "",
+                    f["constrained_columns"],
+                    f["referred_table"],
+                    f["referred_columns"],
+                    sorted(f["options"].items()),
+                )
+                for f in inspector.get_foreign_keys(name)
+            ),
+        }
+    versions = connection.execute(text("SELECT version_num FROM alembic_version"))
+    return {"tables": tables, "versions": sorted(versions.scalars())}
+
+
 async def test_migrations_create_the_schema_then_keep_data(state_url: str) -> None:
     first = await StateStore.open(state_url)
     await first.commit_tick(
@@ -136,6 +234,148 @@ async def test_two_processes_opening_a_fresh_database_both_succeed(
     for opened in stores:
         await opened.ping()
         await opened.aclose()
+
+
+def test_head_revision_is_the_newest_migration() -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head == HEAD_REVISION, "a new migration: set HEAD_REVISION in state/migrate.py"
+
+
+async def test_a_fresh_database_is_built_as_the_migrations_build_it(
+    state_url: str, other_state_url: str, alembic_upgrades: list[str]
+) -> None:
+    opened = await StateStore.open(state_url)
+    await opened.aclose()
+    assert alembic_upgrades == []  # built from schema.py and stamped, without Alembic
+    await on_database(other_state_url, upgrade_with_alembic)
+    assert alembic_upgrades == ["head"]
+
+    fresh = await on_database(state_url, reflected_schema)
+    migrated = await on_database(other_state_url, reflected_schema)
+    assert sorted(fresh["tables"]) == ["alembic_version", "findings", "outbox", "runs"]
+    assert fresh["versions"] == [HEAD_REVISION]
+    assert fresh == migrated
+    assert await on_database(state_url, schema_differences) == []
+
+
+async def test_alembic_finds_a_fresh_database_at_head(
+    state_url: str, alembic_upgrades: list[str]
+) -> None:
+    for _ in range(2):  # built, then found at head
+        opened = await StateStore.open(state_url)
+        await opened.aclose()
+    assert alembic_upgrades == []
+    assert await on_database(state_url, current_revision) == "0001" == HEAD_REVISION
+
+    before = await on_database(state_url, reflected_schema)
+    await on_database(state_url, upgrade_with_alembic)  # a no-op: 0001 would fail, re-run
+    assert alembic_upgrades == ["head"]
+    assert await on_database(state_url, reflected_schema) == before
+
+
+def _nothing(connection: Connection) -> None:
+    """An empty database: SQLite creates the file, with no table in it."""
+
+
+def _version_table_without_a_row(connection: Connection) -> None:
+    connection.execute(
+        text(
+            "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL,"
+            " CONSTRAINT alembic_version_pkc PRIMARY KEY (version_num))"
+        )
+    )
+
+
+# Opens the store in a new interpreter, then prints which alembic modules it imported.
+_OPEN_AND_LIST_ALEMBIC = """
+import asyncio, sys
+from goalkeeper.state import StateStore
+
+async def main() -> None:
+    store = await StateStore.open(sys.argv[1])
+    await store.ping()
+    await store.aclose()
+
+asyncio.run(main())
+print(sorted(name for name in sys.modules if name.partition(".")[0] == "alembic"))
+"""
+
+
+@pytest.mark.parametrize(
+    ("prepare", "imports_alembic"),
+    [
+        pytest.param(upgrade_with_alembic, False, id="at-head"),
+        pytest.param(_nothing, False, id="empty"),
+        pytest.param(_version_table_without_a_row, True, id="needs-migrating"),
+    ],
+)
+async def test_alembic_is_imported_only_to_migrate(
+    tmp_path: Path, prepare: Callable[[Connection], None], imports_alembic: bool
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path}/goalkeeper.db"
+    await on_database(url, prepare)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _OPEN_AND_LIST_ALEMBIC,
+        url,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, err.decode()
+    imported = ast.literal_eval(out.decode().strip().splitlines()[-1])
+    assert ("alembic" in imported) is imports_alembic, imported
+    assert await on_database(url, current_revision) == HEAD_REVISION
+    assert await on_database(url, schema_differences) == []
+
+
+async def test_a_version_table_without_a_row_is_migrated_by_alembic(
+    state_url: str, alembic_upgrades: list[str]
+) -> None:
+    await on_database(state_url, _version_table_without_a_row)
+    opened = await StateStore.open(state_url)
+    await opened.aclose()
+    assert alembic_upgrades == ["head"]
+    assert await on_database(state_url, current_revision) == HEAD_REVISION
+    assert await on_database(state_url, schema_differences) == []
+
+
+async def test_tables_without_a_version_are_left_to_alembic(
+    state_url: str, alembic_upgrades: list[str]
+) -> None:
+    await on_database(state_url, metadata.create_all)  # never stamped: no revision to trust
+    with pytest.raises(StateUnavailable, match="already exists"):
+        await StateStore.open(state_url)
+    assert alembic_upgrades == ["head"]
+    # The failed migration left nothing behind, not even a version table.
+    assert await on_database(state_url, table_names) == ["findings", "outbox", "runs"]
+
+
+async def test_an_unknown_revision_is_refused_by_alembic(
+    state_url: str, alembic_upgrades: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def stamp_unknown(connection: Connection) -> None:
+        _version_table_without_a_row(connection)
+        connection.execute(text("INSERT INTO alembic_version VALUES ('9999')"))
+
+    engines: list[AsyncEngine] = []
+    first_pools: list[object] = []
+
+    def kept(url: str) -> AsyncEngine:
+        engines.append(create_engine(url))
+        first_pools.append(engines[-1].pool)
+        return engines[-1]
+
+    await on_database(state_url, stamp_unknown)
+    monkeypatch.setattr(store_module, "create_engine", kept)
+    with pytest.raises(StateUnavailable, match=r"identified by '9999'.*knows up to 0001"):
+        await StateStore.open(state_url)
+    (engine,) = engines
+    assert engine.pool is not first_pools[0]  # disposed by open (which makes a new, empty pool)
+    assert alembic_upgrades == ["head"]
+    assert await on_database(state_url, table_names) == ["alembic_version"]
 
 
 def test_upgrades_never_drop_anything() -> None:

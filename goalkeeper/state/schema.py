@@ -1,7 +1,8 @@
 """The tables the state store reads and writes, as SQLAlchemy Core objects.
 
-This is the schema the queries are written against; the migrations in goalkeeper/migrations
-create it, and a test checks that the two agree. Changing a table here without a new migration
+This is the schema the queries are written against. An empty database is built from it
+directly; an existing one is brought to it by the migrations in goalkeeper/migrations, and tests
+check that both ways give the same tables. Changing a table here without a new migration
 is a bug. Nothing here connects to a database.
 """
 

@@ -24,7 +24,7 @@ from goalkeeper.config import redact_url
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
 from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
-from goalkeeper.state.migrate import create_engine, readonly, upgrade
+from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.rows import (
     finding_row,
     message_from_row,
@@ -96,7 +96,7 @@ class StateStore:
         try:
             async with engine.begin() as connection:
                 await connection.run_sync(upgrade)
-        except (SQLAlchemyError, OSError) as err:
+        except (SQLAlchemyError, OSError, MigrationError) as err:
             await engine.dispose()
             raise StateUnavailable(
                 f"cannot open the state store {redact_url(url)}: {type(err).__name__}: "
