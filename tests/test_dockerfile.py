@@ -28,6 +28,7 @@ import pytest
 import yaml
 from docker.utils.build import exclude_paths  # type: ignore[import-untyped]
 
+from benchmarks.measure import IMAGE_ENVIRONMENT
 from goalkeeper.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,8 +120,12 @@ def test_final_stage_runs_the_daemon_as_the_charts_user_under_tini() -> None:
     (cmd,) = instructions(stage, "CMD")
     assert list(cmd.value) == ["run"]
     (env,) = instructions(stage, "ENV")
-    path = dict(zip(env.value[0::2], env.value[1::2], strict=True))["PATH"]
-    assert path.split(":")[0] == "/opt/goalkeeper/bin", "the chart's privileged PATH assumes it"
+    environment = dict(zip(env.value[0::2], env.value[1::2], strict=True))
+    assert environment["PATH"].split(":")[0] == "/opt/goalkeeper/bin", (
+        "the chart's privileged PATH assumes it"
+    )
+    for name, value in IMAGE_ENVIRONMENT.items():  # the benchmark measures the image's process
+        assert environment.get(name) == value, f"{name}: the image and benchmarks/ disagree"
     (expose,) = instructions(stage, "EXPOSE")
     assert int(expose.value[0]) == Settings().http.port == values["config"]["http"]["port"]
 
