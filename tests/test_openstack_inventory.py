@@ -132,7 +132,9 @@ async def test_without_port_details_every_port_is_listed(
     on_external = [p for p in world.ports if p.network_id in external]
     assert len(on_external) < len(world.ports)
     assert ports_with_details == len(on_external) // 4 + 1  # pages of 4
-    assert all_ports == len(world.ports) // 4 + 1
+    # The external ports are read beside the floating IPs, before it is known that their
+    # port_details are missing; then every port.
+    assert all_ports == ports_with_details + len(world.ports) // 4 + 1
     inventory.close()
 
 
@@ -146,6 +148,23 @@ async def test_api_timeout_bounds_every_call(
         OpenStackError, match=r"while listing external Neutron networks: .*timed out"
     ):
         await inventory.targets()
+    inventory.close()
+
+
+async def test_the_listings_are_read_side_by_side(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    cloud.openstack.faults["/compute/v2.1/servers/detail"] = STALL
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=0.5))
+    with pytest.raises(OpenStackError, match=r"while listing Nova servers: .*timed out"):
+        await inventory.targets()
+    # While Nova hung, Keystone and Neutron were read to the end: read one after another,
+    # nothing would have been asked of Neutron before Nova answered.
+    requests = cloud.openstack.requests
+    assert requests["/identity/v3/projects"] == 1  # Keystone lists every project at once
+    assert requests["/network/v2.0/floatingips"] == len(world.floating_ips) // 4 + 1
+    assert requests["/network/v2.0/ports"] > 0
     inventory.close()
 
 

@@ -8,11 +8,12 @@ once to the few fields a target needs: the SDK's resource methods build a heavy 
 (1 to 4.5 ms of CPU each; about a minute for 10,000 servers, against 2 s this way).
 
 Five listings per refresh whatever the size of the cloud: Keystone projects, Nova servers of
-all projects, Neutron floating IPs, external networks, and the ports on those (every port only
-when floating IPs lack `port_details`). openstacksdk is blocking, so one thread function reads
-whole lists; the event loop only awaits it, and `api_timeout` bounds every HTTP call. Targets
-are floating IPs (through their port to the server and project) and fixed IPv4 addresses of
-server ports on external networks. Owners are left UNKNOWN here: the billing side fills them in.
+all projects, Neutron floating IPs, external networks, and the ports on those (and every port
+when floating IPs lack `port_details`). openstacksdk is blocking, so worker threads read whole
+lists, side by side (a refresh takes its slowest API, not their sum); the event loop only
+awaits them, and `api_timeout` bounds every HTTP call. Targets are floating IPs (through their
+port to the server and project) and fixed IPv4 addresses of server ports on external networks.
+Owners are left UNKNOWN here: the billing side fills them in.
 
 It never writes to OpenStack, and no credential (password, application credential secret,
 token) ever reaches an exception or a log line it produces.
@@ -23,10 +24,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from sys import intern
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import openstack
@@ -47,6 +49,7 @@ from goalkeeper.model import Target
 log = structlog.get_logger(__name__)
 _SECRET_AUTH_KEYS = ("password", "application_credential_secret", "token", "secret")
 Json: TypeAlias = dict[str, Any]
+T = TypeVar("T")
 _ACCEPT = {"Accept": "application/json"}
 _ALL_PROJECTS = {"all_tenants": "True"}
 # The server fields read here (id, name, tenant_id) are the same at every microversion; 2.1 is
@@ -80,35 +83,35 @@ class OpenStackInventory:
         return build_targets(listings)
 
     def read_listings(self) -> Listings:
-        """Blocking: the five listings, read whole. Call it from a worker thread."""
+        """Blocking: the listings, read whole and side by side. Call it from a worker thread.
+
+        Keystone, Nova and Neutron each take their own time to answer a listing of thousands
+        (and a big Nova is slow): read one after another, the refresh took their sum; here it
+        takes the longest. The threads share one session (keystoneauth fetches the token once,
+        under its own lock) and all end before this returns, failed or not.
+        """
         with self._lock, _sdk_deprecations_silenced():
-            step = "connecting"
             try:
-                conn = self._connect()
-                step = "listing Keystone projects"
-                projects = {
-                    p["id"]: p.get("name") or "" for p in _listing(conn.identity, "/projects")
-                }
-                step = "listing Nova servers"
-                listing = _listing(conn.compute, "/servers/detail", _ALL_PROJECTS, _NOVA_VERSION)
-                servers = {s["id"]: _server(s) for s in listing}
-                step = "listing Neutron floating IPs"
-                fips, ports = _floating_ips(_listing(conn.network, "/floatingips", _FIP_QUERY))
-                step = "listing external Neutron networks"
-                listing = _listing(conn.network, "/networks", _EXTERNAL_QUERY)
-                external = frozenset(n["id"] for n in listing)
-                step = "listing Neutron ports"
+                # Each proxy is made once, here, rather than raced for by the threads (making
+                # one may already authenticate, to find its endpoint).
+                identity, compute, network = _step("connecting", self._proxies)
+                with ThreadPoolExecutor(4, thread_name_prefix="goalkeeper-openstack") as pool:
+                    keystone = pool.submit(_step, "listing Keystone projects", _projects, identity)
+                    nova = pool.submit(_step, "listing Nova servers", _servers, compute)
+                    floating = pool.submit(
+                        _step, "listing Neutron floating IPs", _floating_ips, network
+                    )
+                    neutron = pool.submit(_external_ports, network)
+                    # In this order, so that when all fail (a bad password) the first is named.
+                    projects, servers = keystone.result(), nova.result()
+                    (fips, ports), (external, on_external) = floating.result(), neutron.result()
+                ports |= on_external
                 # A floating IP's port_details (Neutron's fip-port-details, on since Rocky)
-                # names its server already; then only ports on external networks are needed,
-                # for public fixed IPs. Without it, every port is listed (still one listing).
-                everything = any(f.port_id and f.port_id not in ports for f in fips)
-                query: dict[str, str | Sequence[str]] = {"fields": _PORT_FIELDS}
-                if not everything:
-                    query["network_id"] = sorted(external)
-                if everything or external:
-                    ports |= {p["id"]: _port(p) for p in _listing(conn.network, "/ports", query)}
-            except Exception as err:
-                message = self._describe(step, err)
+                # names its server already; without it every port is listed (one more listing).
+                if any(f.port_id and f.port_id not in ports for f in fips):
+                    ports |= _step("listing Neutron ports", _ports, network, None)
+            except _StepFailed as failed:
+                message = self._describe(failed.step, failed.error)
                 self._disconnect()
                 raise OpenStackError(message) from None
         log.info(
@@ -123,6 +126,10 @@ class OpenStackInventory:
     def close(self) -> None:
         with self._lock:
             self._disconnect()
+
+    def _proxies(self) -> tuple[Any, Any, Any]:
+        conn = self._connect()
+        return conn.identity, conn.compute, conn.network
 
     def _connect(self) -> Any:
         if self._connection is None:
@@ -233,12 +240,53 @@ def next_page(
     return urljoin(href, parts.path), parse_qs(parts.query)
 
 
-def _floating_ips(
-    listing: Iterable[Json],
-) -> tuple[tuple[FloatingIpRecord, ...], dict[str, PortRecord]]:
+class _StepFailed(Exception):
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(step)
+        self.step, self.error = step, error
+
+
+def _step(step: str, read: Callable[..., T], *args: Any) -> T:
+    """`read(*args)`, any failure tagged with the step it happened in, for the message."""
+    try:
+        return read(*args)
+    except Exception as err:
+        raise _StepFailed(step, err) from err
+
+
+def _projects(identity: Any) -> dict[str, str]:
+    return {p["id"]: p.get("name") or "" for p in _listing(identity, "/projects")}
+
+
+def _servers(compute: Any) -> dict[str, ServerRecord]:
+    listing = _listing(compute, "/servers/detail", _ALL_PROJECTS, _NOVA_VERSION)
+    return {s["id"]: _server(s) for s in listing}
+
+
+def _external_ports(network: Any) -> tuple[frozenset[str], dict[str, PortRecord]]:
+    """The external networks, and the ports on them (for public fixed IPs of servers)."""
+    external = _step("listing external Neutron networks", _external_networks, network)
+    if not external:
+        return external, {}
+    return external, _step("listing Neutron ports", _ports, network, sorted(external))
+
+
+def _external_networks(network: Any) -> frozenset[str]:
+    return frozenset(n["id"] for n in _listing(network, "/networks", _EXTERNAL_QUERY))
+
+
+def _ports(network: Any, network_ids: Sequence[str] | None) -> dict[str, PortRecord]:
+    """The ports on `network_ids`, or every port when None."""
+    query: dict[str, str | Sequence[str]] = {"fields": _PORT_FIELDS}
+    if network_ids is not None:
+        query["network_id"] = network_ids
+    return {p["id"]: _port(p) for p in _listing(network, "/ports", query)}
+
+
+def _floating_ips(network: Any) -> tuple[tuple[FloatingIpRecord, ...], dict[str, PortRecord]]:
     """The floating IPs, and the ports their `port_details` describe."""
     fips, ports = [], {}
-    for fip in listing:
+    for fip in _listing(network, "/floatingips", _FIP_QUERY):
         port_id, fixed = fip.get("port_id") or None, fip.get("fixed_ip_address")
         project_id = intern(fip.get("project_id") or "")
         fips.append(FloatingIpRecord(fip.get("floating_ip_address") or "", port_id, project_id))
