@@ -49,6 +49,19 @@ class Dispatcher(Protocol):
     async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]: ...
 
 
+class Laps:
+    """How long each stage of a tick took, for its log line: `<stage>_s` seconds."""
+
+    def __init__(self, started: float) -> None:
+        self._last = started
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.seconds[f"{stage}_s"] = round(now - self._last, 3)
+        self._last = now
+
+
 class RecentInventory:
     """An InventorySource that remembers its last snapshot, for owner checks at send time.
 
@@ -116,6 +129,7 @@ async def run_tick(
 ) -> TickReport:
     """Run one whole tick. A dry run reads the store but writes and sends nothing."""
     started = time.perf_counter()
+    laps = Laps(started)
     logs.bind(tick=run_id)
     try:
         report = await _tick(
@@ -129,6 +143,7 @@ async def run_tick(
             catalog=catalog,
             dry_run=dry_run,
             started=started,
+            laps=laps,
         )
         log.info(
             "tick finished",
@@ -144,6 +159,7 @@ async def run_tick(
             mails_queued=sum(1 for m in report.mails if m.queued),
             summary_delivered=report.summary_delivered,
             duration_s=round(report.duration_seconds, 3),
+            **laps.seconds,
             dry_run=dry_run,
         )
         if metrics is not None:
@@ -165,8 +181,10 @@ async def _tick(
     catalog: Catalog,
     dry_run: bool,
     started: float,
+    laps: Laps,
 ) -> TickReport:
     snapshot = await inventory.fetch()
+    laps.lap("inventory")
     age = max(0.0, (now - snapshot.fetched_at).total_seconds())
     if snapshot.stale_reason:
         log.warning("using the last good inventory", age_s=round(age), reason=snapshot.stale_reason)
@@ -183,6 +201,7 @@ async def _tick(
     ports = effective_ports(settings, catalog)
     by_address = {t.address: t for t in selection.targets}
     result = await scanner.scan(list(by_address), ports)
+    laps.lap("scan")
     seen = build_findings(result, by_address, ports, now=now)
 
     # Only records the lifecycle can change: on hosts scanned now, or seen open now.
@@ -260,7 +279,9 @@ async def _tick(
         run_id=run_id, started_at=now, upserts=plan.upserts, messages=outbox()
     )
     (report,) = reports
+    laps.lap("record")
     results = await dispatch.submit(stored)
+    laps.lap("dispatch")
     by_key = {m.recipient_key: m.id for m in stored}
     for index, key in enumerate(mail_keys):
         row_id = by_key[key]

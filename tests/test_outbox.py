@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from structlog.testing import capture_logs
 
 from goalkeeper import config
 from goalkeeper.config import Settings
@@ -92,7 +93,12 @@ def listening() -> PortListeners:
 async def test_new_then_quiet_then_reminder_then_thanks(world: World) -> None:
     settings, path = world.settings()
     async with listening():
-        first = await one_tick(settings, path, now=T0)
+        with capture_logs() as logged:
+            first = await one_tick(settings, path, now=T0)
+        (finished,) = [line for line in logged if line["event"] == "tick finished"]
+        stages = ("inventory_s", "scan_s", "record_s", "dispatch_s")  # what each took
+        assert all(finished[stage] >= 0 for stage in stages)
+        assert finished["inventory_s"] + finished["scan_s"] <= finished["duration_s"]
         assert [m.delivered for m in first.mails] == [True]
         assert len(world.mails_to(ALICE)) == 1
         quiet = await one_tick(settings, path, now=T0 + timedelta(hours=2))

@@ -40,10 +40,12 @@ _RESERVED_HEADERS = frozenset(
 
 def header_text(value: str, *, limit: int = SUBJECT_LIMIT) -> str:
     """`value` made safe for one header line: control and format characters become spaces."""
-    cleaned = "".join(
-        " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char for char in value
-    )
-    single = " ".join(cleaned.split())
+    if not value.isprintable():  # printable: no C* or Z* character but the space (the rule)
+        value = "".join(
+            " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") else char
+            for char in value
+        )
+    single = " ".join(value.split())
     return single if len(single) <= limit else single[: limit - 1].rstrip() + "…"
 
 
