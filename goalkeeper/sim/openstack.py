@@ -25,7 +25,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
@@ -95,6 +95,9 @@ class OpenStackSim:
             name: _positions(items)
             for name, items in (("servers", self._servers), *self._neutron.items())
         }
+        # Filtered listings, each made once per world: filtering every item again for every
+        # page made the fake, not the client, what a benchmark of 16,384 servers measured.
+        self._filtered: dict[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], _Listed] = {}
 
     def release(self) -> None:
         """Let every stalled request end, so that the server can close."""
@@ -231,12 +234,15 @@ class OpenStackSim:
         collection = request.match_info["collection"]
         if collection not in _NEUTRON:
             raise web.HTTPNotFound
-        items = self._neutron[collection]
         query = self._query(request)
         filters = {k: query.getall(k) for k in query if k not in _NOT_FILTERS}
+        items, positions = self._neutron[collection], self._positions[collection]
         if filters:
-            items = [item for item in items if _matches(item, filters)]
-        positions = None if filters else self._positions[collection]
+            wanted = (collection, tuple(sorted((k, tuple(v)) for k, v in filters.items())))
+            if wanted not in self._filtered:
+                chosen = [item for item in items if _matches(item, filters)]
+                self._filtered[wanted] = (chosen, _positions(chosen))
+            items, positions = self._filtered[wanted]
         page, following = _page(items, query, self.page_size, positions, neutron=True)
         links = []
         if following is not None:
@@ -291,6 +297,9 @@ def _page(
     if neutron:  # Neutron always writes the limit into its links; Nova keeps the query as is
         following["limit"] = str(limit)
     return page, following
+
+
+_Listed: TypeAlias = tuple[list[Json], dict[str, int]]  # items, and where each id is
 
 
 def _positions(items: list[Json]) -> dict[str, int]:
