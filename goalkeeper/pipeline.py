@@ -132,19 +132,25 @@ async def run_tick(
     laps = Laps(started)
     logs.bind(tick=run_id)
     try:
-        report = await _tick(
+        recorded = await _to_outbox(
             now=now,
             run_id=run_id,
             settings=settings,
             inventory=inventory,
             scanner=scanner,
             store=store,
-            dispatch=dispatch,
             catalog=catalog,
             dry_run=dry_run,
             started=started,
             laps=laps,
         )
+        # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
+        # one-off tick waits for) does not keep them alive.
+        if isinstance(recorded, _Committed):
+            report = await _dispatch(recorded, store=store, dispatch=dispatch, now=now,
+                                     started=started, laps=laps)  # fmt: skip
+        else:
+            report = recorded  # a dry run: nothing was stored, nothing goes out
         log.info(
             "tick finished",
             targets=report.targets,
@@ -169,7 +175,16 @@ async def run_tick(
         logs.unbind("tick")
 
 
-async def _tick(
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Committed:
+    """A tick whose findings and messages are in the store, its messages not yet handed on."""
+
+    report: TickReport
+    stored: list[OutboxMessage]
+    mail_keys: list[str]  # the recipient key of each of report.mails, in order
+
+
+async def _to_outbox(
     *,
     now: datetime,
     run_id: str,
@@ -177,12 +192,12 @@ async def _tick(
     inventory: InventorySource,
     scanner: Scanner,
     store: StateStore,
-    dispatch: Dispatcher,
     catalog: Catalog,
     dry_run: bool,
     started: float,
     laps: Laps,
-) -> TickReport:
+) -> TickReport | _Committed:
+    """Inventory, scan, lifecycle, and the commit of findings and outbox (not in a dry run)."""
     snapshot = await inventory.fetch()
     laps.lap("inventory")
     age = max(0.0, (now - snapshot.fetched_at).total_seconds())
@@ -280,10 +295,25 @@ async def _tick(
     )
     (report,) = reports
     laps.lap("record")
+    return _Committed(report, stored, mail_keys)
+
+
+async def _dispatch(
+    committed: _Committed,
+    *,
+    store: StateStore,
+    dispatch: Dispatcher,
+    now: datetime,
+    started: float,
+    laps: Laps,
+) -> TickReport:
+    """Hand the stored messages on, and note in the report what the dispatcher said of them."""
+    report, stored = committed.report, committed.stored
     results = await dispatch.submit(stored)
     laps.lap("dispatch")
+    mails = list(report.mails)
     by_key = {m.recipient_key: m.id for m in stored}
-    for index, key in enumerate(mail_keys):
+    for index, key in enumerate(committed.mail_keys):
         row_id = by_key[key]
         if row_id in results:
             error = results[row_id]
@@ -295,7 +325,7 @@ async def _tick(
     if summary_id is not None and summary_id in results:
         delivered = results[summary_id] is None
     await store.finish_run(
-        run_id,
+        report.run_id,
         finished_at=now + timedelta(seconds=time.perf_counter() - started),
         summary={"targets": report.targets, "findings": len(report.findings)},
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from ipaddress import IPv4Address
@@ -61,6 +62,23 @@ async def test_targets_are_every_public_address_across_several_pages(
     assert all(not t.owner.known for t in targets)  # owners come from billing, not from here
     for path in LISTINGS:  # every listing took several pages at 4 per page
         assert cloud.openstack.requests[path] > 2, path
+    inventory.close()
+
+
+async def test_neutrons_own_ports_on_external_networks_are_not_kept(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    listings = await asyncio.to_thread(inventory.read_listings)
+    external = {n.id for n in world.networks if n.external}
+    on_external = [p for p in world.ports if p.network_id in external]
+    neutrons = {p.id for p in on_external if p.device_owner.startswith("network:")}
+    assert neutrons  # router gateways and floating IP ports: read, then dropped
+    assert neutrons.isdisjoint(listings.ports)
+    servers = {p.id for p in on_external if p.device_owner.startswith("compute:")}
+    assert servers and servers <= listings.ports.keys()  # public fixed IPs: kept
+    assert {t.address for t in build_targets(listings)} == set(world.public_addresses())
     inventory.close()
 
 

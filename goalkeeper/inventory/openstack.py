@@ -61,6 +61,7 @@ _FIP_QUERY = {"fields": ["id", "floating_ip_address", "fixed_ip_address", "port_
                          "project_id", "port_details"]}  # fmt: skip
 _EXTERNAL_QUERY = {"router:external": "true", "fields": "id"}
 _PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips")
+_NEUTRON_OWNED = "network:"  # neutron-lib's DEVICE_OWNER_NETWORK_PREFIX
 
 
 class OpenStackError(Exception):
@@ -276,11 +277,22 @@ def _external_networks(network: Any) -> frozenset[str]:
 
 
 def _ports(network: Any, network_ids: Sequence[str] | None) -> dict[str, PortRecord]:
-    """The ports on `network_ids`, or every port when None."""
+    """The ports on `network_ids` that may be a server's, or every port when None.
+
+    On an external network most ports are Neutron's own (a floating IP's, a router's gateway:
+    device_owner "network:...", a prefix Neutron reserves for itself), never a server's; they
+    are dropped as they are read. Every port is kept when every port is asked for: a floating
+    IP without port_details is then followed to whatever port it names.
+    """
     query: dict[str, str | Sequence[str]] = {"fields": _PORT_FIELDS}
-    if network_ids is not None:
-        query["network_id"] = network_ids
-    return {p["id"]: _port(p) for p in _listing(network, "/ports", query)}
+    if network_ids is None:
+        return {p["id"]: _port(p) for p in _listing(network, "/ports", query)}
+    query["network_id"] = network_ids
+    return {
+        p["id"]: _port(p)
+        for p in _listing(network, "/ports", query)
+        if not str(p.get("device_owner") or "").startswith(_NEUTRON_OWNED)
+    }
 
 
 def _floating_ips(network: Any) -> tuple[tuple[FloatingIpRecord, ...], dict[str, PortRecord]]:
