@@ -541,3 +541,22 @@ def test_connect_runs_need_no_source_address_and_share_the_global_ceiling() -> N
     scanner = NmapScanner(settings(privileged=False, max_concurrent_scans=4, max_rate=8000))
 
     assert (scanner.pace.runs, scanner.pace.max_rate) == (4, 2000)
+
+
+async def test_a_scan_of_fewer_batches_than_runs_shares_the_ceilings_among_those(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "journal"
+    fake = script(tmp_path / "nmap", f'echo "$*" >> "{journal}"\nexec nmap "$@"\n')
+    hosts = [addr(f"127.42.47.{n}") for n in range(1, 9)]  # one /24: one batch
+    scanner_settings = settings(privileged=False, max_concurrent_scans=4, max_rate=8000)
+    async with PortListeners([(hosts[0], REDIS.port, TCP)]):
+        result = await scan(scanner_settings, hosts, [REDIS], nmap_path=fake)
+
+    assert opened(result) == {(str(hosts[0]), REDIS.port, "tcp")}
+    (argv,) = [line for line in journal.read_text().splitlines() if "-oX" in line]
+    # Alone, the run may use the whole global ceiling, up to the per-subnet one (5,000/s by
+    # default); the configured pace would have held it to a quarter of 8,000 for runs that
+    # never start.
+    assert NmapScanner(scanner_settings).pace.max_rate == 2000
+    assert " --max-rate 5000 --min-rate 5000 " in f" {argv} "

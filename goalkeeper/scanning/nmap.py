@@ -118,6 +118,7 @@ class NmapScanner:
                 for source in pool:
                     self._sources[version].put_nowait(source)
             capture_slots = max(1, len(settings.source_addresses))
+        self._capture_slots = capture_slots
         self.pace: Pace = plan_pace(
             max_rate=settings.max_rate,
             max_rate_per_subnet=settings.max_rate_per_subnet,
@@ -169,11 +170,12 @@ class NmapScanner:
                 not_scanned=dict.fromkeys(plan.addresses, reason),
                 warnings=warnings,
             )
-        per_subnet = {subnet: asyncio.Semaphore(self.pace.per_subnet) for subnet in plan.subnets}
+        pace = self.pace_for(len(plan.batches))
+        per_subnet = {subnet: asyncio.Semaphore(pace.per_subnet) for subnet in plan.subnets}
         async with asyncio.TaskGroup() as group:
             tasks = [
                 group.create_task(
-                    self._run_batch(batch, probe, [per_subnet[s] for s in batch.subnets]),
+                    self._run_batch(batch, probe, pace, [per_subnet[s] for s in batch.subnets]),
                     name=f"nmap-batch-{batch.index}",
                 )
                 for batch in plan.batches
@@ -201,10 +203,24 @@ class NmapScanner:
             not_scanned=len(result.not_scanned),
             failed_batches=result.failed_batches,
             nmap_runs=result.nmap_runs,
-            runs_at_once=self.pace.runs,
-            max_rate_per_run=self.pace.max_rate,
+            runs_at_once=pace.runs,
+            max_rate_per_run=pace.max_rate,
         )
         return result
+
+    def pace_for(self, batches: int) -> Pace:
+        """The pace of a scan of `batches` nmap runs. With fewer runs than may go at once, the
+        ceilings are shared among the runs there are: a small scan is not held to a quarter of
+        them for runs that never start."""
+        if batches >= self.pace.runs:
+            return self.pace
+        return plan_pace(
+            max_rate=self._settings.max_rate,
+            max_rate_per_subnet=self._settings.max_rate_per_subnet,
+            max_concurrent_scans=max(1, batches),
+            max_concurrent_per_subnet=self._settings.max_concurrent_per_subnet,
+            capture_slots=self._capture_slots,
+        )
 
     def _probe(self, ports: Sequence[PortSpec]) -> tuple[_Probe | None, tuple[str, ...]]:
         tcp = frozenset(p.port for p in ports if p.protocol is Transport.TCP)
@@ -227,7 +243,7 @@ class NmapScanner:
         return _Probe(scan_types=scan_types, tcp=tcp, udp=udp), warnings
 
     async def _run_batch(
-        self, batch: Batch, probe: _Probe, subnet_slots: Sequence[asyncio.Semaphore]
+        self, batch: Batch, probe: _Probe, pace: Pace, subnet_slots: Sequence[asyncio.Semaphore]
     ) -> _Outcome:
         batch_log = log.bind(
             batch=batch.index,
@@ -244,7 +260,7 @@ class NmapScanner:
                 await held.enter_async_context(self._slots)
                 source = await self._take_source(batch, held)
                 try:
-                    outcome = await self._run_nmap(batch, probe, source)
+                    outcome = await self._run_nmap(batch, probe, pace, source)
                 except _BatchFailed as failure:
                     reason = failure.reason
                     batch_log.debug("nmap.batch_attempt_failed", attempt=attempt, reason=reason)
@@ -275,21 +291,23 @@ class NmapScanner:
         held.callback(pool.put_nowait, source)
         return source
 
-    def _argv(self, batch: Batch, probe: _Probe, source: IPAddress | None) -> list[str]:
+    def _argv(self, batch: Batch, probe: _Probe, pace: Pace, source: IPAddress | None) -> list[str]:
         hosts = str(len(batch.addresses))
         argv = [self._nmap_path, *self._arguments, "--open", "-oX", "-", *probe.scan_types]
         argv += ["-p", probe.port_argument, *(("-6",) if batch.version == 6 else ())]
         # The whole batch is one host group: nmap pays its fixed price once per group.
         argv += ["--min-hostgroup", hosts, "--max-hostgroup", hosts]
-        argv += ["--max-rate", str(self.pace.max_rate), "--min-rate", str(self.pace.min_rate)]
+        argv += ["--max-rate", str(pace.max_rate), "--min-rate", str(pace.min_rate)]
         if source is not None:
             argv += ["-S", str(source)]
             if source.is_loopback and "-e" not in self._arguments:
                 argv += ["-e", "lo"]  # nmap cannot work out the interface of a loopback source
         return argv
 
-    async def _run_nmap(self, batch: Batch, probe: _Probe, source: IPAddress | None) -> _Outcome:
-        argv = self._argv(batch, probe, source)
+    async def _run_nmap(
+        self, batch: Batch, probe: _Probe, pace: Pace, source: IPAddress | None
+    ) -> _Outcome:
+        argv = self._argv(batch, probe, pace, source)
         targets = [str(address) for address in batch.addresses]
         stdin: bytes | None = None
         if len(targets) > ARGV_TARGETS_MAX:
