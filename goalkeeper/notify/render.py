@@ -246,6 +246,7 @@ def _fallback_advice(service: str) -> ServiceAdvice:
     )
 
 
+@functools.lru_cache(maxsize=4096)  # each mail's addresses are checked twice, the sender always
 def _single_address(value: str, role: str) -> str:
     if any(unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp") for char in value):
         raise ValueError(f"the {role} address contains control characters")
