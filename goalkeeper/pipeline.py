@@ -147,8 +147,9 @@ async def run_tick(
         # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
         # one-off tick waits for) does not keep them alive.
         if isinstance(recorded, _Committed):
-            report = await _dispatch(recorded, store=store, dispatch=dispatch, now=now,
-                                     started=started, laps=laps)  # fmt: skip
+            report = await _dispatch(
+                recorded, store=store, dispatch=dispatch, now=now, started=started, laps=laps
+            )
         else:
             report = recorded  # a dry run: nothing was stored, nothing goes out
         log.info(
