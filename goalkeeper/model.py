@@ -6,9 +6,10 @@ I/O, reads the clock or imports an outside library: every other module may impor
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
@@ -109,6 +110,26 @@ class ScanResult:
     nmap_runs: int = 0
     warnings: tuple[str, ...] = ()
 
+    def merged(self, later: ScanResult) -> ScanResult:
+        """This scan and a later one of other hosts, as one."""
+        return ScanResult(
+            scanned=self.scanned | later.scanned,
+            open_ports=(*self.open_ports, *later.open_ports),
+            not_scanned={**self.not_scanned, **later.not_scanned},
+            failed_batches=self.failed_batches + later.failed_batches,
+            nmap_runs=self.nmap_runs + later.nmap_runs,
+            warnings=tuple(dict.fromkeys((*self.warnings, *later.warnings))),
+        )
+
+    def only_for(self, addresses: frozenset[IPAddress]) -> ScanResult:
+        """What this scan learned of `addresses` alone (a batch's counts are kept)."""
+        return dataclasses.replace(
+            self,
+            scanned=self.scanned & addresses,
+            open_ports=tuple(p for p in self.open_ports if p.address in addresses),
+            not_scanned={a: why for a, why in self.not_scanned.items() if a in addresses},
+        )
+
 
 class FindingStatus(enum.StrEnum):
     NEW = "new"
@@ -185,8 +206,14 @@ class OutgoingMail:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
+# Told the addresses an inventory will hold as soon as they are known, before the rest of it (so
+# the scan can start while names and owners are still being read). Called at most once, maybe
+# from another thread, and only with exactly the addresses of the inventory then returned.
+AddressesKnown: TypeAlias = Callable[[frozenset[IPAddress]], None]
+
+
 class InventorySource(Protocol):
-    async def fetch(self) -> Inventory: ...
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory: ...
 
 
 class Scanner(Protocol):
@@ -201,20 +228,6 @@ class Mailer(Protocol):
 
 class ChatNotifier(Protocol):
     async def send(self, text: str) -> None: ...
-
-
-class InventoryUnavailable(Exception):
-    """No inventory could be read and no last good copy exists. The message holds no secret."""
-
-
-class Dispatcher(Protocol):
-    """Where a tick hands its messages. It decides whether to wait for delivery."""
-
-    async def submit_mails(
-        self, run_id: str, mails: Sequence[tuple[OwnerReport, OutgoingMail]]
-    ) -> tuple[MailOutcome, ...]: ...
-
-    async def submit_summary(self, run_id: str, text: str) -> bool | None: ...
 
 
 class DeliveryError(Exception):

@@ -9,6 +9,8 @@ store in one transaction; the dispatcher only ever sends stored messages. The ti
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -17,25 +19,27 @@ from typing import Protocol
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, run_blocking, utc_now
-from goalkeeper.config import Settings
+from goalkeeper.config import ScanSettings, Settings
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import plan_lifecycle
 from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
+    AddressesKnown,
     Inventory,
     InventorySource,
     IPAddress,
     MailOutcome,
     PortSpec,
     Scanner,
+    ScanResult,
     Target,
     TickReport,
     Transport,
 )
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.scope import select_targets
+from goalkeeper.scope import Selection, in_scope, select_targets
 from goalkeeper.state import NewMessage, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
@@ -82,8 +86,8 @@ class RecentInventory:
         self.latest: Inventory | None = None
         self._owners: dict[IPAddress, Target] = {}
 
-    async def fetch(self) -> Inventory:
-        snapshot = await self.source.fetch()
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        snapshot = await self.source.fetch(on_addresses)
         self.latest = snapshot
         self._owners = {t.address: t for t in snapshot.targets}
         return snapshot
@@ -93,6 +97,75 @@ class RecentInventory:
         if latest is None or self.clock() - latest.fetched_at > self.max_age:
             await self.fetch()
         return self._owners
+
+
+async def _inventory_and_scan(
+    inventory: InventorySource,
+    scanner: Scanner,
+    scope: ScanSettings,
+    ports: Sequence[PortSpec],
+    laps: Laps,
+) -> tuple[Inventory, Selection, ScanResult]:
+    """The inventory, and the scan of its targets in scope, overlapped where the source allows.
+
+    A source that announces its addresses before it is done (OpenStack's are known from Neutron
+    while Nova still pages) has them scanned at once. Once the inventory is in, whatever it
+    holds beyond them is scanned too, and results for addresses it no longer holds are dropped;
+    either way the scan covers exactly the targets, as if it had started afterwards.
+    """
+    loop = asyncio.get_running_loop()
+    announced: asyncio.Future[frozenset[IPAddress]] = loop.create_future()
+
+    def on_addresses(addresses: frozenset[IPAddress]) -> None:  # from the inventory's thread
+        loop.call_soon_threadsafe(_settle, announced, addresses)
+
+    fetching = asyncio.ensure_future(inventory.fetch(on_addresses))
+    early: asyncio.Future[ScanResult] | None = None
+    try:
+        await asyncio.wait((announced, fetching), return_when=asyncio.FIRST_COMPLETED)
+        if announced.done():
+            early_targets = in_scope(
+                announced.result(), allowed=scope.allowed_networks, exclude=scope.exclude
+            )
+            log.info("scan started", hosts=len(early_targets), inventory="still being read")
+            early = asyncio.ensure_future(scanner.scan(early_targets, ports))
+        snapshot = await fetching
+        laps.lap("inventory")
+        selection = select_targets(
+            snapshot.targets, allowed=scope.allowed_networks, exclude=scope.exclude
+        )
+        for target in selection.refused:
+            log.warning(
+                "target refused: outside scan.allowed_networks",
+                address=str(target.address),
+                server=target.server_name,
+                project=target.project_id,
+            )
+        wanted = [t.address for t in selection.targets]
+        if early is None:
+            log.info("scan started", hosts=len(wanted), inventory="read")
+            result = await scanner.scan(wanted, ports)
+        else:
+            result = await early
+            scanned_early = result.scanned | result.not_scanned.keys()
+            rest = [a for a in wanted if a not in scanned_early]
+            if rest:
+                log.info("scanning targets the early addresses lacked", hosts=len(rest))
+                result = result.merged(await scanner.scan(rest, ports))
+            result = result.only_for(frozenset(wanted))
+        laps.lap("scan")
+        return snapshot, selection, result
+    finally:
+        for pending in (early, fetching):
+            if pending is not None and not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+
+def _settle(future: asyncio.Future[frozenset[IPAddress]], value: frozenset[IPAddress]) -> None:
+    if not future.done():
+        future.set_result(value)
 
 
 def effective_ports(settings: Settings, catalog: Catalog) -> tuple[PortSpec, ...]:
@@ -199,25 +272,14 @@ async def _to_outbox(
     laps: Laps,
 ) -> TickReport | _Committed:
     """Inventory, scan, lifecycle, and the commit of findings and outbox (not in a dry run)."""
-    snapshot = await inventory.fetch()
-    laps.lap("inventory")
+    ports = effective_ports(settings, catalog)
+    snapshot, selection, result = await _inventory_and_scan(
+        inventory, scanner, settings.scan, ports, laps
+    )
     age = max(0.0, (now - snapshot.fetched_at).total_seconds())
     if snapshot.stale_reason:
         log.warning("using the last good inventory", age_s=round(age), reason=snapshot.stale_reason)
-    selection = select_targets(
-        snapshot.targets, allowed=settings.scan.allowed_networks, exclude=settings.scan.exclude
-    )
-    for target in selection.refused:
-        log.warning(
-            "target refused: outside scan.allowed_networks",
-            address=str(target.address),
-            server=target.server_name,
-            project=target.project_id,
-        )
-    ports = effective_ports(settings, catalog)
     by_address = {t.address: t for t in selection.targets}
-    result = await scanner.scan(list(by_address), ports)
-    laps.lap("scan")
     seen = build_findings(result, by_address, ports, now=now)
 
     # Only records the lifecycle can change: on hosts scanned now, or seen open now.

@@ -26,6 +26,14 @@ def contains(networks: Iterable[Network], address: IPAddress) -> bool:
     return any(address.version == net.version and address in net for net in networks)
 
 
+def in_scope(
+    addresses: Iterable[IPAddress], *, allowed: Sequence[Network], exclude: Sequence[Network]
+) -> list[IPAddress]:
+    """The addresses select_targets would select, sorted: allowed, and not excluded."""
+    chosen = {a for a in addresses if contains(allowed, a) and not contains(exclude, a)}
+    return sorted(chosen, key=lambda a: (a.version, int(a)))
+
+
 def select_targets(
     targets: Iterable[Target], *, allowed: Sequence[Network], exclude: Sequence[Network]
 ) -> Selection:

@@ -20,6 +20,7 @@ from goalkeeper.inventory.openstack_targets import (
     ServerRecord,
     build_targets,
 )
+from goalkeeper.model import IPAddress
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.openstack import STALL
 from goalkeeper.sim.world import World, build_world
@@ -186,6 +187,27 @@ async def test_the_listings_are_read_side_by_side(
     inventory.close()
 
 
+async def test_the_addresses_are_announced_before_nova_is_read(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    announced: list[frozenset[IPAddress]] = []
+    targets = await inventory.targets(announced.append)
+    assert announced == [frozenset(t.address for t in targets)]
+    assert announced[0] == set(world.public_addresses())
+
+    # With Nova hung, the addresses are still known: a scan can start on them meanwhile.
+    announced.clear()
+    cloud.openstack.faults["/compute/v2.1/servers/detail"] = STALL
+    stalled = OpenStackInventory(OpenStackSettings(api_timeout=0.5))
+    with pytest.raises(OpenStackError, match="while listing Nova servers"):
+        await stalled.targets(announced.append)
+    assert announced == [set(world.public_addresses())]
+    inventory.close()
+    stalled.close()
+
+
 async def test_an_expired_token_is_replaced_between_refreshes(
     cloud: SimulatedCloud, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -328,6 +350,8 @@ def test_build_targets_follows_floating_ips_and_external_ports() -> None:
         PortRecord("port-db", "ext", "s2", "compute:nova", ("127.64.9.9", "fd00::9")),
         PortRecord("port-router", "ext", "r1", "network:router_gateway", ("127.64.9.1",)),
         PortRecord("port-lb", "private", "lb1", "Octavia", ("10.0.0.9",)),
+        PortRecord("port-bm", "ext", "node-7", "baremetal:none", ("127.64.9.7",), "p1"),
+        PortRecord("port-free", "ext", "", "", ("127.64.9.8",), "p2"),  # attached to nothing
     ]
     fips = [
         FloatingIpRecord("127.64.1.1", "port-web", "p1"),
@@ -336,10 +360,15 @@ def test_build_targets_follows_floating_ips_and_external_ports() -> None:
         FloatingIpRecord("127.64.1.4", "port-lb", "p2"),  # a load balancer is exposed too
     ]
     targets = {str(t.address): t for t in build_targets(_listings(ports, fips, [web, db]))}
-    assert sorted(targets) == ["127.64.1.1", "127.64.1.4", "127.64.9.9"]
+    assert sorted(targets) == ["127.64.1.1", "127.64.1.4", "127.64.9.7", "127.64.9.9"]
     rows = {
         a: (t.server_name, t.server_id, t.project_id, t.project_name) for a, t in targets.items()
     }
     assert rows["127.64.1.1"] == ("web-1", "s1", "p1", "acme")
     assert rows["127.64.9.9"] == ("db-1", "s2", "p2", "globex")
     assert rows["127.64.1.4"] == ("(Octavia)", "lb1", "p2", "globex")
+    # a device on an external network that is not a server (bare metal): exposed all the same
+    assert rows["127.64.9.7"] == ("(baremetal:none)", "node-7", "p1", "acme")
+    # Which addresses are targets does not depend on Nova: servers only name them.
+    without_nova = build_targets(_listings(ports, fips, []))
+    assert {str(t.address) for t in without_nova} == set(targets)

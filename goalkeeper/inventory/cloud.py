@@ -20,7 +20,7 @@ from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import InventorySettings
 from goalkeeper.inventory.fleio import FleioClient, FleioError
 from goalkeeper.inventory.openstack import OpenStackError, OpenStackInventory
-from goalkeeper.model import UNKNOWN_OWNER, Inventory, Owner, Target
+from goalkeeper.model import UNKNOWN_OWNER, AddressesKnown, Inventory, Owner, Target
 
 log = structlog.get_logger(__name__)
 SOURCE = "openstack"
@@ -64,14 +64,16 @@ class CloudInventory:
     def last_good(self) -> Inventory | None:
         return self._last_good
 
-    async def fetch(self) -> Inventory:
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        """The inventory; `on_addresses` hears its addresses once OpenStack's Neutron is read,
+        before Nova, Keystone and Fleio are done (not at all when a kept copy is returned)."""
         async with self._lock:  # one refresh at a time; a caller that waited may reuse it
             now = self.clock()
             last = self._last_good
             if last is not None and now - last.fetched_at < self.min_age:
                 return last
             try:
-                inventory = await self._refresh(now)
+                inventory = await self._refresh(now, on_addresses)
             except _RefreshFailed as err:
                 return self._fall_back(now, str(err))
             self._last_good = inventory
@@ -80,7 +82,7 @@ class CloudInventory:
     async def aclose(self) -> None:
         await asyncio.to_thread(self.openstack.close)
 
-    async def _refresh(self, now: datetime) -> Inventory:
+    async def _refresh(self, now: datetime, on_addresses: AddressesKnown | None) -> Inventory:
         if self.fleio is None:
             log.warning("fleio url or token not set: every owner is NOT FOUND")
             billing = _no_billing()
@@ -88,7 +90,7 @@ class CloudInventory:
             billing = self.fleio.directory()
         # Both at once; each failure is kept so the message can name every system that failed.
         targets, owners = await asyncio.gather(
-            self.openstack.targets(), billing, return_exceptions=True
+            self.openstack.targets(on_addresses), billing, return_exceptions=True
         )
         failures = [str(r) for r in (targets, owners) if isinstance(r, OpenStackError | FleioError)]
         if failures:

@@ -38,13 +38,14 @@ import structlog
 
 from goalkeeper.config import OpenStackSettings
 from goalkeeper.inventory.openstack_targets import (
+    NEUTRON_OWNED,
     FloatingIpRecord,
     Listings,
     PortRecord,
     ServerRecord,
     build_targets,
 )
-from goalkeeper.model import Target
+from goalkeeper.model import AddressesKnown, Target
 
 log = structlog.get_logger(__name__)
 _SECRET_AUTH_KEYS = ("password", "application_credential_secret", "token", "secret")
@@ -60,8 +61,7 @@ _NOVA_VERSION = "2.1"
 _FIP_QUERY = {"fields": ["id", "floating_ip_address", "fixed_ip_address", "port_id",
                          "project_id", "port_details"]}  # fmt: skip
 _EXTERNAL_QUERY = {"router:external": "true", "fields": "id"}
-_PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips")
-_NEUTRON_OWNED = "network:"  # neutron-lib's DEVICE_OWNER_NETWORK_PREFIX
+_PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips", "project_id")
 
 
 class OpenStackError(Exception):
@@ -78,18 +78,24 @@ class OpenStackInventory:
         # connection until that thread is done with it.
         self._lock = threading.Lock()
 
-    async def targets(self) -> tuple[Target, ...]:
-        """Every public address of every server, owners UNKNOWN; raise OpenStackError."""
-        listings = await asyncio.to_thread(self.read_listings)
+    async def targets(self, on_addresses: AddressesKnown | None = None) -> tuple[Target, ...]:
+        """Every public address of every server, owners UNKNOWN; raise OpenStackError.
+
+        `on_addresses`, if given, is called (in a worker thread) with the targets' addresses as
+        soon as Neutron's listings are read, while Nova and Keystone are still being read.
+        """
+        listings = await asyncio.to_thread(self.read_listings, on_addresses)
         return build_targets(listings)
 
-    def read_listings(self) -> Listings:
+    def read_listings(self, on_addresses: AddressesKnown | None = None) -> Listings:
         """Blocking: the listings, read whole and side by side. Call it from a worker thread.
 
         Keystone, Nova and Neutron each take their own time to answer a listing of thousands
-        (and a big Nova is slow): read one after another, the refresh took their sum; here it
-        takes the longest. The threads share one session (keystoneauth fetches the token once,
-        under its own lock) and all end before this returns, failed or not.
+        (and a big Nova, paging a thousand servers at a time, is slow): read one after another,
+        the refresh took their sum; here it takes the longest. Which addresses are targets is
+        known from Neutron alone: `on_addresses` hears them while Nova still pages. The threads
+        share one session (keystoneauth fetches the token once, under its own lock) and all end
+        before this returns, failed or not.
         """
         with self._lock, _sdk_deprecations_silenced():
             try:
@@ -104,13 +110,16 @@ class OpenStackInventory:
                     )
                     neutron = pool.submit(_external_ports, network)
                     # In this order, so that when all fail (a bad password) the first is named.
-                    projects, servers = keystone.result(), nova.result()
                     (fips, ports), (external, on_external) = floating.result(), neutron.result()
-                ports |= on_external
-                # A floating IP's port_details (Neutron's fip-port-details, on since Rocky)
-                # names its server already; without it every port is listed (one more listing).
-                if any(f.port_id and f.port_id not in ports for f in fips):
-                    ports |= _step("listing Neutron ports", _ports, network, None)
+                    ports |= on_external
+                    # A floating IP's port_details (Neutron's fip-port-details, on since Rocky)
+                    # names its port already; without it every port is listed (one more listing).
+                    if any(f.port_id and f.port_id not in ports for f in fips):
+                        ports |= _step("listing Neutron ports", _ports, network, None)
+                    if on_addresses is not None:
+                        neutron_only = Listings({}, {}, external, ports, fips)
+                        on_addresses(frozenset(t.address for t in build_targets(neutron_only)))
+                    projects, servers = keystone.result(), nova.result()
             except _StepFailed as failed:
                 message = self._describe(failed.step, failed.error)
                 self._disconnect()
@@ -291,7 +300,7 @@ def _ports(network: Any, network_ids: Sequence[str] | None) -> dict[str, PortRec
     return {
         p["id"]: _port(p)
         for p in _listing(network, "/ports", query)
-        if not str(p.get("device_owner") or "").startswith(_NEUTRON_OWNED)
+        if not str(p.get("device_owner") or "").startswith(NEUTRON_OWNED)
     }
 
 
@@ -329,6 +338,7 @@ def _port(port: Json) -> PortRecord:
         device_id=port.get("device_id") or "",
         device_owner=intern(port.get("device_owner") or ""),
         addresses=tuple(str(ip.get("ip_address", "")) for ip in port.get("fixed_ips") or ()),
+        project_id=intern(port.get("project_id") or port.get("tenant_id") or ""),
     )
 
 

@@ -2,8 +2,12 @@
 
 Pure: the records the OpenStack client reduces its listings to, and the join that turns them
 into targets (floating IPs through their port to the server and project, then fixed IPv4
-addresses of server ports on external networks). No I/O and no openstacksdk here, so the join
-is tested with tables.
+addresses of ports on external networks that belong to a device, a server's or another's). No
+I/O and no openstacksdk here, so the join is tested with tables.
+
+Which addresses are targets depends on Neutron's listings alone; Nova's servers and Keystone's
+projects only name them. So the addresses are known (`build_targets` without servers) while Nova
+is still paging, and a scan can start on them.
 """
 
 from __future__ import annotations
@@ -28,6 +32,10 @@ class PortRecord:
     device_id: str
     device_owner: str
     addresses: tuple[str, ...]
+    project_id: str = ""  # not in a floating IP's port_details: that project is the FIP's
+
+
+NEUTRON_OWNED = "network:"  # neutron-lib's DEVICE_OWNER_NETWORK_PREFIX: routers, FIPs, DHCP
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +81,18 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         for address in _ipv4(fip.address):
             found.setdefault(address, _target(address, server, port, project_id, listings))
     for port in listings.ports.values():
+        if (
+            port.network_id not in listings.external_networks
+            or not port.device_id
+            or port.device_owner.startswith(NEUTRON_OWNED)
+        ):
+            continue  # Neutron's own ports (routers, floating IPs) live on external networks too
+        # A device other than a server (a bare-metal node, a load balancer) with a public
+        # address is as exposed as a server: kept, like a floating IP on such a port.
         server = listings.servers.get(port.device_id)
-        if port.network_id not in listings.external_networks or server is None:
-            continue  # routers and floating IP ports live on external networks too
+        project_id = server.project_id if server else port.project_id
         for address in _ipv4(*port.addresses):
-            found.setdefault(address, _target(address, server, port, server.project_id, listings))
+            found.setdefault(address, _target(address, server, port, project_id, listings))
     if unresolved:
         log.warning("floating ips with a vanished port skipped", count=unresolved)
     return tuple(sorted(found.values(), key=lambda t: t.address))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import ConfigError, Network, Problem, Settings
-from goalkeeper.model import Inventory, Owner, Target, is_mail_address
+from goalkeeper.model import AddressesKnown, Inventory, Owner, Target, is_mail_address
 from goalkeeper.scope import contains
 
 MAX_NETWORK_ADDRESSES = 65536
@@ -135,7 +135,9 @@ class StaticInventory:
         self.allowed = tuple(allowed)
         self.clock = clock
 
-    async def fetch(self) -> Inventory:
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        """The file's targets; read at once, so nothing is announced before (`on_addresses` is
+        never called)."""
         targets = read_static_targets(self.path, allowed=self.allowed)
         return Inventory(targets=targets, fetched_at=self.clock(), source=f"static:{self.path}")
 

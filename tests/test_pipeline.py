@@ -1,0 +1,148 @@
+"""The tick's overlap of inventory and scan, with a fake source and scanner at the seams.
+
+An inventory that announces its addresses early (OpenStack's, from Neutron, while Nova pages)
+has them scanned before it is done; what it then holds beyond them is scanned afterwards, and
+what it no longer holds is dropped. A source that fails after announcing stops the early scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
+from ipaddress import IPv4Address
+from pathlib import Path
+
+import pytest
+
+from goalkeeper.config import Settings
+from goalkeeper.model import (
+    AddressesKnown,
+    Inventory,
+    IPAddress,
+    OpenPort,
+    Owner,
+    PortSpec,
+    ScanResult,
+    Target,
+    Transport,
+)
+from goalkeeper.pipeline import run_tick
+from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper.state import OutboxMessage, StateStore
+
+NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
+A, B, GONE, NEW = (IPv4Address(f"127.46.0.{n}") for n in (1, 2, 3, 4))
+OUTSIDE = IPv4Address("127.99.0.1")  # not in scan.allowed_networks: never scanned
+
+
+def target(address: IPAddress) -> Target:
+    owner = Owner(name="Alice", email="alice@customer.example")
+    return Target(address, f"srv-{address}", "id", "p1", "acme", owner)
+
+
+class Announcing:
+    """Announces `announce` from another thread, then holds its inventory back until the
+    scanner has started: a tick that scanned only afterwards would wait here and fail."""
+
+    def __init__(self, announce: set[IPAddress], holds: set[IPAddress], scanning: asyncio.Event):
+        self.announce, self.holds, self.scanning = frozenset(announce), holds, scanning
+
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        assert on_addresses is not None
+        await asyncio.to_thread(on_addresses, self.announce)
+        await asyncio.wait_for(self.scanning.wait(), timeout=10)
+        targets = tuple(target(a) for a in sorted(self.holds))
+        return Inventory(targets=targets, fetched_at=NOW, source="fake")
+
+
+class FailingAfterAnnouncing(Announcing):
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        assert on_addresses is not None
+        on_addresses(self.announce)
+        await asyncio.wait_for(self.scanning.wait(), timeout=10)
+        raise RuntimeError("Fleio went away")
+
+
+class Recording:
+    """Finds port 6379 open on every address; `hang` keeps a scan going until cancelled."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.calls: list[list[IPAddress]] = []
+        self.started = asyncio.Event()
+        self.cancelled = False
+        self.hang = hang
+
+    async def scan(self, addresses: Sequence[IPAddress], ports: Sequence[PortSpec]) -> ScanResult:
+        self.calls.append(list(addresses))
+        self.started.set()
+        if self.hang:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled = True
+                raise
+        return ScanResult(
+            scanned=frozenset(addresses),
+            open_ports=tuple(OpenPort(a, 6379, Transport.TCP, "open (syn-ack)") for a in addresses),
+            nmap_runs=1,
+        )
+
+
+class Kept:
+    async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]:
+        return {}  # the daemon's way: queued, not waited for
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
+    opened = await StateStore.open(f"sqlite+aiosqlite:///{tmp_path / 'state.db'}")
+    yield opened
+    await opened.aclose()
+
+
+def settings() -> Settings:
+    return Settings.model_validate(
+        {
+            "scan": {
+                "ports": [{"port": 6379, "service": "redis"}],
+                "allowed_networks": ["127.46.0.0/16"],
+            },
+            "notify": {"ops_email": "ops@provider.example", "send_to_customers": True},
+        }
+    )
+
+
+async def test_announced_addresses_are_scanned_while_the_inventory_is_still_read(
+    store: StateStore,
+) -> None:
+    scanner = Recording()
+    inventory = Announcing({A, B, GONE, OUTSIDE}, {A, B, NEW, OUTSIDE}, scanner.started)
+
+    report = await run_tick(
+        now=NOW, run_id="r1", settings=settings(), inventory=inventory, scanner=scanner,
+        store=store, dispatch=Kept(), catalog=load_catalog(),
+    )  # fmt: skip
+
+    # First the announced addresses in scope, then the one the inventory added; never OUTSIDE.
+    assert scanner.calls == [[A, B, GONE], [NEW]]
+    # GONE left the inventory before it was done: its result is dropped, not reported.
+    assert {f.address for f in report.findings} == {A, B, NEW}
+    assert report.hosts_scanned == 3
+    assert report.targets == 3
+    assert report.refused == (str(OUTSIDE),)
+
+
+async def test_a_source_failing_after_announcing_stops_the_early_scan(store: StateStore) -> None:
+    scanner = Recording(hang=True)
+    inventory = FailingAfterAnnouncing({A, B}, set(), scanner.started)
+
+    with pytest.raises(RuntimeError, match="Fleio went away"):
+        await run_tick(
+            now=NOW, run_id="r2", settings=settings(), inventory=inventory, scanner=scanner,
+            store=store, dispatch=Kept(), catalog=load_catalog(),
+        )  # fmt: skip
+
+    assert scanner.calls == [[A, B]]
+    assert scanner.cancelled  # no scan outlives the tick that wanted it
+    assert await store.list_findings() == []
