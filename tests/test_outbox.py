@@ -98,7 +98,8 @@ async def test_new_then_quiet_then_reminder_then_thanks(world: World) -> None:
         (finished,) = [line for line in logged if line["event"] == "tick finished"]
         stages = ("inventory_s", "scan_s", "record_s", "dispatch_s")  # what each took
         assert all(finished[stage] >= 0 for stage in stages)
-        assert finished["inventory_s"] + finished["scan_s"] <= finished["duration_s"]
+        # Each figure is rounded to the millisecond on its own: the sum may gain 1.5 ms.
+        assert finished["inventory_s"] + finished["scan_s"] <= finished["duration_s"] + 0.002
         assert [m.delivered for m in first.mails] == [True]
         assert len(world.mails_to(ALICE)) == 1
         quiet = await one_tick(settings, path, now=T0 + timedelta(hours=2))
