@@ -1,4 +1,4 @@
-"""Small asyncio building blocks: blocking calls in threads, backoff arithmetic.
+"""Small asyncio building blocks: blocking calls in threads, backoff arithmetic, `async with`.
 
 Kept free of any outside library so every layer can use it. Nothing here sleeps on its own
 initiative: callers pass the sleep they want, so tests can pass a fake one.
@@ -13,7 +13,7 @@ import random
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Self, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -47,3 +47,39 @@ def backoff_delay(
     """Exponential backoff with jitter: a delay between half and all of min(cap, base * 2**n)."""
     ceiling = min(cap, base * (2**attempt))
     return (rng or random).uniform(ceiling / 2, ceiling)
+
+
+class Closing:
+    """`async with` for an object that owns resources from the start: entering gives the object,
+    leaving awaits its `aclose()`."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class Running:
+    """`async with` for a service: entering awaits `start()` (and `close()` again if starting
+    fails half way), leaving awaits `close()`."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()

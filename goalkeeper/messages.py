@@ -27,28 +27,6 @@ REROUTED = " (rerouted from "  # a replacement's key: "<owner key> (rerouted fro
 Owners = Callable[[], Awaitable[Mapping[IPAddress, Target]]]
 
 
-def compose_messages(
-    findings: Iterable[Finding],
-    *,
-    settings: Settings,
-    catalog: Catalog,
-    run_id: str,
-    now: datetime,
-    key_suffix: str = "",
-) -> list[tuple[OwnerReport, NewMessage]]:
-    """One rendered mail per recipient key, ready for the outbox."""
-    return list(
-        iter_messages(
-            findings,
-            settings=settings,
-            catalog=catalog,
-            run_id=run_id,
-            now=now,
-            key_suffix=key_suffix,
-        )
-    )
-
-
 def iter_messages(
     findings: Iterable[Finding],
     *,
@@ -58,7 +36,8 @@ def iter_messages(
     now: datetime,
     key_suffix: str = "",
 ) -> Iterator[tuple[OwnerReport, NewMessage]]:
-    """compose_messages, one mail rendered at a time: the caller decides how many are alive."""
+    """One rendered mail per recipient key, ready for the outbox, rendered one at a time as
+    they are taken: the caller decides how many are alive."""
     notify = settings.notify
     redirect = settings.environment == "stage" or not notify.send_to_customers
     for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
@@ -136,13 +115,15 @@ async def reroute(
         if key in moved:
             finding = dataclasses.replace(finding, target=moved[key])
         findings.append(finding)
-    composed = compose_messages(
-        findings,
-        settings=settings,
-        catalog=catalog,
-        run_id=message.run_id,
-        now=now,
-        key_suffix=f"{REROUTED}{meant_for})",
+    composed = list(
+        iter_messages(
+            findings,
+            settings=settings,
+            catalog=catalog,
+            run_id=message.run_id,
+            now=now,
+            key_suffix=f"{REROUTED}{meant_for})",
+        )
     )
     replacements = await store.commit_tick(
         run_id=message.run_id,

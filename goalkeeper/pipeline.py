@@ -54,11 +54,14 @@ class Dispatcher(Protocol):
 
 
 class Laps:
-    """How long each stage of a tick took, for its log line: `<stage>_s` seconds."""
+    """A tick's stopwatch: how long it has run, and each stage for its log line (`<stage>_s`)."""
 
-    def __init__(self, started: float) -> None:
-        self._last = started
+    def __init__(self) -> None:
+        self._started = self._last = time.perf_counter()
         self.seconds: dict[str, float] = {}
+
+    def elapsed(self) -> timedelta:
+        return timedelta(seconds=time.perf_counter() - self._started)
 
     def lap(self, stage: str) -> None:
         now = time.perf_counter()
@@ -201,8 +204,7 @@ async def run_tick(
     dry_run: bool = False,
 ) -> TickReport:
     """Run one whole tick. A dry run reads the store but writes and sends nothing."""
-    started = time.perf_counter()
-    laps = Laps(started)
+    laps = Laps()
     logs.bind(tick=run_id)
     try:
         recorded = await _to_outbox(
@@ -214,15 +216,12 @@ async def run_tick(
             store=store,
             catalog=catalog,
             dry_run=dry_run,
-            started=started,
             laps=laps,
         )
         # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
         # one-off tick waits for) does not keep them alive.
         if isinstance(recorded, _Committed):
-            report = await _dispatch(
-                recorded, store=store, dispatch=dispatch, now=now, started=started, laps=laps
-            )
+            report = await _dispatch(recorded, store=store, dispatch=dispatch, now=now, laps=laps)
         else:
             report = recorded  # a dry run: nothing was stored, nothing goes out
         log.info(
@@ -268,7 +267,6 @@ async def _to_outbox(
     store: StateStore,
     catalog: Catalog,
     dry_run: bool,
-    started: float,
     laps: Laps,
 ) -> TickReport | _Committed:
     """Inventory, scan, lifecycle, and the commit of findings and outbox (not in a dry run)."""
@@ -315,7 +313,7 @@ async def _to_outbox(
             run_id=run_id,
             environment=settings.environment,
             started_at=now,
-            finished_at=now + timedelta(seconds=time.perf_counter() - started),
+            finished_at=now + laps.elapsed(),
             inventory_source=snapshot.source,
             inventory_age_seconds=age,
             inventory_stale_reason=snapshot.stale_reason,
@@ -367,7 +365,6 @@ async def _dispatch(
     store: StateStore,
     dispatch: Dispatcher,
     now: datetime,
-    started: float,
     laps: Laps,
 ) -> TickReport:
     """Hand the stored messages on, and note in the report what the dispatcher said of them."""
@@ -389,7 +386,7 @@ async def _dispatch(
         delivered = results[summary_id] is None
     await store.finish_run(
         report.run_id,
-        finished_at=now + timedelta(seconds=time.perf_counter() - started),
+        finished_at=now + laps.elapsed(),
         summary={"targets": report.targets, "findings": len(report.findings)},
     )
     return dataclasses.replace(report, mails=tuple(mails), summary_delivered=delivered)

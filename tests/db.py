@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -131,11 +131,12 @@ async def drop_database(admin_url: str, url: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A URL of an empty database: a SQLite file, or a fresh database on PostgreSQL."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/state/goalkeeper.db"
+@asynccontextmanager
+async def _empty_database(
+    backend: str, folder: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{folder}/goalkeeper.db"
         return
     admin_url = request.getfixturevalue("postgres_server")
     url = await create_database(admin_url)
@@ -143,3 +144,20 @@ async def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
         yield url
     finally:
         await drop_database(admin_url, url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A URL of an empty database: a SQLite file, or a fresh database on PostgreSQL."""
+    async with _empty_database(request.param, tmp_path / "state", request) as url:
+        yield url
+
+
+@pytest.fixture
+async def other_state_url(
+    state_url: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[str]:
+    """A second empty database, on the same kind of server as `state_url`."""
+    backend = make_url(state_url).get_backend_name()
+    async with _empty_database(backend, tmp_path / "other", request) as url:
+        yield url

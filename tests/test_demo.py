@@ -9,15 +9,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from structlog.testing import capture_logs
+
 from goalkeeper.demo import run_demo
 
 
 async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: Path) -> None:
     out = io.StringIO()
-    report = await run_demo(tmp_path / "demo", out=out)
+    with capture_logs() as logged:
+        report = await run_demo(tmp_path / "demo", out=out)
     text = out.getvalue()
     assert report.targets >= 40
     assert report.hosts_scanned == report.targets
+    # OpenStack's addresses are scanned while Nova, Keystone and Fleio are still being read.
+    (started,) = [line for line in logged if line["event"] == "scan started"]
+    assert started["inventory"] == "still being read"
+    assert started["hosts"] == report.targets
     assert report.findings, "the simulated world leaves ports open"
     assert report.owners_not_found, "seed 1 has a project billing does not know"
     assert all(mail.delivered for mail in report.mails)

@@ -25,6 +25,7 @@ from goalkeeper.config import EmailSettings
 from goalkeeper.model import DeliveryError, OutgoingMail
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.sim.smtp import SmtpSink
+from tests.recorded_sleep import RecordedSleep
 
 PASSWORD = "s3cret-Pa55word"
 MAIL = OutgoingMail(
@@ -36,16 +37,6 @@ MAIL = OutgoingMail(
     message_id="<0123456789abcdef0123456789abcdef@example.com>",
     headers={"Auto-Submitted": "auto-generated"},
 )
-
-
-class RecordedSleep:
-    """Stands in for asyncio.sleep: remembers each backoff delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 @pytest.fixture

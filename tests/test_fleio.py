@@ -13,7 +13,8 @@ from goalkeeper.config import FleioSettings
 from goalkeeper.inventory.fleio import FleioClient, FleioError
 from goalkeeper.model import UNKNOWN_OWNER, Owner
 from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.fleio import API_ROOT, STALL
+from goalkeeper.sim.faults import STALL
+from goalkeeper.sim.fleio import API_ROOT
 from goalkeeper.sim.world import World, build_world
 from tests.daemon_process import free_port as unused_port
 

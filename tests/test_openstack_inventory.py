@@ -22,7 +22,7 @@ from goalkeeper.inventory.openstack_targets import (
 )
 from goalkeeper.model import IPAddress
 from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.openstack import STALL
+from goalkeeper.sim.faults import STALL
 from goalkeeper.sim.world import World, build_world
 from tests.openstack_env import use_os_environment
 

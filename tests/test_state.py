@@ -117,25 +117,6 @@ def schema_differences(connection: Connection) -> list[Any]:
 
 
 @pytest.fixture
-async def other_state_url(
-    state_url: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[str]:
-    """A second empty database, on the same kind of server as `state_url`."""
-    if make_url(state_url).get_backend_name() == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/other/goalkeeper.db"
-        return
-    # Not imported at the top: pytest loads tests.db as a plugin, and must import it first.
-    from tests.db import create_database, drop_database
-
-    admin_url = request.getfixturevalue("postgres_server")
-    url = await create_database(admin_url)
-    try:
-        yield url
-    finally:
-        await drop_database(admin_url, url)
-
-
-@pytest.fixture
 def alembic_upgrades(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The targets `alembic.command.upgrade` is called with from now on; it still runs."""
     called: list[str] = []

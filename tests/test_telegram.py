@@ -19,18 +19,9 @@ from goalkeeper.model import DeliveryError, Finding, Owner, Target, TickReport, 
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.notify.telegram import TelegramNotifier, split_message, utf16_length
 from goalkeeper.sim.telegram import FakeTelegram, parse_telegram_html
+from tests.recorded_sleep import RecordedSleep
 
 NOW = datetime(2024, 5, 6, 6, 0, tzinfo=UTC)
-
-
-class RecordedSleep:
-    """Stands in for asyncio.sleep: remembers each delay and returns at once."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 @pytest.fixture

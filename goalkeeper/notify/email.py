@@ -14,7 +14,6 @@ import asyncio
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import parseaddr
@@ -22,13 +21,12 @@ from email.utils import parseaddr
 import aiosmtplib
 import structlog
 
+from goalkeeper.aio import Sleep
 from goalkeeper.config import EmailSettings
 from goalkeeper.model import DeliveryError, OutgoingMail
 from goalkeeper.notify.render import to_mime
 
 log = structlog.get_logger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,14 +12,13 @@ import asyncio
 import random
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 import structlog
 
+from goalkeeper.aio import Closing, Sleep
 from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError
 
@@ -30,8 +29,6 @@ _TOKEN = re.compile(r"<[^<>]*>|&#?[0-9A-Za-z]+;|[^<&\n]*\n|[^<&\n]+|[<&]")
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")
 
 log = structlog.get_logger(__name__)
-
-Sleep = Callable[[float], Awaitable[None]]
 
 
 def utf16_length(text: str) -> int:
@@ -167,7 +164,7 @@ def _joins(char: str) -> bool:
     return unicodedata.category(char) in ("Mn", "Me", "Mc", "Sk") or char in "\u200d\ufe0f"
 
 
-class TelegramNotifier:
+class TelegramNotifier(Closing):
     """model.ChatNotifier for the Bot API. Retries 429 after `retry_after`, and 5xx with backoff."""
 
     def __init__(
@@ -195,17 +192,6 @@ class TelegramNotifier:
 
     def __repr__(self) -> str:
         return f"TelegramNotifier(api_base={self._settings.api_base!r}, token=***)"
-
-    async def __aenter__(self) -> TelegramNotifier:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._owns_session and self._session is not None:

@@ -29,12 +29,12 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import chain
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import nmap
 import structlog
 
+from goalkeeper.aio import Closing
 from goalkeeper.config import ScanSettings
 from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
 from goalkeeper.scanning.planner import Batch, Pace, plan_pace, plan_scan
@@ -83,7 +83,7 @@ class _Outcome:
     runs: int = 0
 
 
-class NmapScanner:
+class NmapScanner(Closing):
     """The `Scanner` of model.py, backed by nmap. Use as an async context manager, or aclose()."""
 
     def __init__(self, settings: ScanSettings, *, nmap_path: str = "nmap") -> None:
@@ -134,17 +134,6 @@ class NmapScanner:
         )
         self._parser = _Parser(nmap_path)
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Stop the parsing threads; a parse in progress finishes first (threads are never

@@ -10,12 +10,11 @@ the daemon; the credentials it hands out are throwaway values for loopback fakes
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import yaml
 from aiohttp import web
 
+from goalkeeper.aio import Running
 from goalkeeper.sim.fleio import API_ROOT, FleioSim
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.openstack import OpenStackSim
@@ -24,7 +23,7 @@ from goalkeeper.sim.world import World
 SIM_CLOUD_NAME = "goalkeeper-sim"
 
 
-class SimulatedCloud:
+class SimulatedCloud(Running):
     """An async context manager; `page_size` is the OpenStack services' server-side page limit."""
 
     def __init__(
@@ -45,30 +44,17 @@ class SimulatedCloud:
         self._runners: list[web.AppRunner] = []
         self._ports: list[int] = []
 
-    async def __aenter__(self) -> Self:
-        try:
-            for app in (self.openstack.app(), self.fleio.app()):
-                runner = web.AppRunner(app, handle_signals=False, access_log=None)
-                self._runners.append(runner)
-                await runner.setup()
-                site = web.TCPSite(runner, self.host, 0)
-                await site.start()
-                self._ports.append(_bound_port(runner))
-            if self._with_listeners:
-                self.listeners = PortListeners(self.world.exposed())
-                await self.listeners.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
+    async def start(self) -> None:
+        for app in (self.openstack.app(), self.fleio.app()):
+            runner = web.AppRunner(app, handle_signals=False, access_log=None)
+            self._runners.append(runner)
+            await runner.setup()
+            site = web.TCPSite(runner, self.host, 0)
+            await site.start()
+            self._ports.append(_bound_port(runner))
+        if self._with_listeners:
+            self.listeners = PortListeners(self.world.exposed())
+            await self.listeners.start()
 
     async def close(self) -> None:
         if self.listeners is not None:

@@ -14,37 +14,31 @@ a test double: read-only, one staff token. The daemon never imports it.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
+from goalkeeper.sim.faults import Faults, Handler
 from goalkeeper.sim.world import Client, World
 
 Json = dict[str, Any]
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STALL = 0  # a fault that never answers: for timeouts
 API_ROOT = "/backend/staffapi"
 _STAMP = "2024-01-01T00:00:00Z"
 
 
-class FleioSim:
+class FleioSim(Faults):
     """The staff API at /backend/staffapi."""
 
     def __init__(
         self, world: World, *, default_page_size: int = 20, max_page_size: int = 1000
     ) -> None:
+        super().__init__()
         self.token = secrets.token_hex(20)  # Fleio's keys are 40 hex digits, like DRF's
         self.default_page_size = default_page_size
         self.max_page_size = max_page_size
         self.stale_next = False
-        self.requests: Counter[str] = Counter()
-        self.faults: dict[str, int] = {}  # path -> the HTTP status it answers instead, or STALL
-        self._released = asyncio.Event()
         self.load(world)
 
     def load(self, world: World) -> None:
@@ -79,14 +73,6 @@ class FleioSim:
             for name, items in self._collections.items()
         }
 
-    def release(self) -> None:
-        """Let every stalled request end, so that the server can close."""
-        self._released.set()
-
-    @property
-    def requests_total(self) -> int:
-        return sum(self.requests.values())
-
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         for name in self._collections:
@@ -103,11 +89,8 @@ class FleioSim:
             return _detail(401, "Authentication credentials were not provided.")
         if not secrets.compare_digest(key.encode(), self.token.encode()):
             return _detail(401, "Invalid token.")
-        if self.faults.get(request.path) == STALL:
-            await self._released.wait()  # the client gives up first; close() ends the wait
-            return _detail(503, "Stalled.")
-        if request.path in self.faults:
-            return _detail(self.faults[request.path], "Injected fault.")
+        if (status := await self.injected(request.path)) is not None:
+            return _detail(status, "Injected fault.")
         return await handler(request)
 
     async def _list(self, request: web.Request) -> web.Response:

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 import resource
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self, TypeAlias, cast
+from typing import TypeAlias, cast
 
+from goalkeeper.aio import Running
 from goalkeeper.model import IPAddress, Transport
 
 Endpoint: TypeAlias = tuple[IPAddress, int, Transport]
@@ -51,7 +51,7 @@ class _AnswerEveryDatagram(asyncio.DatagramProtocol):
         return
 
 
-class PortListeners:
+class PortListeners(Running):
     """Listen on every (loopback address, port, transport) given, until the context exits.
 
     Port 0 picks a free port; `endpoints` then holds the ports actually bound. If any endpoint
@@ -106,18 +106,6 @@ class PortListeners:
         for server in servers:
             await server.wait_closed()
         self._bound.clear()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _start_tcp(self, address: IPAddress, port: int) -> int:
         loop = asyncio.get_running_loop()

@@ -17,12 +17,10 @@ can be written. The daemon never imports it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import uuid
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -31,11 +29,10 @@ from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
 from goalkeeper.sim import openstack_json as shapes
+from goalkeeper.sim.faults import Faults, Handler
 from goalkeeper.sim.openstack_json import NOVA_MAX_VERSION, Json
 from goalkeeper.sim.world import World
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-STALL = 0  # a fault that never answers: for timeouts
 _DISCOVERY = {"/identity", "/identity/v3", "/compute", "/compute/v2.1", "/network"}
 _NEUTRON = ("floatingips", "ports", "networks", "security-groups")
 _NOT_FILTERS = {"limit", "marker", "page_reverse", "fields", "sort_key", "sort_dir"}
@@ -50,7 +47,7 @@ class _Token:
 _TOKEN = web.RequestKey("token", _Token)
 
 
-class OpenStackSim:
+class OpenStackSim(Faults):
     """Keystone at /identity, Nova at /compute/v2.1, Neutron at /network, on one app."""
 
     def __init__(
@@ -64,6 +61,7 @@ class OpenStackSim:
         token_ttl: timedelta = timedelta(hours=1),
         fip_port_details: bool = True,
     ) -> None:
+        super().__init__()
         self.page_size = page_size
         self.fip_port_details = fip_port_details  # False: a Neutron without fip-port-details
         self.username = username
@@ -73,14 +71,11 @@ class OpenStackSim:
         self.application_credential_id = uuid.uuid4().hex
         self.application_credential_secret = secrets.token_urlsafe(24)
         self.token_ttl = token_ttl
-        self.requests: Counter[str] = Counter()
-        self.faults: dict[str, int] = {}  # path -> the HTTP status it answers instead, or STALL
         # Paths that serve their first page whatever the marker, as some old services did:
         # every next link then repeats the same marker.
         self.ignore_marker: set[str] = set()
         # Keystone's [DEFAULT] list_limit: a longer listing is cut and marked `truncated`.
         self.list_limit: int | None = None
-        self._released = asyncio.Event()
         self._tokens: dict[str, _Token] = {}
         self.load(world)
 
@@ -98,14 +93,6 @@ class OpenStackSim:
         # Filtered listings, each made once per world: filtering every item again for every
         # page made the fake, not the client, what a benchmark of 16,384 servers measured.
         self._filtered: dict[tuple[str, tuple[tuple[str, tuple[str, ...]], ...]], _Listed] = {}
-
-    def release(self) -> None:
-        """Let every stalled request end, so that the server can close."""
-        self._released.set()
-
-    @property
-    def requests_total(self) -> int:
-        return sum(self.requests.values())
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
@@ -127,11 +114,8 @@ class OpenStackSim:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self.requests[request.path] += 1
-        if self.faults.get(request.path) == STALL:
-            await self._released.wait()  # the client gives up first; close() ends the wait
-            return _fault(request.path, 503)
-        if request.path in self.faults:
-            return _fault(request.path, self.faults[request.path])
+        if (status := await self.injected(request.path)) is not None:
+            return _fault(request.path, status)
         path = request.path.rstrip("/")
         if path not in _DISCOVERY and path != "/identity/v3/auth/tokens":
             token = self._tokens.get(request.headers.get("X-Auth-Token", ""))

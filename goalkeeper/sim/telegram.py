@@ -13,10 +13,11 @@ import html
 import re
 import time
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
+
+from goalkeeper.aio import Running
 
 # Tags Telegram's HTML parse mode understands; anything else is "can't parse entities".
 ALLOWED_TAGS = frozenset(
@@ -83,7 +84,7 @@ class SentMessage:
     disable_web_page_preview: bool
 
 
-class FakeTelegram:
+class FakeTelegram(Running):
     """Async context manager; `.url` is the api_base to configure, `.messages` what arrived."""
 
     def __init__(self, token: str = SIM_TOKEN, *, host: str = "127.0.0.1") -> None:
@@ -118,18 +119,6 @@ class FakeTelegram:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-
-    async def __aenter__(self) -> FakeTelegram:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _handle(self, request: web.Request) -> web.Response:
         self.requests += 1
