@@ -199,7 +199,9 @@ async def test_migrations_create_the_schema_then_keep_data(state_url: str) -> No
         assert [r.key for r in await again.list_findings()] == [("203.0.113.5", 6379, "tcp")]
     finally:
         await again.aclose()
-    assert await query(state_url, text("SELECT version_num FROM alembic_version")) == [("0001",)]
+    assert await query(state_url, text("SELECT version_num FROM alembic_version")) == [
+        (HEAD_REVISION,)
+    ]
     engine = create_async_engine(state_url)
     try:
         async with engine.connect() as connection:
@@ -233,7 +235,13 @@ async def test_a_fresh_database_is_built_as_the_migrations_build_it(
 
     fresh = await on_database(state_url, reflected_schema)
     migrated = await on_database(other_state_url, reflected_schema)
-    assert sorted(fresh["tables"]) == ["alembic_version", "findings", "outbox", "runs"]
+    assert sorted(fresh["tables"]) == [
+        "alembic_version",
+        "findings",
+        "heartbeats",
+        "outbox",
+        "runs",
+    ]
     assert fresh["versions"] == [HEAD_REVISION]
     assert fresh == migrated
     assert await on_database(state_url, schema_differences) == []
@@ -246,10 +254,10 @@ async def test_alembic_finds_a_fresh_database_at_head(
         opened = await StateStore.open(state_url)
         await opened.aclose()
     assert alembic_upgrades == []
-    assert await on_database(state_url, current_revision) == "0001" == HEAD_REVISION
+    assert await on_database(state_url, current_revision) == HEAD_REVISION
 
     before = await on_database(state_url, reflected_schema)
-    await on_database(state_url, upgrade_with_alembic)  # a no-op: 0001 would fail, re-run
+    await on_database(state_url, upgrade_with_alembic)  # a no-op: a migration would fail, re-run
     assert alembic_upgrades == ["head"]
     assert await on_database(state_url, reflected_schema) == before
 
@@ -331,7 +339,7 @@ async def test_tables_without_a_version_are_left_to_alembic(
         await StateStore.open(state_url)
     assert alembic_upgrades == ["head"]
     # The failed migration left nothing behind, not even a version table.
-    assert await on_database(state_url, table_names) == ["findings", "outbox", "runs"]
+    assert await on_database(state_url, table_names) == ["findings", "heartbeats", "outbox", "runs"]
 
 
 async def test_an_unknown_revision_is_refused_by_alembic(
@@ -351,7 +359,9 @@ async def test_an_unknown_revision_is_refused_by_alembic(
 
     await on_database(state_url, stamp_unknown)
     monkeypatch.setattr(store_module, "create_engine", kept)
-    with pytest.raises(StateUnavailable, match=r"identified by '9999'.*knows up to 0001"):
+    with pytest.raises(
+        StateUnavailable, match=rf"identified by '9999'.*knows up to {HEAD_REVISION}"
+    ):
         await StateStore.open(state_url)
     (engine,) = engines
     assert engine.pool is not first_pools[0]  # disposed by open (which makes a new, empty pool)

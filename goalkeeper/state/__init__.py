@@ -6,14 +6,18 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 
 from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status
 from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
+from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 __all__ = [
     "Channel",
+    "LastTicks",
     "MessageRef",
     "NewMessage",
     "OutboxMessage",
+    "OutboxTally",
     "StateError",
     "StateStore",
     "StateUnavailable",
     "Status",
+    "TickRecord",
 ]

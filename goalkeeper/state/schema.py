@@ -122,3 +122,13 @@ outbox = Table(
     Index(None, "status", "channel", "id"),
     Index(None, "failed_at"),
 )
+
+# One row per open store (a process): readiness writes a fresh token and reads it back, which a
+# trivial SELECT never proves. Rows of processes gone for a day are deleted by the next write.
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("writer", String(64), primary_key=True),
+    Column("token", String(64), nullable=False),
+    Column("written_at", UtcDateTime, nullable=False),
+)

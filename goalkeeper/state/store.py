@@ -11,19 +11,30 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
-from datetime import datetime
+import secrets
+from collections.abc import (
+    AsyncIterator,
+    Callable,
+    Collection,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
-from sqlalchemy import ColumnElement, bindparam, case, func, or_, select, text, update
+from sqlalchemy import ColumnElement, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from goalkeeper.config import redact_url
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
-from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
+from goalkeeper.state.health import FileWatch, sqlite_file
+from goalkeeper.state.messages import CHANNELS, Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.rows import (
     finding_row,
@@ -32,7 +43,8 @@ from goalkeeper.state.rows import (
     record_from_row,
     reference_from_row,
 )
-from goalkeeper.state.schema import UtcDateTime, findings, outbox, runs
+from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
+from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
@@ -45,6 +57,8 @@ _BATCH = 1_000
 _MESSAGE_CHUNK = 100
 # Everything a sender needs to find and route a message, without its (large) payload.
 _REFERENCE_COLUMNS = tuple(c for c in outbox.c if c.name != "payload")
+HEARTBEAT_KEPT = timedelta(days=1)  # a heartbeat row older than this is of a process long gone
+_ANY = object()  # _confirm: any value read back will do
 
 
 P = ParamSpec("P")
@@ -74,12 +88,17 @@ def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coro
 class StateStore:
     """Async access to the store. Open with `await StateStore.open(url)`; close with `aclose()`."""
 
-    def __init__(self, engine: AsyncEngine, *, url: str) -> None:
+    def __init__(self, engine: AsyncEngine, *, url: str, watch: FileWatch | None = None) -> None:
         self._engine = engine
         self._reader = readonly(engine)
         self._where = redact_url(url)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
+        # SQLite only: the file opened at the configured path, and a reader that opens it anew.
+        self._watch = watch
+        self._fresh = watch.fresh_reader() if watch is not None else None
+        self._writer = secrets.token_hex(8)  # this store's heartbeat row
+        self._writes = 0  # write transactions in flight (SQLite: they hold the write lock)
 
     def __repr__(self) -> str:
         return f"StateStore({self._where})"
@@ -102,16 +121,94 @@ class StateStore:
                 f"cannot open the state store {redact_url(url)}: {type(err).__name__}: "
                 f"{_first_line(err)}"
             ) from None
-        return cls(engine, url=url)
+        path = sqlite_file(url)
+        return cls(engine, url=url, watch=FileWatch.of(path) if path is not None else None)
 
     async def aclose(self) -> None:
         await self._engine.dispose()
+        if self._fresh is not None:
+            await self._fresh.dispose()
 
     @_translated
     async def ping(self) -> None:
         """Raise unless the database answers a trivial query."""
         async with self._reader.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    @_translated
+    async def check(self, *, now: datetime) -> None:
+        """Raise StateError, saying why, unless the store can be written and read back now.
+
+        A heartbeat row gets a new token through the pool, which is then read back: on SQLite
+        through a new connection on the configured path, which proves that the path still names
+        the file the pool writes and that its WAL is intact. While a write of this store holds
+        SQLite's one write lock the heartbeat would only queue behind it: then the file is
+        checked and read, not written (that write confirms itself when it commits).
+        """
+        if self._watch is not None and (problem := self._watch.problem()):
+            raise StateError(problem)
+        if self._fresh is not None and self._writes:
+            await self._confirm(select(func.count()).select_from(heartbeats))
+            return
+        token = secrets.token_hex(16)
+        statement = self._insert(heartbeats).values(
+            writer=self._writer, token=token, written_at=now
+        )
+        statement = statement.on_conflict_do_update(
+            index_elements=["writer"], set_={"token": token, "written_at": now}
+        )
+        async with self._writing() as connection:
+            await connection.execute(statement)
+            stale = heartbeats.c.written_at < now - HEARTBEAT_KEPT
+            await connection.execute(delete(heartbeats).where(stale))
+        query = select(heartbeats.c.token).where(heartbeats.c.writer == self._writer)
+        if self._fresh is not None:
+            await self._confirm(query, token)
+            return
+        async with self._reader.connect() as connection:
+            if (await connection.execute(query)).scalar_one_or_none() != token:
+                raise StateError(f"the heartbeat just written to {self._where} was not read back")
+
+    @_translated
+    async def outbox_tally(self) -> list[OutboxTally]:
+        """Per channel: pending messages, the oldest one's creation, failed ones. One query.
+
+        The outbox index on (status, channel, id) serves it; only pending rows are read for
+        their creation time, and those are few unless a channel is down.
+        """
+        query = (
+            select(outbox.c.channel, outbox.c.status, func.count(), func.min(outbox.c.created_at))
+            .where(outbox.c.status.in_(("pending", "failed")))
+            .group_by(outbox.c.channel, outbox.c.status)
+        )
+        async with self._reader.connect() as connection:
+            rows = (await connection.execute(query)).all()
+        counts = {(channel, status): (count, oldest) for channel, status, count, oldest in rows}
+        tally = []
+        for channel in CHANNELS:
+            pending, oldest = counts.get((channel, "pending"), (0, None))
+            failed, _ = counts.get((channel, "failed"), (0, None))
+            tally.append(OutboxTally(channel, int(pending), oldest, int(failed)))
+        return tally
+
+    @_translated
+    async def last_ticks(self) -> LastTicks:
+        """The newest finished tick's record, and when the newest successful tick finished."""
+        outcome = runs.c.summary["outcome"].as_string()
+        success = select(func.max(runs.c.finished_at)).where(outcome == "success")
+        newest = (
+            select(runs.c.summary)
+            .where(runs.c.finished_at.is_not(None), outcome.is_not(None))
+            .order_by(runs.c.finished_at.desc())
+            .limit(1)
+        )
+        async with self._reader.connect() as connection:
+            succeeded = (await connection.execute(success)).scalar_one_or_none()
+            summary = (await connection.execute(newest)).scalar_one_or_none()
+        return LastTicks(
+            last=TickRecord.from_summary(summary) if isinstance(summary, Mapping) else None,
+            last_success_at=succeeded if isinstance(succeeded, datetime) else None,
+        )
 
     @_translated
     async def load_findings(
@@ -172,7 +269,7 @@ class StateStore:
         everything but the payload (`OutboxMessage.loaded` is False); `message(id)` reads it.
         """
         wanted: set[tuple[str, str]] = set()
-        async with self._engine.begin() as connection:
+        async with self._writing(verify=True) as connection:
             run = self._insert(runs).values(run_id=run_id, started_at=started_at)
             await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
             upsert = self._upsert_findings()
@@ -198,6 +295,7 @@ class StateStore:
                 select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
             )
             stored = [reference_from_row(row) for row in result.mappings()]
+        await self._confirm(select(runs.c.run_id).where(runs.c.run_id == run_id), run_id)
         return [m for m in stored if (m.channel, m.recipient_key) in wanted]
 
     @_translated
@@ -209,14 +307,19 @@ class StateStore:
         summary: Mapping[str, Any],
         started_at: datetime | None = None,
     ) -> None:
-        """Record how a run ended; a run that never committed is recorded here first."""
+        """Record how a run ended; a run that never committed is recorded here first.
+
+        `summary` is free-form; `TickRecord.summary()` is what the pipeline stores, so that a
+        restarted daemon can read the last tick back (`last_ticks`).
+        """
         values = {"finished_at": finished_at, "summary": dict(summary)}
         statement = self._insert(runs).values(
             run_id=run_id, started_at=started_at or finished_at, **values
         )
         statement = statement.on_conflict_do_update(index_elements=["run_id"], set_=values)
-        async with self._engine.begin() as connection:
+        async with self._writing(verify=True) as connection:
             await connection.execute(statement)
+        await self._confirm(select(runs.c.finished_at).where(runs.c.run_id == run_id), finished_at)
 
     @_translated
     async def previous_run_start(self, before: datetime) -> datetime | None:
@@ -255,7 +358,7 @@ class StateStore:
         unknown. The caller
         should shield this from cancellation: a mail sent but not marked is sent again.
         """
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             marked = await connection.execute(
                 update(outbox)
                 .where(_match(ref), outbox.c.status != "sent")
@@ -280,7 +383,7 @@ class StateStore:
     @_translated
     async def record_attempt(self, ref: MessageRef, *, error: str, now: datetime) -> int | None:
         """Count a temporary failure; the message stays pending. Returns the attempts so far."""
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             result = await connection.execute(
                 update(outbox)
                 .where(_match(ref), outbox.c.status == "pending")
@@ -290,9 +393,46 @@ class StateStore:
             attempts = result.scalar_one_or_none()
         return None if attempts is None else int(attempts)
 
+    @asynccontextmanager
+    async def _writing(self, *, verify: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction; with `verify`, refused when the path no longer names our file."""
+        if verify and self._watch is not None and (problem := self._watch.problem()):
+            raise StateError(problem)
+        self._writes += 1
+        try:
+            async with self._engine.begin() as connection:
+                yield connection
+        finally:
+            self._writes -= 1
+
+    async def _confirm(self, query: Any, expected: Any = _ANY) -> None:
+        """SQLite: raise StateError unless a new connection on the path reads `expected` back.
+
+        A commit into a file moved away, or into a deleted WAL, succeeds for the connection
+        that made it; only a reader that opens the path again sees that it went nowhere.
+        """
+        if self._watch is None or self._fresh is None:
+            return
+        if problem := self._watch.problem():
+            raise StateError(problem)
+        try:
+            async with self._fresh.connect() as connection:
+                value = (await connection.execute(query)).scalar_one_or_none()
+        except (SQLAlchemyError, OSError) as err:
+            raise StateError(
+                f"a new connection to {self._watch.path} cannot read it "
+                f"({type(err).__name__}: {_first_line(err)}): the file or its WAL changed "
+                "under this process (restart it)"
+            ) from err
+        if expected is not _ANY and value != expected:
+            raise StateError(
+                f"a new connection to {self._watch.path} does not see what this process just "
+                "wrote: the file changed under this process (restart it)"
+            )
+
     async def _update_pending(self, ref: MessageRef, **values: Any) -> bool:
         values["attempts"] = outbox.c.attempts + 1
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             result = await connection.execute(
                 update(outbox)
                 .where(_match(ref), outbox.c.status == "pending")
