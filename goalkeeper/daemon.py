@@ -30,7 +30,8 @@ from goalkeeper.model import IPAddress, Target
 from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import StateError, StateStore
+from goalkeeper.state import StateStore
+from goalkeeper.storewatch import StoreWatch
 from goalkeeper.views import record_as_dict
 from goalkeeper.wiring import (
     inventory_source,
@@ -46,7 +47,8 @@ log = logs.get_logger(__name__)
 MISFIRE_GRACE_SECONDS = 6 * 3600  # a tick that is late (daemon busy, clock jump) still runs
 TICK_SHARE_OF_SHUTDOWN = 0.6  # of the shutdown deadline a running tick may use to finish
 RESEND_INTERVAL_SECONDS = 300  # how often messages left pending are tried again
-READINESS_TIMEOUT_SECONDS = 2.0
+READINESS_TIMEOUT_SECONDS = 2.0  # also bounds each read of the store's gauges
+STORE_WATCH_INTERVAL_SECONDS = 30  # how stale the store's gauges and state_store_up may be
 
 
 def cron_trigger(settings: Settings) -> CronTrigger:
@@ -103,6 +105,7 @@ class Daemon:
         self._inventory_settings: tuple[object, ...] = ()
         self._inventory_stack = AsyncExitStack()
         self._delivery: Delivery | None = None
+        self._watch: StoreWatch | None = None
 
     async def serve(self) -> None:
         async with AsyncExitStack() as stack:
@@ -128,6 +131,11 @@ class Daemon:
         stack.push_async_callback(self._close_inventory)
         await self._inventory_for(settings)
         self._store = store = await stack.enter_async_context(state_store(settings))
+        # Before "started": what the store holds shows from the first scrape on, not zero.
+        self._watch = StoreWatch(store, self.metrics, timeout=READINESS_TIMEOUT_SECONDS)
+        await self._watch.restore()
+        await self._watch.check()
+        await self._watch.refresh()
         parts = await stack.enter_async_context(notifiers(settings))
         self._delivery = Delivery(
             store=store,
@@ -168,10 +176,13 @@ class Daemon:
 
     async def _background(self) -> None:
         """The delivery workers, and a pass over the outbox now and every few minutes."""
-        assert self._delivery is not None
+        assert self._delivery is not None and self._watch is not None
         delivery = self._delivery
         async with asyncio.TaskGroup() as group:
             group.create_task(delivery.run(), name="goalkeeper-workers")
+            group.create_task(
+                self._watch.run(STORE_WATCH_INTERVAL_SECONDS), name="goalkeeper-store-watch"
+            )
             while True:
                 await delivery.resend_pending()
                 await asyncio.sleep(RESEND_INTERVAL_SECONDS)
@@ -247,11 +258,13 @@ class Daemon:
             self.metrics.ticks.labels(outcome="cancelled").inc()
             log.warning("tick cancelled", tick=run_id)
             raise
-        except Exception as err:
+        except Exception as err:  # a commit the store refused too (StateError): not a success
             self.metrics.ticks.labels(outcome="failure").inc()
             log.error("tick failed", tick=run_id, error=err)
         finally:
             self._tick_started = None
+        if self._watch is not None:
+            await self._watch.refresh()  # the messages this tick stored
 
     async def _inventory_for(self, settings: Settings) -> RecentInventory:
         """The inventory source for `settings`: kept across ticks (it caches), rebuilt on change."""
@@ -333,17 +346,13 @@ class Daemon:
         return not problems, details
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        state_ok = False
-        if self._store is not None:
-            try:
-                async with asyncio.timeout(READINESS_TIMEOUT_SECONDS):
-                    await self._store.ping()
-                state_ok = True
-            except (StateError, TimeoutError):
-                state_ok = False
-        ok = self._ready and not self._shutting_down and state_ok
-        details = {"shutting_down": self._shutting_down, "started": self._ready,
-                   "state_store": state_ok}  # fmt: skip
+        """Ready: started, not stopping, and the store wrote and read back a heartbeat now."""
+        problem = await self._watch.check() if self._watch is not None else "not open yet"
+        ok = self._ready and not self._shutting_down and problem is None
+        details: dict[str, Any] = {"shutting_down": self._shutting_down, "started": self._ready,
+                                   "state_store": problem is None}  # fmt: skip
+        if problem is not None:
+            details["state_store_problem"] = problem
         return ok, details
 
     async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:

@@ -78,9 +78,43 @@ class Metrics:
             "Projects with exposed hosts whose owner billing does not know (NOT FOUND).",
             registry=r,
         )
+        self._store_series()
         # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
         ProcessCollector(namespace="goalkeeper", registry=r)
         self._initialise()
+
+    def _store_series(self) -> None:
+        """Series read from the state store (goalkeeper.storewatch), so a restart keeps them.
+
+        The counters above start from zero in every process; these say what the store holds.
+        """
+        r = self.registry
+        self.outbox_pending = Gauge(
+            "goalkeeper_outbox_pending",
+            "Messages in the state store still to be sent, by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_oldest_pending_age = Gauge(
+            "goalkeeper_outbox_oldest_pending_age_seconds",
+            "Age of the oldest message still to be sent, by channel; 0 when none waits.",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_failed = Gauge(
+            "goalkeeper_outbox_failed",
+            "Messages in the state store given up on (failed for good), by channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.state_store_up = Gauge(
+            "goalkeeper_state_store_up",
+            "1 when the last check wrote to the state store and read it back, else 0.",
+            registry=r,
+        )
+        for channel in CHANNELS:
+            for gauge in (self.outbox_pending, self.outbox_oldest_pending_age, self.outbox_failed):
+                gauge.labels(channel=channel)
 
     def _initialise(self) -> None:
         for outcome in TICK_OUTCOMES:

@@ -40,7 +40,7 @@ from goalkeeper.model import (
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import Selection, in_scope, select_targets
-from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+from goalkeeper.state import NewMessage, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
 FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
@@ -384,12 +384,22 @@ async def _dispatch(
     delivered = None
     if summary_id is not None and summary_id in results:
         delivered = results[summary_id] is None
-    await store.finish_run(
-        report.run_id,
-        finished_at=now + laps.elapsed(),
-        summary={"targets": report.targets, "findings": len(report.findings)},
+    # What a restarted daemon shows as the last tick (goalkeeper.storewatch reads it back);
+    # the report then ends when the store says the run ended, so the two agree.
+    finished_at = now + laps.elapsed()
+    await store.finish_run(report.run_id, finished_at=finished_at, summary=_record_of(report))
+    return dataclasses.replace(
+        report, mails=tuple(mails), summary_delivered=delivered, finished_at=finished_at
     )
-    return dataclasses.replace(report, mails=tuple(mails), summary_delivered=delivered)
+
+
+def _record_of(report: TickReport) -> dict[str, object]:
+    return TickRecord(
+        outcome="success" if tick_problem(report) is None else "failure",
+        targets=report.targets,
+        open_findings=tuple(count_by_service(report.findings)),
+        owners_unresolved=len(report.owners_not_found),
+    ).summary()
 
 
 def _record(metrics: Metrics, report: TickReport) -> None:

@@ -6,6 +6,8 @@ the fake Telegram and a SQLite store in the test's folder. Time is passed in.
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from goalkeeper import config
@@ -27,7 +31,8 @@ from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.sim.telegram import FakeTelegram
-from goalkeeper.state import OutboxMessage, StateStore
+from goalkeeper.state import OutboxMessage, StateError, StateStore
+from goalkeeper.storewatch import StoreWatch
 from goalkeeper.wiring import inventory_source, notifiers, one_tick, owner_check, scanner
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
@@ -214,3 +219,82 @@ async def test_owner_is_checked_again_at_send_time(world: World) -> None:
         assert await store.pending() == []
     finally:
         await store.aclose()
+
+
+def gauges(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = generate_latest(metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if not s.name.startswith("goalkeeper_process_")
+    }
+
+
+async def test_a_restarted_daemon_shows_what_the_last_tick_left(world: World) -> None:
+    settings, path = world.settings()
+    catalog = load_catalog()
+    metrics = Metrics()
+    store = await StateStore.open(settings.state.url)
+    try:
+        async with (
+            listening(),
+            inventory_source(settings, path) as source,
+            scanner(settings) as nmap,
+        ):
+            await run_tick(
+                now=T0, run_id="run-1", settings=settings, inventory=RecentInventory(source),
+                scanner=nmap, store=store, dispatch=Hold(), catalog=catalog, metrics=metrics,
+            )  # fmt: skip
+    finally:
+        await store.aclose()
+    before = gauges(metrics)
+    assert before[("goalkeeper_ticks_total", (("outcome", "success"),))] == 1
+    assert before[("goalkeeper_targets", ())] == 1
+
+    restarted = Metrics()  # a new process: every series starts at zero
+    store = await StateStore.open(settings.state.url)
+    try:
+        watch = StoreWatch(store, restarted, timeout=5, clock=lambda: T0 + timedelta(hours=1))
+        await watch.restore()
+        assert await watch.refresh()
+    finally:
+        await store.aclose()
+    after = gauges(restarted)
+    for name in ("goalkeeper_last_tick_success_timestamp_seconds", "goalkeeper_targets",
+                 "goalkeeper_open_findings", "goalkeeper_owners_unresolved"):  # fmt: skip
+        kept = {key: value for key, value in before.items() if key[0] == name}
+        assert kept and {key: after[key] for key in kept} == kept, name
+    assert after[("goalkeeper_outbox_pending", (("channel", "email"),))] == 1
+    assert after[("goalkeeper_outbox_pending", (("channel", "telegram"),))] == 1
+    assert after[("goalkeeper_outbox_oldest_pending_age_seconds", (("channel", "email"),))] == 3600
+
+
+async def test_a_tick_whose_commit_goes_nowhere_fails(world: World) -> None:
+    settings, path = world.settings()
+    metrics = Metrics()
+    store = await StateStore.open(settings.state.url)
+    database = world.tmp / "state.db"
+    try:
+        await store.check(now=T0)
+        moved = world.tmp / "moved.db"
+        await asyncio.to_thread(database.rename, moved)
+        await asyncio.to_thread(shutil.copyfile, moved, database)
+        await asyncio.to_thread((world.tmp / "state.db-wal").unlink)
+        hold = Hold()
+        async with (
+            listening(),
+            inventory_source(settings, path) as source,
+            scanner(settings) as nmap,
+        ):
+            with pytest.raises(StateError, match="replaced"):
+                await run_tick(
+                    now=T0, run_id="run-1", settings=settings, inventory=RecentInventory(source),
+                    scanner=nmap, store=store, dispatch=hold, catalog=load_catalog(),
+                    metrics=metrics,
+                )  # fmt: skip
+    finally:
+        await store.aclose()
+    assert hold.held == []  # nothing stored, so nothing handed on to be sent
+    assert gauges(metrics)[("goalkeeper_ticks_total", (("outcome", "success"),))] == 0
+    assert gauges(metrics)[("goalkeeper_last_tick_success_timestamp_seconds", ())] == 0
