@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -41,6 +42,10 @@ METRICS = (
     "goalkeeper_inventory_age_seconds",
     "goalkeeper_config_reloads",
     "goalkeeper_owners_unresolved",
+    "goalkeeper_outbox_pending",
+    "goalkeeper_outbox_oldest_pending_age_seconds",
+    "goalkeeper_outbox_failed",
+    "goalkeeper_state_store_up",
 )
 
 
@@ -351,5 +356,80 @@ async def test_the_schedule_drives_the_same_tick(
     next_tick = datetime.fromisoformat(body["next_tick"])
     assert (next_tick.weekday(), next_tick.hour, next_tick.minute) == (0, 4, 30)
     assert next_tick > datetime.now(UTC)
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(seconds=15) == 0
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_pending_mail_and_the_last_tick_survive_a_restart(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    setup.smtp_port = free_port()  # the mail server is down, and stays down
+    config_path = setup.write_config([6379])
+    first = await daemon_factory(config_path)
+    await run_tick(first, setup)
+    before = samples((await first.request("GET", "/metrics"))[1])
+    success = ("goalkeeper_last_tick_success_timestamp_seconds", ())
+    assert before[success] > 0
+    first.signal(signal.SIGKILL)
+    assert await first.wait_exit(seconds=10) == -signal.SIGKILL
+
+    second = await daemon_factory(config_path)
+    after = samples((await second.request("GET", "/metrics"))[1])
+    email = (("channel", "email"),)
+    # The process's own counters start again from zero and say nothing of the outage...
+    assert after[("goalkeeper_notifications_total", (*email, ("outcome", "failed")))] == 0
+    # ...the store does: the mail still waits, since the first tick.
+    assert after[("goalkeeper_outbox_pending", email)] == 1
+    assert after[("goalkeeper_outbox_oldest_pending_age_seconds", email)] > 0
+    assert after[("goalkeeper_state_store_up", ())] == 1
+    assert after[success] == before[success]
+    assert after[("goalkeeper_targets", ())] == 1
+    finding = ("goalkeeper_open_findings", (("port", "6379"), ("protocol", "tcp"),
+                                            ("service", "svc6379")))  # fmt: skip
+    assert after[finding] == before[finding] == 1
+    second.signal(signal.SIGTERM)
+    assert await second.wait_exit(seconds=15) == 0
+
+
+async def test_a_replaced_state_file_is_not_ready_and_its_tick_fails(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    daemon = await daemon_factory(setup.write_config([6379]))
+    status, body = await daemon.request("GET", "/readyz")
+    assert (status, body["state_store"]) == (200, True)
+
+    database = setup.tmp / "state.db"
+    await asyncio.to_thread(database.rename, setup.tmp / "moved.db")
+    await asyncio.to_thread(shutil.copyfile, setup.tmp / "moved.db", database)
+    await asyncio.to_thread((setup.tmp / "state.db-wal").unlink)
+
+    status, body = await daemon.request("GET", "/readyz")
+    assert status == 503
+    assert body["state_store"] is False
+    assert "was replaced since this process opened it" in body["state_store_problem"]
+
+    mark = len(daemon.lines)
+    assert (await daemon.request("POST", "/scan", token=setup.admin_token))[0] == 202
+    failed = await daemon.wait_for("tick failed", after=mark)
+    assert "replaced" in failed["error"]
+    assert not [line for line in daemon.lines[mark:] if line.get("event") == "tick finished"]
+    values = samples((await daemon.request("GET", "/metrics"))[1])
+    assert values[("goalkeeper_ticks_total", (("outcome", "failure"),))] == 1
+    assert values[("goalkeeper_ticks_total", (("outcome", "success"),))] == 0
+    assert values[("goalkeeper_last_tick_success_timestamp_seconds", ())] == 0
+    assert values[("goalkeeper_state_store_up", ())] == 0
+    assert (await daemon.request("GET", "/readyz"))[0] == 503  # and it never claims 200 again
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit(seconds=15) == 0

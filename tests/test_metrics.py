@@ -26,6 +26,10 @@ def test_series_read_zero_before_the_first_tick() -> None:
     )
     assert samples[("goalkeeper_notification_queue_depth", (("channel", "telegram"),))] == 0
     assert samples[("goalkeeper_config_reloads_total", (("outcome", "failure"),))] == 0
+    for name in ("outbox_pending", "outbox_oldest_pending_age_seconds", "outbox_failed"):
+        assert samples[(f"goalkeeper_{name}", (("channel", "email"),))] == 0
+        assert samples[(f"goalkeeper_{name}", (("channel", "telegram"),))] == 0
+    assert samples[("goalkeeper_state_store_up", ())] == 0  # unknown until the daemon checks
     assert all(name.startswith("goalkeeper_") for name, _ in samples)
 
 
