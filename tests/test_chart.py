@@ -419,6 +419,8 @@ def test_alert_rules_pass_promtool_and_its_unit_tests(chart: Chart, tmp_path: Pa
     assert alerts == {
         "GoalkeeperNoSuccessfulTick",
         "GoalkeeperNotificationsFailing",
+        "GoalkeeperNotificationsPending",
+        "GoalkeeperStateStoreDown",
         "GoalkeeperHostsNotScanned",
         "GoalkeeperDown",
     }
