@@ -347,7 +347,12 @@ class Daemon:
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         """Ready: started, not stopping, and the store wrote and read back a heartbeat now."""
-        problem = await self._watch.check() if self._watch is not None else "not open yet"
+        if self._watch is None:
+            problem: str | None = "not open yet"
+        elif self._shutting_down:  # the store is about to close: the last answer stands
+            problem = self._watch.problem
+        else:
+            problem = await self._watch.check()
         ok = self._ready and not self._shutting_down and problem is None
         details: dict[str, Any] = {"shutting_down": self._shutting_down, "started": self._ready,
                                    "state_store": problem is None}  # fmt: skip

@@ -11,15 +11,21 @@ these checks are empty. Nothing here decides what to store.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from sqlalchemy import Executable
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 FRESH_READ_TIMEOUT_SECONDS = 2.0  # the sqlite3 busy timeout of a fresh reader
+ANY = object()  # FileWatch.confirm: any value read back will do
+
+
+class HealthError(Exception):
+    """The store cannot be trusted with a write; the message says why, without a password."""
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -30,7 +36,8 @@ def sqlite_file(url: str) -> Path | None:
     database = parsed.database or ""
     if not database or database == ":memory:" or database.startswith("file:"):
         return None
-    return Path(database).expanduser().resolve()
+    # The path SQLAlchemy's SQLite dialects hand the driver (os.path.abspath, no "~").
+    return Path(os.path.abspath(database))
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -41,16 +48,23 @@ def _identity(path: Path) -> tuple[int, int] | None:
     return status.st_dev, status.st_ino
 
 
-@dataclass(frozen=True, slots=True)
 class FileWatch:
     """The SQLite file a store opened, to tell when the configured path stops naming it."""
 
-    path: Path
-    opened: tuple[int, int] | None
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.opened = _identity(path)
+        url = f"sqlite+aiosqlite:///file:{quote(str(path))}?mode=rw&uri=true"
+        # Every connection opens the path anew (NullPool), and never creates the file (mode=rw).
+        self._fresh = create_async_engine(
+            url,
+            poolclass=NullPool,
+            hide_parameters=True,
+            connect_args={"timeout": FRESH_READ_TIMEOUT_SECONDS},
+        )
 
-    @classmethod
-    def of(cls, path: Path) -> FileWatch:
-        return cls(path, _identity(path))
+    async def aclose(self) -> None:
+        await self._fresh.dispose()
 
     def problem(self) -> str | None:
         """Why the file at the path is not the one the store writes to, or None."""
@@ -67,12 +81,25 @@ class FileWatch:
             )
         return None
 
-    def fresh_reader(self) -> AsyncEngine:
-        """An engine whose every connection opens the path anew (and never creates the file)."""
-        url = f"sqlite+aiosqlite:///file:{quote(str(self.path))}?mode=rw&uri=true"
-        return create_async_engine(
-            url,
-            poolclass=NullPool,
-            hide_parameters=True,
-            connect_args={"timeout": FRESH_READ_TIMEOUT_SECONDS},
-        )
+    async def confirm(self, query: Executable, expected: object = ANY) -> None:
+        """Raise HealthError unless a new connection on the path reads `expected` back.
+
+        A commit into a file moved away, or into a deleted WAL, succeeds for the connection
+        that made it; only a reader that opens the path again sees that it went nowhere.
+        """
+        if problem := self.problem():
+            raise HealthError(problem)
+        try:
+            async with self._fresh.connect() as connection:
+                value = (await connection.execute(query)).scalar_one_or_none()
+        except (SQLAlchemyError, OSError) as err:
+            first = (str(err).strip().splitlines() or [""])[0]
+            raise HealthError(
+                f"a new connection to {self.path} cannot read it ({type(err).__name__}: "
+                f"{first}): the file or its WAL changed under this process (restart it)"
+            ) from err
+        if expected is not ANY and value != expected:
+            raise HealthError(
+                f"a new connection to {self.path} does not see what this process just wrote: "
+                "the file changed under this process (restart it)"
+            )

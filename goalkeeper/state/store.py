@@ -33,8 +33,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from goalkeeper.config import redact_url
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
-from goalkeeper.state.health import FileWatch, sqlite_file
-from goalkeeper.state.messages import CHANNELS, Channel, NewMessage, OutboxMessage, parse_keys
+from goalkeeper.state.health import ANY, FileWatch, HealthError, sqlite_file
+from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.rows import (
     finding_row,
@@ -44,7 +44,7 @@ from goalkeeper.state.rows import (
     reference_from_row,
 )
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
-from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
+from goalkeeper.state.ticks import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
@@ -58,7 +58,6 @@ _MESSAGE_CHUNK = 100
 # Everything a sender needs to find and route a message, without its (large) payload.
 _REFERENCE_COLUMNS = tuple(c for c in outbox.c if c.name != "payload")
 HEARTBEAT_KEPT = timedelta(days=1)  # a heartbeat row older than this is of a process long gone
-_ANY = object()  # _confirm: any value read back will do
 
 
 P = ParamSpec("P")
@@ -96,7 +95,6 @@ class StateStore:
         self._insert = dialect.insert
         # SQLite only: the file opened at the configured path, and a reader that opens it anew.
         self._watch = watch
-        self._fresh = watch.fresh_reader() if watch is not None else None
         self._writer = secrets.token_hex(8)  # this store's heartbeat row
         self._writes = 0  # write transactions in flight (SQLite: they hold the write lock)
 
@@ -122,12 +120,12 @@ class StateStore:
                 f"{_first_line(err)}"
             ) from None
         path = sqlite_file(url)
-        return cls(engine, url=url, watch=FileWatch.of(path) if path is not None else None)
+        return cls(engine, url=url, watch=FileWatch(path) if path is not None else None)
 
     async def aclose(self) -> None:
         await self._engine.dispose()
-        if self._fresh is not None:
-            await self._fresh.dispose()
+        if self._watch is not None:
+            await self._watch.aclose()
 
     @_translated
     async def ping(self) -> None:
@@ -147,7 +145,7 @@ class StateStore:
         """
         if self._watch is not None and (problem := self._watch.problem()):
             raise StateError(problem)
-        if self._fresh is not None and self._writes:
+        if self._watch is not None and self._writes:
             await self._confirm(select(func.count()).select_from(heartbeats))
             return
         token = secrets.token_hex(16)
@@ -162,7 +160,7 @@ class StateStore:
             stale = heartbeats.c.written_at < now - HEARTBEAT_KEPT
             await connection.execute(delete(heartbeats).where(stale))
         query = select(heartbeats.c.token).where(heartbeats.c.writer == self._writer)
-        if self._fresh is not None:
+        if self._watch is not None:
             await self._confirm(query, token)
             return
         async with self._reader.connect() as connection:
@@ -171,44 +169,15 @@ class StateStore:
 
     @_translated
     async def outbox_tally(self) -> list[OutboxTally]:
-        """Per channel: pending messages, the oldest one's creation, failed ones. One query.
-
-        The outbox index on (status, channel, id) serves it; only pending rows are read for
-        their creation time, and those are few unless a channel is down.
-        """
-        query = (
-            select(outbox.c.channel, outbox.c.status, func.count(), func.min(outbox.c.created_at))
-            .where(outbox.c.status.in_(("pending", "failed")))
-            .group_by(outbox.c.channel, outbox.c.status)
-        )
+        """Per channel: pending messages, the oldest one's creation, failed ones. One query."""
         async with self._reader.connect() as connection:
-            rows = (await connection.execute(query)).all()
-        counts = {(channel, status): (count, oldest) for channel, status, count, oldest in rows}
-        tally = []
-        for channel in CHANNELS:
-            pending, oldest = counts.get((channel, "pending"), (0, None))
-            failed, _ = counts.get((channel, "failed"), (0, None))
-            tally.append(OutboxTally(channel, int(pending), oldest, int(failed)))
-        return tally
+            return await read_outbox_tally(connection)
 
     @_translated
     async def last_ticks(self) -> LastTicks:
         """The newest finished tick's record, and when the newest successful tick finished."""
-        outcome = runs.c.summary["outcome"].as_string()
-        success = select(func.max(runs.c.finished_at)).where(outcome == "success")
-        newest = (
-            select(runs.c.summary)
-            .where(runs.c.finished_at.is_not(None), outcome.is_not(None))
-            .order_by(runs.c.finished_at.desc())
-            .limit(1)
-        )
         async with self._reader.connect() as connection:
-            succeeded = (await connection.execute(success)).scalar_one_or_none()
-            summary = (await connection.execute(newest)).scalar_one_or_none()
-        return LastTicks(
-            last=TickRecord.from_summary(summary) if isinstance(summary, Mapping) else None,
-            last_success_at=succeeded if isinstance(succeeded, datetime) else None,
-        )
+            return await read_last_ticks(connection)
 
     @_translated
     async def load_findings(
@@ -405,30 +374,13 @@ class StateStore:
         finally:
             self._writes -= 1
 
-    async def _confirm(self, query: Any, expected: Any = _ANY) -> None:
-        """SQLite: raise StateError unless a new connection on the path reads `expected` back.
-
-        A commit into a file moved away, or into a deleted WAL, succeeds for the connection
-        that made it; only a reader that opens the path again sees that it went nowhere.
-        """
-        if self._watch is None or self._fresh is None:
-            return
-        if problem := self._watch.problem():
-            raise StateError(problem)
-        try:
-            async with self._fresh.connect() as connection:
-                value = (await connection.execute(query)).scalar_one_or_none()
-        except (SQLAlchemyError, OSError) as err:
-            raise StateError(
-                f"a new connection to {self._watch.path} cannot read it "
-                f"({type(err).__name__}: {_first_line(err)}): the file or its WAL changed "
-                "under this process (restart it)"
-            ) from err
-        if expected is not _ANY and value != expected:
-            raise StateError(
-                f"a new connection to {self._watch.path} does not see what this process just "
-                "wrote: the file changed under this process (restart it)"
-            )
+    async def _confirm(self, query: Any, expected: object = ANY) -> None:
+        """SQLite: raise StateError unless a new connection reads back what was committed."""
+        if self._watch is not None:
+            try:
+                await self._watch.confirm(query, expected)
+            except HealthError as err:
+                raise StateError(str(err)) from err
 
     async def _update_pending(self, ref: MessageRef, **values: Any) -> bool:
         values["attempts"] = outbox.c.attempts + 1

@@ -3,7 +3,7 @@
 A restarted daemon shows what the last tick found (targets, open findings, when a tick last
 succeeded) and what still waits to be sent, read from the store instead of starting at zero.
 The shape of a run's stored summary is defined here once: the pipeline writes it, the daemon
-reads it back. Nothing here touches a connection.
+reads it back; the two queries that read them are here too, each given a connection.
 """
 
 from __future__ import annotations
@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from goalkeeper.state.messages import Channel
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from goalkeeper.state.messages import CHANNELS, Channel
+from goalkeeper.state.schema import outbox, runs
 
 Outcome = Literal["success", "failure"]
 OpenCount = tuple[str, int, str, int]  # (service, port, protocol, count)
@@ -73,3 +77,38 @@ class OutboxTally:
     pending: int
     oldest_pending_at: datetime | None
     failed: int
+
+
+async def read_outbox_tally(connection: AsyncConnection) -> list[OutboxTally]:
+    """One grouped query, served by the outbox index on (status, channel, id); only pending
+    rows are read for their creation time, and those are few unless a channel is down."""
+    query = (
+        select(outbox.c.channel, outbox.c.status, func.count(), func.min(outbox.c.created_at))
+        .where(outbox.c.status.in_(("pending", "failed")))
+        .group_by(outbox.c.channel, outbox.c.status)
+    )
+    rows = (await connection.execute(query)).all()
+    counts = {(channel, status): (count, oldest) for channel, status, count, oldest in rows}
+    tally = []
+    for channel in CHANNELS:
+        pending, oldest = counts.get((channel, "pending"), (0, None))
+        failed, _ = counts.get((channel, "failed"), (0, None))
+        tally.append(OutboxTally(channel, int(pending), oldest, int(failed)))
+    return tally
+
+
+async def read_last_ticks(connection: AsyncConnection) -> LastTicks:
+    outcome = runs.c.summary["outcome"].as_string()
+    success = select(func.max(runs.c.finished_at)).where(outcome == "success")
+    newest = (
+        select(runs.c.summary)
+        .where(runs.c.finished_at.is_not(None), outcome.is_not(None))
+        .order_by(runs.c.finished_at.desc())
+        .limit(1)
+    )
+    succeeded = (await connection.execute(success)).scalar_one_or_none()
+    summary = (await connection.execute(newest)).scalar_one_or_none()
+    return LastTicks(
+        last=TickRecord.from_summary(summary) if isinstance(summary, Mapping) else None,
+        last_success_at=succeeded if isinstance(succeeded, datetime) else None,
+    )
