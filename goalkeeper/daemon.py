@@ -264,7 +264,7 @@ class Daemon:
         finally:
             self._tick_started = None
         if self._watch is not None:
-            await self._watch.refresh()  # the messages this tick stored
+            self._watch.refresh_soon()  # the messages this tick stored
 
     async def _inventory_for(self, settings: Settings) -> RecentInventory:
         """The inventory source for `settings`: kept across ticks (it caches), rebuilt on change."""

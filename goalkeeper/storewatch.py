@@ -13,11 +13,12 @@ delivery, and the time is the daemon's clock, passed in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from goalkeeper import logs
-from goalkeeper.aio import Clock, Sleep, utc_now
+from goalkeeper.aio import Clock, utc_now
 from goalkeeper.metrics import Metrics
 from goalkeeper.state import LastTicks, OutboxTally, StateError, StateStore
 
@@ -40,6 +41,7 @@ class StoreWatch:
         self._timeout = timeout
         self._clock = clock
         self.problem: str | None = NOT_CHECKED  # why the store is not usable, or None
+        self._poked = asyncio.Event()
 
     async def check(self) -> str | None:
         """Write and read back a heartbeat; return why the store is not usable, or None."""
@@ -98,10 +100,17 @@ class StoreWatch:
             targets=last.last.targets if last.last else None,
         )
 
-    async def run(self, interval: float, *, sleep: Sleep = asyncio.sleep) -> None:
-        """Check and refresh every `interval` seconds, until cancelled."""
+    def refresh_soon(self) -> None:
+        """Ask `run` for a pass now (after a tick), without making the caller wait for it."""
+        self._poked.set()
+
+    async def run(self, interval: float) -> None:
+        """Check and refresh every `interval` seconds, or sooner when asked, until cancelled."""
         while True:
-            await sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self._poked.wait()
+            self._poked.clear()
             await self.check()
             await self.refresh()
 

@@ -7,6 +7,7 @@ real stores (SQLite and PostgreSQL where tests/db.py offers it); time passed in.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -178,3 +179,31 @@ async def test_state_store_up_follows_the_check(tmp_path: Path) -> None:
         assert [line["event"] for line in logged] == ["state store not usable"]
     finally:
         await store.aclose()
+
+
+async def test_a_pass_runs_when_asked_not_only_on_the_interval(store: StateStore) -> None:
+    metrics = Metrics()
+    watch = StoreWatch(store, metrics, timeout=5, clock=lambda: T0 + timedelta(minutes=5))
+    refreshed = asyncio.Event()
+    original = watch.refresh
+
+    async def refresh() -> bool:
+        result = await original()
+        refreshed.set()
+        return result
+
+    watch.refresh = refresh  # type: ignore[method-assign]
+    running = asyncio.create_task(watch.run(3600))  # an interval no test would wait out
+    try:
+        await commit_mail(store)
+        watch.refresh_soon()  # what the daemon does once a tick has stored its messages
+        async with asyncio.timeout(10):
+            await refreshed.wait()
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    gauges = samples(metrics)
+    assert gauges[email("goalkeeper_outbox_pending")] == 1
+    assert gauges[email("goalkeeper_outbox_oldest_pending_age_seconds")] == 300
+    assert gauges[("goalkeeper_state_store_up", ())] == 1
