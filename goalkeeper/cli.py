@@ -20,6 +20,7 @@ import yaml
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import load_settings, serve
+from goalkeeper.inventory.static import static_inventory_warnings
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
@@ -93,7 +94,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.logging.level, fmt=settings.logging.format, secrets=settings.secrets()
     )
     if args.command == "check-config":
-        return check_config(settings, sys.stdout)
+        return check_config(
+            settings, sys.stdout, warnings=static_inventory_warnings(settings, path)
+        )
     if args.command == "scan":
         return asyncio.run(scan(settings, path, dry_run=args.dry_run, as_json=args.json))
     if args.command == "findings":
@@ -146,7 +149,7 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
     return EXIT_OK
 
 
-def check_config(settings: Settings, out: TextIO) -> int:
+def check_config(settings: Settings, out: TextIO, *, warnings: Sequence[str] = ()) -> int:
     data = config.redacted(settings)
     if settings.scan.ports is None:  # show what "the catalog" means
         data["scan"]["ports"] = [
@@ -155,8 +158,8 @@ def check_config(settings: Settings, out: TextIO) -> int:
         ]
     yaml.safe_dump(data, out, sort_keys=False)
     problem = scope_problem(settings)
-    if problem:
-        print(f"warning: {problem}", file=sys.stderr)
+    for warning in (*([problem] if problem else []), *warnings):
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

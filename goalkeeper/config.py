@@ -29,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from goalkeeper.model import is_mail_address
+from goalkeeper.mailaddress import checked_mail_address
 
 ENV_PREFIX = "GOALKEEPER_"
 CONFIG_PATH_VARIABLE = "GOALKEEPER_CONFIG"
@@ -60,8 +60,7 @@ def _network(value: str) -> Network:
 
 
 def _check_address(value: str) -> str:
-    if not is_mail_address(value):
-        raise ValueError(f"not an e-mail address: {value!r}")
+    checked_mail_address(value)  # raises ValueError naming the address and why
     return value
 
 

@@ -93,11 +93,17 @@ def count_by_service(findings: Iterable[Finding]) -> list[tuple[str, int, str, i
 
 
 def unresolved_projects(findings: Iterable[Finding]) -> tuple[str, ...]:
-    """Projects with exposed hosts and no known owner, as 'name (id)'."""
-    projects = {f.target.project_id: f.target.project_name for f in findings if not f.owner.known}
+    """Projects with exposed hosts and no known owner, as 'name (id)', followed by why billing's
+    address cannot be used when it has one."""
+    projects: dict[str, tuple[str, str | None]] = {}
+    for f in findings:
+        if not f.owner.known:
+            projects.setdefault(
+                f.target.project_id, (f.target.project_name, f.owner.address_problem)
+            )
     return tuple(
-        f"{name} ({pid})" if name else pid or "(no project)"
-        for pid, name in sorted(projects.items())
+        (f"{name} ({pid})" if name else pid or "(no project)") + (f": {why}" if why else "")
+        for pid, (name, why) in sorted(projects.items())
     )
 
 

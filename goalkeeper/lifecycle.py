@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
+from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import (
     Finding,
     FindingStatus,
@@ -85,7 +86,8 @@ class FindingRecord:
         return FindingStatus.OPEN if self.is_open else FindingStatus.RESOLVED
 
     def owner(self) -> Owner:
-        return Owner(name=self.owner_name, email=self.owner_email, client_id=self.owner_client_id)
+        # Checked again: a row written before the address check may hold one that cannot be used.
+        return customer_owner(self.owner_name, self.owner_email, self.owner_client_id)
 
     def to_finding(self, status: FindingStatus | None = None) -> Finding:
         """The record as a Finding, for a report (`status` defaults to open/resolved)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,15 +15,6 @@ from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeAlias
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
-
-
-# One plain address: no display name, no list, no CR/LF, a dotted domain. Billing data and
-# configuration that are not one cannot be mailed to.
-_MAIL_ADDRESS = re.compile(r"[^@\s<>()\[\],;:\"]+@[^@\s<>()\[\],;:\"]+\.[A-Za-z0-9-]+")
-
-
-def is_mail_address(text: str | None) -> bool:
-    return bool(text) and _MAIL_ADDRESS.fullmatch(text or "") is not None
 
 
 class Transport(enum.StrEnum):
@@ -47,17 +37,21 @@ class PortSpec:
 
 @dataclass(frozen=True, slots=True)
 class Owner:
-    """Who pays for a project. Without a usable e-mail address they are NOT FOUND."""
+    """Who pays for a project. Without a usable e-mail address they are NOT FOUND.
+
+    Owners from outside data are made by mailaddress.customer_owner, which leaves `email` None
+    and says why in `address_problem` when the address given cannot be mailed to.
+    """
 
     name: str | None = None
     email: str | None = None
     client_id: str | None = None
+    address_problem: str | None = None
 
     @property
     def mail_key(self) -> str | None:
         """The address to write to, normalised; None when there is none that can be used."""
-        email = self.email
-        return email.lower() if email is not None and is_mail_address(email) else None
+        return self.email.lower() if self.email and self.address_problem is None else None
 
     @property
     def known(self) -> bool:

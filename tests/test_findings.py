@@ -8,6 +8,7 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from goalkeeper.findings import build_findings, group_reports, unresolved_projects
+from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import OpenPort, Owner, PortSpec, ScanResult, Target, Transport
 from goalkeeper.scope import select_targets
 
@@ -150,11 +151,16 @@ def test_unresolved_projects_lists_each_once() -> None:
         "x@a.example\r\nBcc: y@b.example",
         "no-at-sign",
         "x@localhost",
+        "x\u202e@a.example",
     ],
 )
 def test_undeliverable_billing_address_goes_to_ops_as_not_found(email: str) -> None:
-    findings = findings_for(target("203.0.113.5", Owner(name="Odd", email=email), "p9"))
+    owner = customer_owner("Odd", email)
+    findings = findings_for(target("203.0.113.5", owner, "p9"))
     (report,) = group_reports(findings, ops_email="security@example.com", redirect=False)
     assert report.recipient == "security@example.com"
     assert report.not_found
     assert report.key == "not-found:p9"
+    (project,) = unresolved_projects(findings)
+    assert project.startswith("p9: not a usable e-mail address: ")
+    assert repr(email) in project

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 
@@ -76,8 +78,79 @@ targets:
 )
 def test_bad_entries_are_named(tmp_path: Path, text: str, expected: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        read_static_targets(write(tmp_path, text), allowed=ALLOWED)
+        read_static_targets(write(tmp_path, text), allowed=ALLOWED, strict=True)
     assert any(expected in str(p) for p in caught.value.problems), caught.value.problems
+
+
+def test_an_unusable_owner_email_in_a_tick_is_not_found_with_the_reason(tmp_path: Path) -> None:
+    # Edited after the config check: the tick goes on, that owner's report goes to ops.
+    path = write(
+        tmp_path,
+        "targets:\n"
+        '  - {address: 127.77.0.1, owner_email: "ma\\u202Elory@acme.example"}\n'
+        "  - {address: 127.77.0.2, owner_email: ops@beta.example}\n",
+    )
+    bad, good = read_static_targets(path, allowed=ALLOWED)
+    assert not bad.owner.known and bad.owner.email is None
+    assert bad.owner.address_problem is not None
+    assert "'ma\\u202elory@acme.example'" in bad.owner.address_problem
+    assert "RIGHT-TO-LEFT OVERRIDE" in bad.owner.address_problem
+    assert good.owner.mail_key == "ops@beta.example"
+
+
+OVERLAP = """
+targets:
+  - {network: 127.77.0.0/30, server_name: pool, owner_name: ACME, owner_email: admin@acme.example}
+  - {address: 127.77.0.2, server_name: web-2, owner_name: %s, owner_email: %s}
+"""
+
+
+def test_one_address_with_two_owners_is_an_error_naming_both_entries(tmp_path: Path) -> None:
+    path = write(tmp_path, OVERLAP % ("Beta", "ops@beta.example"))
+    with pytest.raises(ConfigError) as caught:
+        read_static_targets(path, allowed=ALLOWED)
+    (problem,) = caught.value.problems
+    assert problem.key == "targets[1]"
+    assert "127.77.0.2 listed in targets[0] (127.77.0.0/30, pool) and targets[1] " in str(problem)
+    assert "ACME <admin@acme.example> and Beta <ops@beta.example>" in str(problem)
+
+
+def test_two_owned_and_not_owned_entries_for_one_address_are_two_owners(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "targets:\n  - {address: 127.77.0.1, owner_email: a@acme.example}\n"
+        "  - {address: 127.77.0.1}\n",
+    )
+    with pytest.raises(ConfigError, match="two owners"):
+        read_static_targets(path, allowed=ALLOWED)
+
+
+def test_the_same_owner_twice_is_a_warning_and_the_address_entry_wins(tmp_path: Path) -> None:
+    path = write(tmp_path, OVERLAP % ("ACME", "Admin@ACME.example"))
+    warnings: list[str] = []
+    targets = read_static_targets(path, allowed=ALLOWED, warn=warnings.append)
+    assert [str(t.address) for t in targets] == [f"127.77.0.{n}" for n in range(4)]
+    assert {str(t.address): t.server_name for t in targets}["127.77.0.2"] == "web-2"
+    (warning,) = warnings
+    assert "127.77.0.2 listed twice, in targets[0] (127.77.0.0/30, pool) and targets[1] " in warning
+    assert "same owner" in warning
+
+
+def test_check_config_exits_2_for_two_owners_and_warns_for_one(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        "inventory: {source: static, static_file: inventory.yaml}\n"
+        "scan: {allowed_networks: [127.77.0.0/16]}\n"
+    )
+    write(tmp_path, OVERLAP % ("Beta", "ops@beta.example"))
+    run = [sys.executable, "-m", "goalkeeper", "--config", str(cfg), "check-config"]
+    two = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert two.returncode == 2
+    assert "targets[0] (127.77.0.0/30, pool) and targets[1] (127.77.0.2, web-2)" in two.stderr
+    write(tmp_path, OVERLAP % ("ACME", "admin@acme.example"))
+    one = subprocess.run(run, capture_output=True, text=True, timeout=60, check=False)
+    assert one.returncode == 0, one.stderr
+    assert "warning: " in one.stderr and "listed twice" in one.stderr
 
 
 def test_config_check_finds_the_file_next_to_the_config(tmp_path: Path) -> None:

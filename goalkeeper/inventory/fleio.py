@@ -24,6 +24,7 @@ import aiohttp
 import structlog
 
 from goalkeeper.config import FleioSettings
+from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import UNKNOWN_OWNER, Owner
 
 log = structlog.get_logger(__name__)
@@ -152,8 +153,8 @@ class FleioClient:
 def _owner(client: Mapping[str, Any]) -> Owner:
     full_name = f"{client.get('first_name') or ''} {client.get('last_name') or ''}".strip()
     email = client.get("email")
-    return Owner(
-        name=client.get("company") or full_name or None,
-        email=email if isinstance(email, str) and email.strip() else None,
-        client_id=str(client.get("id")),
+    return customer_owner(
+        client.get("company") or full_name or None,
+        email if isinstance(email, str) else None,
+        str(client.get("id")),
     )

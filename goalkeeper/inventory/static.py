@@ -8,19 +8,22 @@ something to skip quietly. This module reads one local file; it never touches th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from goalkeeper import logs
 from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import ConfigError, Network, Problem, Settings
-from goalkeeper.model import AddressesKnown, Inventory, Owner, Target, is_mail_address
+from goalkeeper.mailaddress import customer_owner, mail_address_problem
+from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains
 
+log = logs.get_logger(__name__)
 MAX_NETWORK_ADDRESSES = 65536
 
 
@@ -35,13 +38,6 @@ class StaticEntry(BaseModel):
     project_name: str = ""
     owner_name: str | None = None
     owner_email: str | None = None
-
-    @field_validator("owner_email")
-    @classmethod
-    def _mail_address(cls, value: str | None) -> str | None:
-        if value is not None and not is_mail_address(value):
-            raise ValueError(f"not an e-mail address: {value!r}")
-        return value
 
     @model_validator(mode="after")
     def _one_of(self) -> StaticEntry:
@@ -62,8 +58,22 @@ def resolve_static_path(settings: Settings, config_path: Path) -> Path:
     return path if path.is_absolute() else config_path.parent / path
 
 
-def read_static_targets(path: Path, *, allowed: Iterable[Network]) -> tuple[Target, ...]:
-    """Every target of the file; raise ConfigError listing every problem with its entry."""
+def read_static_targets(
+    path: Path,
+    *,
+    allowed: Iterable[Network],
+    strict: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[Target, ...]:
+    """Every target of the file, one per address; raise ConfigError listing every problem with
+    its entry.
+
+    Two entries giving one address to two owners are an error naming both: which of them is
+    mailed must not depend on which copy a lookup happens to keep. The same address twice with
+    the same owner is only said to `warn`; the address entry wins over a network, else the first.
+    An owner_email that cannot be mailed to is an error when `strict` (config load, check-config);
+    in a tick it leaves that owner NOT FOUND with the reason, so one typo stops nobody else's mail.
+    """
     source = str(path)
     allowed = tuple(allowed)
     try:
@@ -81,10 +91,15 @@ def read_static_targets(path: Path, *, allowed: Iterable[Network]) -> tuple[Targ
                 for e in err.errors(include_url=False, include_input=False)
             ]
         ) from None
-    targets: list[Target] = []
+    targets: dict[IPAddress, tuple[int, Target]] = {}  # address -> (entry index, target)
+    overlaps: dict[tuple[int, int], list[IPAddress]] = {}  # (earlier, later entry) -> addresses
     problems: list[Problem] = []
     for index, entry in enumerate(parsed.targets):
         key = f"targets[{index}]"
+        if strict and entry.owner_email is not None:
+            why = mail_address_problem(entry.owner_email)
+            if why:
+                problems.append(Problem(source=source, key=f"{key}.owner_email", message=why))
         try:
             expanded = list(_expand(entry))
         except ValueError as err:
@@ -102,10 +117,48 @@ def read_static_targets(path: Path, *, allowed: Iterable[Network]) -> tuple[Targ
                 )
             )
             continue
-        targets.extend(expanded)
+        for target in expanded:
+            earlier = targets.get(target.address)
+            if earlier is None:
+                targets[target.address] = (index, target)
+                continue
+            overlaps.setdefault((earlier[0], index), []).append(target.address)
+            if entry.address is not None and parsed.targets[earlier[0]].network is not None:
+                targets[target.address] = (index, target)  # the more specific entry
+    for (first, second), addresses in overlaps.items():
+        a, b = parsed.targets[first], parsed.targets[second]
+        both = f"targets[{first}] ({_describe(a)}) and targets[{second}] ({_describe(b)})"
+        what = f"{addresses[0]}" + (f" and {len(addresses) - 1} more" if len(addresses) > 1 else "")
+        if _owner_of(a) != _owner_of(b):
+            problems.append(
+                Problem(
+                    source=source,
+                    key=f"targets[{second}]",
+                    message=f"{what} listed in {both} with two owners ({_owner_of(a)} and "
+                    f"{_owner_of(b)}): an address has one owner; remove it from one entry",
+                )
+            )
+        elif warn is not None:
+            warn(f"{source}: {what} listed twice, in {both}, with the same owner")
     if problems:
         raise ConfigError(problems)
-    return tuple(targets)
+    return tuple(target for _, target in targets.values())
+
+
+def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str]:
+    """What check-config says of a valid static file that still looks like a slip."""
+    if settings.inventory.source != "static":
+        return []
+    warnings: list[str] = []
+    try:
+        read_static_targets(
+            resolve_static_path(settings, config_path),
+            allowed=settings.scan.allowed_networks,
+            warn=warnings.append,
+        )
+    except ConfigError:
+        return []  # reported as problems by static_inventory_problems
+    return warnings
 
 
 def static_inventory_problems(settings: Settings, config_path: Path) -> list[Problem]:
@@ -114,7 +167,9 @@ def static_inventory_problems(settings: Settings, config_path: Path) -> list[Pro
         return []
     try:
         read_static_targets(
-            resolve_static_path(settings, config_path), allowed=settings.scan.allowed_networks
+            resolve_static_path(settings, config_path),
+            allowed=settings.scan.allowed_networks,
+            strict=True,
         )
     except ConfigError as err:
         return list(err.problems)
@@ -138,12 +193,12 @@ class StaticInventory:
     async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
         """The file's targets; read at once, so nothing is announced before (`on_addresses` is
         never called)."""
-        targets = read_static_targets(self.path, allowed=self.allowed)
+        targets = read_static_targets(self.path, allowed=self.allowed, warn=_log_warning)
         return Inventory(targets=targets, fetched_at=self.clock(), source=f"static:{self.path}")
 
 
 def _expand(entry: StaticEntry) -> Iterable[Target]:
-    owner = Owner(name=entry.owner_name, email=entry.owner_email)
+    owner = customer_owner(entry.owner_name, entry.owner_email)
     common: dict[str, Any] = {
         "server_name": entry.server_name,
         "server_id": entry.server_id,
@@ -164,6 +219,21 @@ def _expand(entry: StaticEntry) -> Iterable[Target]:
     if network.num_addresses > MAX_NETWORK_ADDRESSES:
         raise ValueError(f"{network} has more than {MAX_NETWORK_ADDRESSES} addresses")
     return [Target(address=address, **common) for address in network]
+
+
+def _describe(entry: StaticEntry) -> str:
+    return f"{entry.address or entry.network}, {entry.server_name or 'no name'}"
+
+
+def _owner_of(entry: StaticEntry) -> str:
+    """Who an entry's mail goes to, as the operator wrote it."""
+    if entry.owner_email is None:
+        return f"{entry.owner_name or 'no owner'} (NOT FOUND)"
+    return f"{entry.owner_name or 'no name'} <{entry.owner_email.strip().lower()}>"
+
+
+def _log_warning(text: str) -> None:
+    log.warning("static inventory", problem=text)
 
 
 def _dotted(loc: tuple[int | str, ...]) -> str:
