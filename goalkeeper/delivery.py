@@ -24,6 +24,7 @@ log = logs.get_logger(__name__)
 Reroute = Callable[[OutboxMessage], Awaitable[list[OutboxMessage] | None]]
 GIVE_UP_AFTER = timedelta(days=1)  # pending this long: given up on, and ops hear of it
 STILL_PENDING = "not sent yet: will be retried"
+OWNER_CHECK_MAX_DELAY = 300.0  # seconds between owner checks while the inventory stays down
 
 
 class Channel:
@@ -100,6 +101,8 @@ class Delivery:
         queue_size: int = 10_000,
         attempts: int = 2,  # per pass, on top of the clients' own retries
         backoff_base: float = 10.0,
+        owner_check_base: float = 2.0,
+        owner_check_attempts: int | None = None,  # None: until it can be made (the daemon)
         sleep: Sleep = asyncio.sleep,
         clock: Clock = utc_now,
     ) -> None:
@@ -109,6 +112,8 @@ class Delivery:
         self._reroute = reroute
         self._attempts = attempts
         self._backoff_base = backoff_base
+        self._owner_check_base = owner_check_base
+        self._owner_check_attempts = owner_check_attempts
         self._sleep = sleep
         self._clock = clock
         self._waiting: dict[int, asyncio.Future[str | None]] = {}
@@ -197,7 +202,9 @@ class Delivery:
             return loaded
         message = loaded
         if self._reroute is not None and message.channel == "email":
-            replacements = await self._reroute(message)
+            replacements = await self._owner_check(self._reroute, message)
+            if isinstance(replacements, str):
+                return replacements
             if replacements is not None:
                 self._enqueue(replacements)  # never awaited here: this worker sends them
                 return "rerouted: an address changed owner"
@@ -229,6 +236,36 @@ class Delivery:
         log.warning("notification still pending", channel=channel.name,
                     recipient=message.recipient, reason=last_error)  # fmt: skip
         return f"{STILL_PENDING} ({last_error})"
+
+    async def _owner_check(
+        self, reroute: Reroute, message: OutboxMessage
+    ) -> list[OutboxMessage] | str | None:
+        """The send-time owner check, retried with backoff until it can be made: with OpenStack
+        or Fleio down (and no inventory read since the start), the mail must wait rather than go
+        to an owner nobody checked, and the worker must not die (a crash loop sends nothing).
+        Past `owner_check_attempts` (the one-shot scan), why it stays pending."""
+        attempt = 0
+        while True:
+            try:
+                return await reroute(message)
+            except Exception as err:  # whatever stops the check, the mail waits for it
+                self.metrics.owner_check_failures.inc()
+                attempt += 1
+                if self._owner_check_attempts is not None and attempt >= self._owner_check_attempts:
+                    log.warning(
+                        "owner check failed: the mail stays pending",
+                        recipient=message.recipient,
+                        run=message.run_id,
+                        error=str(err),
+                    )
+                    return f"{STILL_PENDING} (its owner could not be checked: {err})"
+                delay = backoff_delay(
+                    attempt - 1, base=self._owner_check_base, cap=OWNER_CHECK_MAX_DELAY
+                )
+                log.warning("owner check failed: the mail waits", recipient=message.recipient,
+                            run=message.run_id, attempt=attempt, retry_in_s=round(delay, 1),
+                            error=str(err))  # fmt: skip
+                await self._sleep(delay)
 
     async def drain(self, seconds: float) -> int:
         """Wait up to `seconds` for the queues to empty; return how many messages were left."""

@@ -78,6 +78,18 @@ class Metrics:
             "Projects with exposed hosts whose owner billing does not know (NOT FOUND).",
             registry=r,
         )
+        self.owner_check_failures = Counter(
+            "goalkeeper_owner_check_failures",
+            "Send-time owner checks that could not be made (inventory unavailable); the mail "
+            "waits and the check is retried with backoff.",
+            registry=r,
+        )
+        self.relay_outages = Counter(
+            "goalkeeper_relay_outages",
+            "Passes stopped because the mail relay refused every recipient the same way; the "
+            "messages were kept pending.",
+            registry=r,
+        )
         self._store_series()
         # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
         ProcessCollector(namespace="goalkeeper", registry=r)

@@ -142,6 +142,7 @@ async def one_tick(
             chat=parts.chat,
             metrics=metrics,
             wait=True,
+            owner_check_attempts=3,  # then the mail stays pending: a one-off run must end
             reroute=owner_check(
                 owners=inventory.owners, store=store, settings=lambda: settings, catalog=catalog
             ),
