@@ -225,12 +225,15 @@ class ChatNotifier(Protocol):
 
 
 class DeliveryError(Exception):
-    """A message could not be delivered. `permanent` failures are never retried."""
+    """A message could not be delivered. `permanent` failures are never retried. `code` is the
+    server's reply code when it gave one (an SMTP 550), so that a relay refusing everyone the
+    same way can be told from addresses that are really wrong."""
 
-    def __init__(self, reason: str, *, permanent: bool) -> None:
+    def __init__(self, reason: str, *, permanent: bool, code: int | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.permanent = permanent
+        self.code = code
 
 
 @dataclass(frozen=True, slots=True)

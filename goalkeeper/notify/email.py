@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 class _Failure:
     reason: str
     permanent: bool
+    code: int | None = None
 
 
 class SmtpMailer:
@@ -130,7 +131,7 @@ class SmtpMailer:
                 return
             if failure.permanent:
                 bound.warning("mail.refused", reason=failure.reason)
-                raise DeliveryError(failure.reason, permanent=True)
+                raise DeliveryError(failure.reason, permanent=True, code=failure.code)
             if attempt < self._attempts:
                 delay = self._delay(attempt)
                 bound.warning(
@@ -201,12 +202,14 @@ class SmtpMailer:
             return _Failure(
                 self._clean(f"recipient refused: {replies}"),
                 permanent=bool(codes) and all(500 <= code < 600 for code in codes),
+                code=codes[0] if len(set(codes)) == 1 else None,
             )
         if isinstance(err, aiosmtplib.SMTPResponseException):
             what = type(err).__name__.removeprefix("SMTP")
             return _Failure(
                 self._clean(f"{what}: {err.code} {err.message}"),
                 permanent=500 <= err.code < 600,
+                code=err.code,
             )
         if isinstance(err, ssl.SSLError):
             # Certificate or handshake trouble lies with the server or the settings, not with

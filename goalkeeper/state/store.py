@@ -315,6 +315,33 @@ class StateStore:
         return await self._messages(query.order_by(outbox.c.failed_at, outbox.c.id))
 
     @_translated
+    async def failed(
+        self, *, channel: Channel | None = None, ids: Collection[int] | None = None
+    ) -> list[OutboxMessage]:
+        """Every message given up on (of `channel`, among `ids`), oldest first."""
+        query = select(outbox).where(outbox.c.status == "failed").order_by(outbox.c.id)
+        if channel is not None:
+            query = query.where(outbox.c.channel == channel)
+        if ids is not None:
+            query = query.where(outbox.c.id.in_(sorted(ids)))
+        return await self._messages(query)
+
+    @_translated
+    async def requeue(self, ids: Collection[int]) -> list[int]:
+        """Move failed messages back to pending with their attempts reset; the ids moved. The
+        last error stays, so the outbox still shows why each one had failed."""
+        if not ids:
+            return []
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(outbox)
+                .where(outbox.c.id.in_(sorted(ids)), outbox.c.status == "failed")
+                .values(status="pending", attempts=0, failed_at=None)
+                .returning(outbox.c.id)
+            )
+            return sorted(int(row[0]) for row in result)
+
+    @_translated
     async def message(self, ref: MessageRef) -> OutboxMessage | None:
         found = await self._messages(select(outbox).where(_match(ref)))
         return found[0] if found else None
