@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Sequence
@@ -21,11 +22,12 @@ from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import load_settings, serve
 from goalkeeper.inventory.static import static_inventory_warnings
+from goalkeeper.messages import retry_failed
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import StateError
+from goalkeeper.state import Channel, StateError
 from goalkeeper.views import record_as_dict, report_as_dict
 from goalkeeper.wiring import one_tick, scope_problem, state_store
 
@@ -57,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     findings.add_argument("--json", action="store_true", help="print them as JSON")
     commands.add_parser(
         "check-config", parents=[common], help="validate and print the effective config"
+    )
+    retry = commands.add_parser(
+        "retry-failed",
+        parents=[common],
+        help="move failed messages back to pending (a running daemon sends them within 5 min)",
+    )
+    retry.add_argument("--channel", choices=("email", "telegram"), help="only this channel")
+    retry.add_argument(
+        "--id",
+        type=int,
+        action="append",
+        dest="ids",
+        metavar="N",
+        help="only message N (repeatable)",
     )
     demo = commands.add_parser(
         "demo", help="run one real tick against a simulated cloud on loopback (needs no config)"
@@ -103,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(list_findings(settings, include_resolved=args.all, as_json=args.json))
     if args.command == "run":
         return run(settings, path)
+    if args.command == "retry-failed":
+        return asyncio.run(retry(settings, channel=args.channel, ids=args.ids))
     raise AssertionError(f"unhandled command {args.command}")  # argparse allows no other
 
 
@@ -146,6 +164,23 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    return EXIT_OK
+
+
+async def retry(settings: Settings, *, channel: Channel | None, ids: list[int] | None) -> int:
+    who = f"cli by {getpass.getuser()}"
+    try:
+        async with state_store(settings) as store:
+            retried = await retry_failed(store, channel=channel, ids=ids, who=who)
+    except StateError as err:
+        print(f"goalkeeper: cannot update the state store: {err}", file=sys.stderr)
+        return EXIT_TICK_FAILED
+    moved = ", ".join(str(i) for i in retried.moved) or "none"
+    print(f"moved back to pending: {len(retried.moved)} message(s) ({moved})")
+    for message_id, why in retried.skipped.items():
+        print(f"  not moved: {message_id}: {why}")
+    if retried.moved:
+        print("a running daemon sends them on its next pass (within 5 minutes)")
     return EXIT_OK
 
 

@@ -25,12 +25,13 @@ from goalkeeper.config import ConfigError, Problem, Settings
 from goalkeeper.crontab import crontab_weekdays
 from goalkeeper.delivery import Delivery
 from goalkeeper.inventory.static import static_inventory_problems
+from goalkeeper.messages import retry_failed
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import IPAddress, Target
 from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import StateStore
+from goalkeeper.state import Channel, StateStore
 from goalkeeper.storewatch import StoreWatch
 from goalkeeper.views import record_as_dict
 from goalkeeper.wiring import (
@@ -365,6 +366,22 @@ class Daemon:
             return []
         records = await self._store.list_findings(include_resolved=include_resolved)
         return [record_as_dict(r) for r in records]
+
+    async def retry_failed(
+        self, *, channel: str | None, ids: list[int] | None, who: str
+    ) -> dict[str, Any]:
+        """POST /outbox/retry: failed messages back to pending, and sent now (not in 5 min)."""
+        if self._store is None or self._delivery is None:
+            return {"moved": [], "skipped": {}}
+        wanted: Channel | None = None
+        if channel == "email":
+            wanted = "email"
+        elif channel == "telegram":
+            wanted = "telegram"
+        retried = await retry_failed(self._store, channel=wanted, ids=ids, who=who)
+        if retried.moved:
+            await self._delivery.resend_pending()
+        return retried.as_dict()
 
     def _admin_token(self) -> str | None:
         token = self.settings.http.admin_token

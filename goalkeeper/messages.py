@@ -9,7 +9,7 @@ state layer's; this module only decides what to say to whom.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
 from datetime import datetime
 from ipaddress import ip_address
 
@@ -19,11 +19,12 @@ from goalkeeper.findings import group_reports, recipient_key
 from goalkeeper.model import Finding, IPAddress, MailOutcome, OwnerReport, Target
 from goalkeeper.notify.render import render_owner_report
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+from goalkeeper.state import Channel, NewMessage, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
 SUMMARY_KEY = "summary"
 REROUTED = " (rerouted from "  # a replacement's key: "<owner key> (rerouted from <old key>)"
+OWNER_CHANGED = "not sent: an address changed owner"  # a rerouted original: never to be retried
 Owners = Callable[[], Awaitable[Mapping[IPAddress, Target]]]
 
 
@@ -134,7 +135,7 @@ async def reroute(
     new_owners = sorted({new.recipient for _, new in composed})
     await store.mark_failed(
         message.id,
-        reason=f"not sent: an address changed owner; sent to {', '.join(new_owners)} instead",
+        reason=f"{OWNER_CHANGED}; sent to {', '.join(new_owners)} instead",
         now=now,
     )
     log.warning(
@@ -144,3 +145,49 @@ async def reroute(
         addresses=sorted({k[0] for k in moved}),
     )
     return replacements
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Retried:
+    """What an operator's retry did: the messages moved back to pending, and those left alone."""
+
+    moved: tuple[int, ...]
+    skipped: Mapping[int, str]  # id -> why it was not moved
+
+    def as_dict(self) -> dict[str, object]:
+        return {"moved": list(self.moved), "skipped": {str(k): v for k, v in self.skipped.items()}}
+
+
+async def retry_failed(
+    store: StateStore,
+    *,
+    channel: Channel | None = None,
+    ids: Collection[int] | None = None,
+    who: str,
+) -> Retried:
+    """Move failed messages (of `channel`, among `ids`) back to pending, attempts reset, so the
+    next delivery pass sends them (after a relay outage, or once a bad address is fixed).
+
+    A mail rerouted because its address changed owner is never moved: its replacement went to
+    the new owner, and sending it would tell the old one about a server that is no longer theirs.
+    """
+    failed = await store.failed(channel=channel, ids=ids)
+    skipped: dict[int, str] = {}
+    wanted = []
+    for message in failed:
+        if (message.last_error or "").startswith(OWNER_CHANGED):
+            skipped[message.id] = "rerouted to the current owner: retrying would mail the old one"
+        else:
+            wanted.append(message.id)
+    for missing in sorted(set(ids or ()) - {m.id for m in failed}):
+        skipped[missing] = "no failed message with this id" + (f" on {channel}" if channel else "")
+    moved = tuple(await store.requeue(wanted))
+    log.warning(
+        "failed messages moved back to pending",
+        who=who,
+        channel=channel or "any",
+        ids=list(moved),
+        count=len(moved),
+        skipped=len(skipped),
+    )
+    return Retried(moved=moved, skipped=skipped)

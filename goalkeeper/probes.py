@@ -1,4 +1,4 @@
-"""The HTTP face of the daemon: probes for Kubernetes, metrics for Prometheus, two admin calls.
+"""The HTTP face of the daemon: probes for Kubernetes, metrics for Prometheus, admin calls.
 
 Probes are cheap and honest: they read flags the daemon keeps, never call OpenStack. The admin
 endpoints are off unless `http.admin_token` is set, and compare the bearer token in constant
@@ -32,6 +32,10 @@ class Controls(Protocol):
     def request_tick(self, reason: str) -> str | None: ...  # a run id, or None while one runs
 
     async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]: ...
+
+    async def retry_failed(
+        self, *, channel: str | None, ids: list[int] | None, who: str
+    ) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -67,11 +71,26 @@ def build_app(
         rows = await controls.findings(include_resolved=include_resolved)
         return _json({"findings": rows, "count": len(rows)})
 
+    async def retry(request: web.Request) -> web.Response:
+        # ?channel=email|telegram and ?id=N (repeatable); nothing: every failed message.
+        channel = request.query.get("channel")
+        if channel not in (None, "email", "telegram"):
+            return _json(
+                {"error": f"channel must be email or telegram, not {channel!r}"}, status=400
+            )
+        try:
+            ids = [int(v) for v in request.query.getall("id", [])] or None
+        except ValueError:
+            return _json({"error": "id must be a message number"}, status=400)
+        who = f"api from {request.remote or 'unknown'}"
+        return _json(await controls.retry_failed(channel=channel, ids=ids, who=who))
+
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
     app.router.add_post("/scan", _admin(scan, admin_token))
     app.router.add_get("/findings", _admin(findings, admin_token))
+    app.router.add_post("/outbox/retry", _admin(retry, admin_token))
     return app
 
 

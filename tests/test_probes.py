@@ -18,6 +18,7 @@ class FakeControls:
         self.ready = True
         self.busy = False
         self.ticks: list[str] = []
+        self.retries: list[tuple[str | None, list[int] | None, str]] = []
 
     def liveness(self) -> tuple[bool, dict[str, Any]]:
         return self.alive, {"problems": [] if self.alive else ["scheduler not running"]}
@@ -33,6 +34,12 @@ class FakeControls:
 
     async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:
         return [{"address": "127.0.0.9", "resolved_included": include_resolved}]
+
+    async def retry_failed(
+        self, *, channel: str | None, ids: list[int] | None, who: str
+    ) -> dict[str, Any]:
+        self.retries.append((channel, ids, who))
+        return {"moved": ids or [], "skipped": {}}
 
 
 async def serve(controls: FakeControls, token: str | None) -> HttpServer:
@@ -102,5 +109,32 @@ async def test_admin_api_needs_the_exact_bearer_token(session: aiohttp.ClientSes
             assert r.status == 200
             assert (await r.json())["findings"][0]["resolved_included"] is True
         assert controls.ticks == ["api"]
+    finally:
+        await server.aclose()
+
+
+async def test_outbox_retry_is_an_admin_call_that_checks_its_arguments(
+    session: aiohttp.ClientSession,
+) -> None:
+    controls = FakeControls()
+    server = await serve(controls, "s3cret-admin-token")
+    base = f"http://127.0.0.1:{server.port}/outbox/retry"
+    good = {"Authorization": "Bearer s3cret-admin-token"}
+    try:
+        async with session.post(base, headers={"Authorization": "Bearer nope"}) as r:
+            assert r.status == 401
+        async with session.post(base + "?channel=fax", headers=good) as r:
+            assert r.status == 400
+            assert "email or telegram" in (await r.json())["error"]
+        async with session.post(base + "?id=x", headers=good) as r:
+            assert r.status == 400
+        assert controls.retries == []
+        async with session.post(base + "?channel=email&id=3&id=5", headers=good) as r:
+            assert r.status == 200
+            assert (await r.json())["moved"] == [3, 5]
+        async with session.post(base, headers=good) as r:
+            assert r.status == 200
+        assert [(c, i) for c, i, _ in controls.retries] == [("email", [3, 5]), (None, None)]
+        assert all(who.startswith("api from 127.0.0.1") for _, _, who in controls.retries)
     finally:
         await server.aclose()
