@@ -422,6 +422,7 @@ def test_alert_rules_pass_promtool_and_its_unit_tests(chart: Chart, tmp_path: Pa
         "GoalkeeperNotificationsPending",
         "GoalkeeperStateStoreDown",
         "GoalkeeperHostsNotScanned",
+        "GoalkeeperMailHeldBack",
         "GoalkeeperDown",
     }
     (tmp_path / "full.yaml").write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")

@@ -6,6 +6,8 @@ Fleio's clients, and rows read back from the state store.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -112,3 +114,18 @@ def test_a_bad_ops_address_from_the_environment_is_a_config_error(tmp_path: Path
     with pytest.raises(ConfigError) as caught:
         config.load(path, environ={"GOALKEEPER_NOTIFY__OPS_EMAIL": "sec\u00adurity@p.example"})
     assert any("SOFT HYPHEN" in p.message for p in caught.value.problems)
+
+
+def test_check_config_exits_2_for_an_ops_address_with_an_invisible_character(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text('notify: {ops_email: "security\\u202e@provider.example"}\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "goalkeeper", "--config", str(path), "check-config"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "notify.ops_email: " in result.stderr
+    assert "'security\\u202e@provider.example'" in result.stderr
+    assert "RIGHT-TO-LEFT OVERRIDE" in result.stderr
