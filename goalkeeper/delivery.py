@@ -18,14 +18,13 @@ from goalkeeper import logs
 from goalkeeper.aio import Clock, Sleep, backoff_delay, utc_now
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
+from goalkeeper.relay import RefusalStreak
 from goalkeeper.state import OutboxMessage, StateError, StateStore
 
 log = logs.get_logger(__name__)
 Reroute = Callable[[OutboxMessage], Awaitable[list[OutboxMessage] | None]]
 GIVE_UP_AFTER = timedelta(days=1)  # pending this long: given up on, and ops hear of it
 STILL_PENDING = "not sent yet: will be retried"
-# Refusals in a row, of distinct recipients with one code, that mean the relay, not the address.
-RELAY_OUTAGE_AFTER = 3
 RELAY_OUTAGE_MAX_DELAY = 300.0
 OWNER_CHECK_MAX_DELAY = 300.0  # seconds between owner checks while the inventory stays down
 
@@ -45,6 +44,7 @@ class Channel:
         self._send = send
         self._delivery = delivery
         self._queue: asyncio.Queue[OutboxMessage] = asyncio.Queue(size)
+        self.refusals = RefusalStreak()
 
     def submit(self, message: OutboxMessage) -> bool:
         try:
@@ -121,8 +121,6 @@ class Delivery:
         self._clock = clock
         self._waiting: dict[int, asyncio.Future[str | None]] = {}
         self._queued: set[int] = set()
-        self._refusals: dict[str, list[tuple[int, str, int]]] = {}  # channel -> (id, to, code)
-        self._relay_down: dict[str, tuple[int | None, int]] = {}  # channel -> (code, outages)
 
         async def send_mail(message: OutboxMessage) -> None:
             await mailer.send(message.mail())
@@ -221,7 +219,7 @@ class Delivery:
                 last_error = err.reason
                 if err.permanent:
                     return await self._refused(channel, message, err)
-                self._refusals.pop(channel.name, None)  # not a refusal: the streak is broken
+                channel.refusals.broken()
                 now = self._clock()
                 total = await self._store_call(
                     self.store.record_attempt(message.id, error=err.reason, now=now)
@@ -235,8 +233,7 @@ class Delivery:
             else:
                 # Shielded: once sent, a cancel must not leave it pending (a duplicate later).
                 await asyncio.shield(self._mark_sent(message))
-                self._refusals.pop(channel.name, None)  # the relay delivers: no outage
-                self._relay_down.pop(channel.name, None)
+                channel.refusals.delivered()
                 self.metrics.notifications.labels(channel=channel.name, outcome="sent").inc()
                 log.info("notification sent", channel=channel.name, recipient=message.recipient,
                          run=message.run_id)  # fmt: skip
@@ -246,15 +243,11 @@ class Delivery:
         return f"{STILL_PENDING} ({last_error})"
 
     async def _refused(self, channel: Channel, message: OutboxMessage, err: DeliveryError) -> str:
-        """A permanent refusal: the address's fault, unless the relay refuses everyone alike.
-
-        RELAY_OUTAGE_AFTER refusals in a row, of distinct recipients with the same code, are a
-        relay outage (a 550 to everything while it is misconfigured or restarting): those
-        messages go back to pending, the rest of the queue is left pending too, and the worker
-        backs off. While it lasts, a refusal with that code keeps the message pending; the
-        first delivery ends it."""
-        down = self._relay_down.get(channel.name)
-        if down is not None and err.code == down[0]:
+        """A permanent refusal: the address's fault, unless the relay refuses everyone alike
+        (relay.RefusalStreak). Then the streak's messages go back to pending, the rest of the
+        queue is left pending too, and the worker backs off; while the outage lasts, a refusal
+        with its code keeps the message pending."""
+        if channel.refusals.holds(err.code):
             if self._clock() - message.created_at >= GIVE_UP_AFTER:
                 reason = f"gave up after a day of a relay refusing everyone: {err.reason}"
                 return await self._give_up(channel, message, reason, permanent=False)
@@ -263,26 +256,17 @@ class Delivery:
             )
             return await self._relay_outage(channel, [message.id], err)
         await self._give_up(channel, message, err.reason, permanent=True)
-        streak = self._refusals.setdefault(channel.name, [])
-        if err.code is None or (streak and streak[-1][2] != err.code):
-            streak.clear()
-        if err.code is None:
+        streak = channel.refusals.refused(message.id, message.recipient, err.code)
+        if not streak:
             return err.reason
-        if all(recipient != message.recipient for _, recipient, _ in streak):
-            streak.append((message.id, message.recipient, err.code))
-        if len(streak) < RELAY_OUTAGE_AFTER:
-            return err.reason
-        ids = [message_id for message_id, _, _ in streak]
-        streak.clear()
-        await self._store_call(self.store.requeue(ids))
-        return await self._relay_outage(channel, ids, err)
+        await self._store_call(self.store.requeue(streak))
+        return await self._relay_outage(channel, streak, err)
 
     async def _relay_outage(self, channel: Channel, ids: list[int], err: DeliveryError) -> str:
-        code, outages = self._relay_down.get(channel.name, (err.code, 0))
-        self._relay_down[channel.name] = (code, outages + 1)
+        before = channel.refusals.outage_started()
         self.metrics.relay_outages.inc()
         left = channel.abandon()  # the rest of this pass stays pending in the store
-        delay = backoff_delay(outages, base=self._backoff_base, cap=RELAY_OUTAGE_MAX_DELAY)
+        delay = backoff_delay(before, base=self._backoff_base, cap=RELAY_OUTAGE_MAX_DELAY)
         log.error("mail relay refuses every recipient: messages kept pending", channel=channel.name,
                   code=err.code, reason=err.reason, kept_pending=len(ids) + left,
                   retry_in_s=round(delay, 1))  # fmt: skip

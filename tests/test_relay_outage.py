@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from goalkeeper.config import EmailSettings
-from goalkeeper.delivery import RELAY_OUTAGE_AFTER, Delivery
+from goalkeeper.delivery import Delivery
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
 from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.relay import RELAY_OUTAGE_AFTER, RefusalStreak
 from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.state import NewMessage, StateStore
 
@@ -130,3 +131,33 @@ async def test_the_same_recipient_refused_twice_is_not_an_outage(store: StateSto
         await one_pass(delivery_for(store, smtp, sleeps, metrics))
     assert len(await store.failed()) == RELAY_OUTAGE_AFTER
     assert metrics.registry.get_sample_value("goalkeeper_relay_outages_total") == 0
+
+
+@pytest.mark.parametrize(
+    ("refusals", "outage_at"),
+    [
+        ([(1, "a", 550), (2, "b", 550), (3, "c", 550)], 3),  # distinct, same code: the relay
+        ([(1, "a", 550), (2, "b", 554), (3, "c", 550)], None),  # codes differ: the addresses
+        ([(1, "a", 550), (2, "a", 550), (3, "b", 550), (4, "c", 550)], 4),  # a repeat is no news
+        ([(1, "a", 550), (2, "b", None), (3, "c", 550)], None),  # no code: not comparable
+        ([(1, "a", 554), (2, "b", 550), (3, "c", 550), (4, "d", 550)], 4),  # a new streak
+    ],
+)
+def test_a_streak_of_refusals_is_an_outage_only_when_everyone_is_refused_alike(
+    refusals: list[tuple[int, str, int | None]], outage_at: int | None
+) -> None:
+    streak = RefusalStreak(after=3)
+    found = [n for n, to, code in refusals if streak.refused(n, to, code)]
+    assert found == ([] if outage_at is None else [outage_at])
+
+
+def test_an_outage_lasts_until_a_delivery_and_a_temporary_failure_breaks_a_streak() -> None:
+    streak = RefusalStreak(after=2)
+    assert streak.refused(1, "a", 550) == []
+    streak.broken()  # a 451 in between: the next refusal starts over
+    assert streak.refused(2, "b", 550) == []
+    assert streak.refused(3, "c", 550) == [2, 3]
+    assert streak.holds(550) and not streak.holds(554) and not streak.holds(None)
+    assert (streak.outage_started(), streak.outage_started()) == (0, 1)
+    streak.delivered()
+    assert not streak.holds(550) and streak.outage_started() == 0
