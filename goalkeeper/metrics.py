@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from goalkeeper.model import OwnerLookup, OwnerLookupState
+
 TICK_OUTCOMES = ("success", "failure", "cancelled")
 CHANNELS = ("email", "telegram")
 NOTIFICATION_OUTCOMES = ("sent", "retried", "failed")
@@ -78,6 +80,19 @@ class Metrics:
             "Projects with exposed hosts whose owner billing does not know (NOT FOUND).",
             registry=r,
         )
+        self.owner_resolved_share = Gauge(
+            "goalkeeper_owner_resolved_share",
+            "Share (0..1) of the inventory's projects whose owner billing resolved in the last "
+            "refresh; 1 with no projects or a static inventory, 0 with owners off or unset.",
+            registry=r,
+        )
+        self.owner_lookup_incident = Gauge(
+            "goalkeeper_owner_lookup_incident",
+            "1 when the last refresh's owner lookup was an incident: Fleio not configured, or "
+            "owners resolved for none or less than inventory.fleio.min_resolved_share of the "
+            "projects; 0 otherwise, also when owners are off by choice.",
+            registry=r,
+        )
         self._store_series()
         # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
         ProcessCollector(namespace="goalkeeper", registry=r)
@@ -125,6 +140,17 @@ class Metrics:
                 self.notifications.labels(channel=channel, outcome=outcome)
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
+
+    def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
+        """The owner lookup gauges after a tick; None is a source that carries its own owners."""
+        if lookup is None:
+            share = 1.0
+        elif lookup.state is not OwnerLookupState.ON:
+            share = 0.0
+        else:
+            share = 1.0 if lookup.share is None else lookup.share
+        self.owner_resolved_share.set(share)
+        self.owner_lookup_incident.set(1 if lookup is not None and lookup.incident else 0)
 
     def set_open_findings(self, counts: Iterable[tuple[str, int, str, int]]) -> None:
         """Replace the open-findings gauge with (service, port, protocol, count) rows."""

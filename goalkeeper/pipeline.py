@@ -330,6 +330,7 @@ async def _to_outbox(
             warnings=result.warnings,
             dry_run=dry_run,
             notification_failures=failures,
+            owner_lookup=snapshot.owners,
         )
 
     if dry_run:
@@ -408,6 +409,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.hosts_not_scanned.inc(len(report.not_scanned))
     metrics.inventory_age.set(report.inventory_age_seconds)
     metrics.owners_unresolved.set(len(report.owners_not_found))
+    metrics.set_owner_lookup(report.owner_lookup)
     metrics.set_open_findings(count_by_service(report.findings))
     if report.dry_run:
         return
