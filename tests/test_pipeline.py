@@ -8,6 +8,7 @@ what it no longer holds is dropped. A source that fails after announcing stops t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -34,6 +35,7 @@ from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import run_tick
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import OutboxMessage, StateStore
+from goalkeeper.views import report_as_dict
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 A, B, GONE, NEW = (IPv4Address(f"127.46.0.{n}") for n in (1, 2, 3, 4))
@@ -174,3 +176,6 @@ async def test_an_owner_lookup_incident_reaches_the_report_the_summary_and_the_m
     assert "Owner lookup incident" in render_summary(report)
     assert metrics.registry.get_sample_value("goalkeeper_owner_lookup_incident") == 1
     assert metrics.registry.get_sample_value("goalkeeper_owner_resolved_share") == 0
+    lookup = json.loads(json.dumps(report_as_dict(report)))["inventory"]["owner_lookup"]
+    assert lookup == {"state": "on", "projects": 1, "resolved": 0, "listed": 5, "share": 0.0,
+                      "min_share": 0.5, "incident": True}  # fmt: skip
