@@ -115,19 +115,14 @@ class OwnerLookup:
     def describe(self) -> str:
         """One plain sentence for the summary and the logs."""
         if self.state is OwnerLookupState.OFF:
-            return (
-                "owners are off by choice (inventory.fleio.enabled: false): "
-                "every owner is NOT FOUND"
-            )
+            return "off by choice (inventory.fleio.enabled: false): every owner is NOT FOUND"
         if self.state is OwnerLookupState.UNCONFIGURED:
             return (
                 "Fleio is not configured (inventory.fleio.url and its token are unset): every "
                 "owner is NOT FOUND; set them, or inventory.fleio.enabled: false to choose this"
             )
-        listed = (
-            f"Fleio listed {self.listed} projects" if self.listed else "Fleio listed no projects"
-        )
-        text = f"owners resolved for {self.resolved} of {self.projects} projects ({listed})"
+        listed = f"it listed {self.listed}" if self.listed else "it listed none"
+        text = f"Fleio resolved owners for {self.resolved} of {self.projects} projects ({listed})"
         if self.incident:
             text += (
                 f", below the minimum share of {self.min_share:.0%}"

@@ -353,17 +353,17 @@ def test_summary_can_cap_the_host_list() -> None:
     [
         (
             OwnerLookup(OwnerLookupState.ON, projects=12, resolved=0, listed=40),
-            "⚠️ <b>Owner lookup incident</b>: owners resolved for 0 of 12 projects (Fleio listed"
-            " 40 projects), below the minimum share of 50% (inventory.fleio.min_resolved_share)",
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 0 of 12 projects (it listed"
+            " 40), below the minimum share of 50% (inventory.fleio.min_resolved_share)",
         ),
         (
             OwnerLookup(OwnerLookupState.ON, projects=10, resolved=4, listed=4, min_share=0.5),
-            "⚠️ <b>Owner lookup incident</b>: owners resolved for 4 of 10 projects",
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 4 of 10 projects",
         ),
         (
             OwnerLookup(OwnerLookupState.ON, projects=10, resolved=0, listed=0, min_share=0.0),
-            "⚠️ <b>Owner lookup incident</b>: owners resolved for 0 of 10 projects (Fleio listed"
-            " no projects)",
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 0 of 10 projects (it listed"
+            " none)",
         ),
         (
             OwnerLookup(OwnerLookupState.UNCONFIGURED, projects=3),
@@ -371,12 +371,11 @@ def test_summary_can_cap_the_host_list() -> None:
         ),
         (
             OwnerLookup(OwnerLookupState.ON, projects=10, resolved=9, listed=11),
-            "Owners: owners resolved for 9 of 10 projects (Fleio listed 11 projects)",
+            "Owners: Fleio resolved owners for 9 of 10 projects (it listed 11)",
         ),
         (
             OwnerLookup(OwnerLookupState.OFF, projects=10),
-            "Owners: owners are off by choice (inventory.fleio.enabled: false): every owner is"
-            " NOT FOUND",
+            "Owners: off by choice (inventory.fleio.enabled: false): every owner is NOT FOUND",
         ),
     ],
 )
