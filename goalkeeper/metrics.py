@@ -143,17 +143,21 @@ class Metrics:
 
     def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
         """The owner lookup gauges after a tick; None is a source that carries its own owners."""
-        if lookup is None:
-            share = 1.0
-        elif lookup.state is not OwnerLookupState.ON:
-            share = 0.0
-        else:
-            share = 1.0 if lookup.share is None else lookup.share
+        share, incident = owner_gauges(lookup)
         self.owner_resolved_share.set(share)
-        self.owner_lookup_incident.set(1 if lookup is not None and lookup.incident else 0)
+        self.owner_lookup_incident.set(1 if incident else 0)
 
     def set_open_findings(self, counts: Iterable[tuple[str, int, str, int]]) -> None:
         """Replace the open-findings gauge with (service, port, protocol, count) rows."""
         self.open_findings.clear()
         for service, port, protocol, count in counts:
             self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)
+
+
+def owner_gauges(lookup: OwnerLookup | None) -> tuple[float, bool]:
+    """(resolved share, incident) as the gauges show them, also for the stored tick record."""
+    if lookup is None:
+        return 1.0, False
+    if lookup.state is not OwnerLookupState.ON:
+        return 0.0, lookup.incident
+    return (1.0 if lookup.share is None else lookup.share), lookup.incident
