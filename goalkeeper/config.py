@@ -189,11 +189,25 @@ class OpenStackSettings(Model):
 
 
 class FleioSettings(Model):
+    # null: on when a url or token is set (then both are needed), else not configured, which
+    # every tick reports as an owner lookup incident; false: owners off on purpose (all NOT
+    # FOUND, no incident); true: on, and url and token are required.
+    enabled: bool | None = None
     url: str | None = None
     token: SecretStr | None = None
     verify_tls: bool = True
     page_size: int = Field(default=500, ge=1, le=5000)
     timeout: float = Field(default=60, gt=0, le=3600)  # seconds per request
+    # A refresh resolving owners for less than this share of the inventory's projects (or for
+    # none) is an owner lookup incident: summary warning, metric, alert.
+    min_resolved_share: float = Field(default=0.5, ge=0, le=1)
+
+    @property
+    def wanted(self) -> bool:
+        """Whether owners are meant to come from Fleio (so a missing url or token is an error)."""
+        if self.enabled is None:
+            return self.url is not None or self.token is not None
+        return self.enabled
 
     @field_validator("url")
     @classmethod
@@ -378,11 +392,38 @@ def load(
         settings = Settings.model_validate(merged)
     except ValidationError as err:
         raise ConfigError(_problems_from(err, source, from_env)) from None
+    problems += _billing_problems(settings, source)
     for check in checks:
         problems += check(settings, path)
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _billing_problems(settings: Settings, source: str) -> list[Problem]:
+    """Fleio half configured: owners would silently all be NOT FOUND, so refuse to start."""
+    fleio = settings.inventory.fleio
+    if settings.inventory.source != "openstack" or not fleio.wanted:
+        return []
+    off = "or set inventory.fleio.enabled: false to run without owners (all NOT FOUND)"
+    problems = []
+    if fleio.url is None:
+        problems.append(
+            Problem(
+                source=source,
+                key="inventory.fleio.url",
+                message=f"Fleio's staff API URL is needed for owner lookups; set it, {off}",
+            )
+        )
+    if fleio.token is None:
+        problems.append(
+            Problem(
+                source=source,
+                key="inventory.fleio.token",
+                message=f"set GOALKEEPER_INVENTORY__FLEIO__TOKEN (Fleio's staff API token), {off}",
+            )
+        )
+    return problems
 
 
 def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
+from goalkeeper.model import OwnerLookup, OwnerLookupState
+
 TICK_OUTCOMES = ("success", "failure", "cancelled")
 CHANNELS = ("email", "telegram")
 NOTIFICATION_OUTCOMES = ("sent", "retried", "failed")
@@ -90,6 +92,19 @@ class Metrics:
             "messages were kept pending.",
             registry=r,
         )
+        self.owner_resolved_share = Gauge(
+            "goalkeeper_owner_resolved_share",
+            "Share (0..1) of the inventory's projects whose owner billing resolved in the last "
+            "refresh; 1 with no projects or a static inventory, 0 with owners off or unset.",
+            registry=r,
+        )
+        self.owner_lookup_incident = Gauge(
+            "goalkeeper_owner_lookup_incident",
+            "1 when the last refresh's owner lookup was an incident: Fleio not configured, or "
+            "owners resolved for none or less than inventory.fleio.min_resolved_share of the "
+            "projects; 0 otherwise, also when owners are off by choice.",
+            registry=r,
+        )
         self._store_series()
         # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
         ProcessCollector(namespace="goalkeeper", registry=r)
@@ -138,8 +153,23 @@ class Metrics:
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
 
+    def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
+        """The owner lookup gauges after a tick; None is a source that carries its own owners."""
+        share, incident = owner_gauges(lookup)
+        self.owner_resolved_share.set(share)
+        self.owner_lookup_incident.set(1 if incident else 0)
+
     def set_open_findings(self, counts: Iterable[tuple[str, int, str, int]]) -> None:
         """Replace the open-findings gauge with (service, port, protocol, count) rows."""
         self.open_findings.clear()
         for service, port, protocol, count in counts:
             self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)
+
+
+def owner_gauges(lookup: OwnerLookup | None) -> tuple[float, bool]:
+    """(resolved share, incident) as the gauges show them, also for the stored tick record."""
+    if lookup is None:
+        return 1.0, False
+    if lookup.state is not OwnerLookupState.ON:
+        return 0.0, lookup.incident
+    return (1.0 if lookup.share is None else lookup.share), lookup.incident

@@ -73,6 +73,58 @@ class Target:
     owner: Owner = UNKNOWN_OWNER
 
 
+class OwnerLookupState(enum.StrEnum):
+    ON = "on"  # billing is read
+    OFF = "off"  # switched off on purpose (inventory.fleio.enabled: false)
+    UNCONFIGURED = "unconfigured"  # nobody set Fleio up, nobody switched it off
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerLookup:
+    """How well billing named the owners of the inventory's projects in one refresh.
+
+    An incident when owners are not configured, or when billing resolved an owner (one that
+    can be mailed) for none of the inventory's projects or for less than `min_share` of them:
+    a join that broke, a token for the wrong Fleio. Owners switched off on purpose are none.
+    """
+
+    state: OwnerLookupState
+    projects: int = 0  # distinct projects in the inventory
+    resolved: int = 0  # of those, with an owner that can be mailed
+    listed: int = 0  # projects billing listed, the inventory's or not
+    min_share: float = 0.5
+
+    @property
+    def share(self) -> float | None:
+        return self.resolved / self.projects if self.projects else None
+
+    @property
+    def incident(self) -> bool:
+        if self.state is OwnerLookupState.UNCONFIGURED:
+            return True
+        if self.state is OwnerLookupState.OFF or not self.projects:
+            return False
+        return self.resolved == 0 or self.resolved / self.projects < self.min_share
+
+    def describe(self) -> str:
+        """One plain sentence for the summary and the logs."""
+        if self.state is OwnerLookupState.OFF:
+            return "off by choice (inventory.fleio.enabled: false): every owner is NOT FOUND"
+        if self.state is OwnerLookupState.UNCONFIGURED:
+            return (
+                "Fleio is not configured (inventory.fleio.url and its token are unset): every "
+                "owner is NOT FOUND; set them, or inventory.fleio.enabled: false to choose this"
+            )
+        listed = f"it listed {self.listed}" if self.listed else "it listed none"
+        text = f"Fleio resolved owners for {self.resolved} of {self.projects} projects ({listed})"
+        if self.incident:
+            text += (
+                f", below the minimum share of {self.min_share:.0%}"
+                " (inventory.fleio.min_resolved_share): their mail goes to ops as NOT FOUND"
+            )
+        return text
+
+
 @dataclass(frozen=True, slots=True)
 class Inventory:
     """Every target the inventory source knows, and when it was read."""
@@ -81,6 +133,7 @@ class Inventory:
     fetched_at: datetime
     source: str
     stale_reason: str | None = None  # set when this is the last good copy after a failed refresh
+    owners: OwnerLookup | None = None  # None: the source carries its own owners (static)
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +329,7 @@ class TickReport:
     dry_run: bool = False
     summary_delivered: bool | None = None  # None: no chat configured, a dry run, or queued
     notification_failures: tuple[str, ...] = ()  # messages given up on since the last tick
+    owner_lookup: OwnerLookup | None = None  # how billing resolved owners; None: static source
 
     @property
     def duration_seconds(self) -> float:

@@ -23,7 +23,7 @@ from goalkeeper.config import ScanSettings, Settings
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import plan_lifecycle
 from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
-from goalkeeper.metrics import Metrics
+from goalkeeper.metrics import Metrics, owner_gauges
 from goalkeeper.model import (
     AddressesKnown,
     Inventory,
@@ -330,6 +330,7 @@ async def _to_outbox(
             warnings=result.warnings,
             dry_run=dry_run,
             notification_failures=failures,
+            owner_lookup=snapshot.owners,
         )
 
     if dry_run:
@@ -394,11 +395,14 @@ async def _dispatch(
 
 
 def _record_of(report: TickReport) -> dict[str, object]:
+    share, incident = owner_gauges(report.owner_lookup)
     return TickRecord(
         outcome="success" if tick_problem(report) is None else "failure",
         targets=report.targets,
         open_findings=tuple(count_by_service(report.findings)),
         owners_unresolved=len(report.owners_not_found),
+        owner_resolved_share=share,
+        owner_lookup_incident=incident,
     ).summary()
 
 
@@ -408,6 +412,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.hosts_not_scanned.inc(len(report.not_scanned))
     metrics.inventory_age.set(report.inventory_age_seconds)
     metrics.owners_unresolved.set(len(report.owners_not_found))
+    metrics.set_owner_lookup(report.owner_lookup)
     metrics.set_open_findings(count_by_service(report.findings))
     if report.dry_run:
         return

@@ -94,6 +94,8 @@ class StoreWatch:
             metrics.targets.set(last.last.targets)
             metrics.set_open_findings(last.last.open_findings)
             metrics.owners_unresolved.set(last.last.owners_unresolved)
+            metrics.owner_resolved_share.set(last.last.owner_resolved_share)
+            metrics.owner_lookup_incident.set(1 if last.last.owner_lookup_incident else 0)
         log.info(
             "gauges restored from the state store",
             last_success=last.last_success_at.isoformat() if last.last_success_at else None,

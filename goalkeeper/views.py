@@ -9,7 +9,7 @@ import dataclasses
 from typing import Any
 
 from goalkeeper.lifecycle import FindingRecord
-from goalkeeper.model import Finding, TickReport
+from goalkeeper.model import Finding, OwnerLookup, TickReport
 
 
 def report_as_dict(report: TickReport) -> dict[str, Any]:
@@ -25,6 +25,7 @@ def report_as_dict(report: TickReport) -> dict[str, Any]:
             "source": report.inventory_source,
             "age_seconds": round(report.inventory_age_seconds, 1),
             "stale_reason": report.inventory_stale_reason,
+            "owner_lookup": _owner_lookup(report.owner_lookup),
         },
         "targets": report.targets,
         "refused": list(report.refused),
@@ -38,6 +39,21 @@ def report_as_dict(report: TickReport) -> dict[str, Any]:
         "summary_delivered": report.summary_delivered,
         "notification_failures": list(report.notification_failures),
         "warnings": list(report.warnings),
+    }
+
+
+def _owner_lookup(lookup: OwnerLookup | None) -> dict[str, Any] | None:
+    """How billing resolved owners; None for a source that carries its own (static)."""
+    if lookup is None:
+        return None
+    return {
+        "state": str(lookup.state),
+        "projects": lookup.projects,
+        "resolved": lookup.resolved,
+        "listed": lookup.listed,
+        "share": lookup.share,
+        "min_share": lookup.min_share,
+        "incident": lookup.incident,
     }
 
 

@@ -213,7 +213,8 @@ def check_config(
     return subprocess.run(
         [sys.executable, "-m", "goalkeeper", "check-config"],
         cwd=workdir,
-        env={"PATH": os.environ["PATH"], **env},
+        # PYTHONPATH, where set, so the code under test answers, not an installed copy.
+        env={k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ} | env,
         capture_output=True,
         text=True,
         timeout=60,
@@ -363,6 +364,58 @@ def test_secrets_come_from_the_operators_secret_or_from_values(chart: Chart) -> 
         render(chart, {"secrets": {"existingSecret": "x", "values": {"adminToken": "t"}}})
 
 
+FLEIO_ON = {"config": {"inventory": {"fleio": {"url": "https://billing.example.test/staffapi"}}}}
+
+
+def optional_refs(objects: dict[str, dict[str, Any]]) -> dict[str, bool]:
+    return {
+        item["valueFrom"]["secretKeyRef"]["key"]: item["valueFrom"]["secretKeyRef"]["optional"]
+        for item in container(objects)["env"]
+        if "valueFrom" in item
+    }
+
+
+@pytest.mark.parametrize(
+    ("values", "needed"),
+    [
+        ({}, set()),  # nothing configured that needs a secret
+        (FLEIO_ON, {"fleio-token"}),
+        (merged(FLEIO_ON, {"config": {"inventory": {"fleio": {"enabled": False}}}}), set()),
+        ({"config": {"inventory": {"fleio": {"enabled": True}}}}, {"fleio-token"}),
+        (merged(FLEIO_ON, {"config": {"inventory": {"source": "static"}}}), set()),
+        ({"config": {"notify": {"email": {"username": "gk"}}}}, {"smtp-password"}),
+        (
+            {"config": {"notify": {"telegram": {"enabled": True, "chat_id": "-100"}}}},
+            {"telegram-token"},
+        ),
+        ({"persistence": {"enabled": False}}, {"state-url"}),
+    ],
+)
+def test_secrets_the_config_needs_are_not_optional(
+    chart: Chart, values: dict[str, Any], needed: set[str]
+) -> None:
+    theirs = merged({"secrets": {"existingSecret": "goalkeeper-secrets"}}, values)
+    refs = optional_refs(render(chart, theirs))
+    assert set(refs) == {
+        "fleio-token",
+        "smtp-password",
+        "telegram-token",
+        "admin-token",
+        "state-url",
+    }
+    assert {key for key, optional in refs.items() if not optional} == needed
+
+
+def test_a_needed_secret_the_chart_would_leave_out_is_refused(chart: Chart) -> None:
+    with pytest.raises(
+        HelmError, match=r"secrets.values.fleioToken is empty, but config.inventory"
+    ):
+        render(chart, FLEIO_ON)
+    made = render(chart, merged(FLEIO_ON, {"secrets": {"values": {"fleioToken": "tok-9"}}}))
+    assert optional_refs(made)["fleio-token"] is False
+    assert pod_environment(made)["GOALKEEPER_INVENTORY__FLEIO__TOKEN"] == "tok-9"
+
+
 def test_clouds_yaml_is_mounted_from_a_secret(chart: Chart) -> None:
     objects = render(chart, {"openstack": {"existingSecret": "openstack-prod"}})
     volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "openstack")
@@ -423,6 +476,7 @@ def test_alert_rules_pass_promtool_and_its_unit_tests(chart: Chart, tmp_path: Pa
         "GoalkeeperStateStoreDown",
         "GoalkeeperHostsNotScanned",
         "GoalkeeperMailHeldBack",
+        "GoalkeeperOwnerLookupIncident",
         "GoalkeeperDown",
     }
     (tmp_path / "full.yaml").write_text(yaml.safe_dump({"groups": groups}), encoding="utf-8")

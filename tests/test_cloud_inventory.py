@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from goalkeeper.config import FleioSettings, InventorySettings, OpenStackSettings
 from goalkeeper.inventory.cloud import CloudInventory, InventoryUnavailable
-from goalkeeper.model import InventorySource
+from goalkeeper.model import InventorySource, OwnerLookupState
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.world import World, build_world, move_floating_ip
 from tests.openstack_env import use_os_environment
@@ -170,14 +170,87 @@ async def test_a_recent_inventory_is_reused_within_min_age(
     await source.aclose()
 
 
-async def test_without_fleio_every_owner_is_not_found(
+async def test_without_fleio_every_owner_is_not_found_and_that_is_an_incident(
     cloud: SimulatedCloud, clock: FakeClock
 ) -> None:
     settings = InventorySettings(openstack=OpenStackSettings(api_timeout=10))
     source = CloudInventory(settings, clock=clock)
-    result = await source.fetch()
+    with capture_logs() as logged:
+        result = await source.fetch()
     assert result.targets
     assert all(t.owner.email is None for t in result.targets)
+    assert result.owners is not None
+    assert result.owners.state is OwnerLookupState.UNCONFIGURED
+    assert result.owners.incident
+    assert [e for e in logged if e["event"] == "owner lookup incident"]
+    await source.aclose()
+
+
+async def test_owners_off_by_choice_are_not_an_incident(
+    cloud: SimulatedCloud, clock: FakeClock
+) -> None:
+    settings = settings_for(cloud)
+    off = settings.model_copy(
+        update={"fleio": settings.fleio.model_copy(update={"enabled": False})}
+    )
+    source = CloudInventory(off, clock=clock)
+    result = await source.fetch()
+    assert all(t.owner.email is None for t in result.targets)
+    assert cloud.fleio.requests == {}  # not asked at all
+    assert result.owners is not None
+    assert result.owners.state is OwnerLookupState.OFF
+    assert not result.owners.incident
+    await source.aclose()
+
+
+async def test_owners_resolved_through_fleios_nested_objects_are_counted(
+    cloud: SimulatedCloud, world: World, clock: FakeClock
+) -> None:
+    source = CloudInventory(settings_for(cloud), clock=clock)
+    result = await source.fetch()
+    projects = {t.project_id for t in result.targets}
+    billed = {p for p in projects if world.client_of(p) is not None}
+    assert billed, "the world has billed projects with public addresses"
+    assert result.owners is not None
+    assert (result.owners.state, result.owners.projects) == (OwnerLookupState.ON, len(projects))
+    assert result.owners.resolved == len(billed)
+    assert result.owners.listed == sum(1 for p in world.projects if p.service_id is not None)
+    assert not result.owners.incident
+    assert {t.owner.email for t in result.targets if t.project_id in billed} <= {
+        c.email for c in world.clients
+    }
+    await source.aclose()
+
+
+@pytest.mark.parametrize(("min_share", "incident"), [(0.5, True), (0.2, False)])
+async def test_too_few_owners_resolved_is_an_incident(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, min_share: float, incident: bool
+) -> None:
+    # Billing knows a third of the projects: a Fleio that is, say, another region's.
+    world = build_world(43, projects=6, servers_per_project=2, unknown_project_share=0.67)
+    async with SimulatedCloud(world, page_size=5, listeners=False) as sim:
+        use_os_environment(monkeypatch, sim.os_env(), tmp_path)
+        settings = settings_for(sim)
+        fleio = settings.fleio.model_copy(update={"min_resolved_share": min_share})
+        source = CloudInventory(settings.model_copy(update={"fleio": fleio}))
+        result = await source.fetch()
+        await source.aclose()
+    assert result.owners is not None
+    assert 0 < result.owners.resolved < result.owners.projects / 2
+    assert result.owners.incident is incident
+
+
+async def test_a_fleio_that_resolves_none_of_the_inventorys_projects_is_an_incident(
+    cloud: SimulatedCloud, clock: FakeClock
+) -> None:
+    # Fleio lists projects, but another cloud's: every join misses.
+    cloud.fleio.load(build_world(99, projects=6, servers_per_project=1))
+    source = CloudInventory(settings_for(cloud), clock=clock)
+    result = await source.fetch()
+    assert result.owners is not None
+    assert result.owners.listed > 0
+    assert result.owners.resolved == 0
+    assert result.owners.incident
     await source.aclose()
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from ipaddress import ip_network
 from pathlib import Path
 
 import pytest
+import yaml
 
 from goalkeeper import config
 from goalkeeper.config import ConfigError
@@ -128,3 +132,89 @@ def test_redacted_hides_every_secret() -> None:
     for secret in ("pw-one", "123:abc", "adm-two", "fl-three", "db-four"):
         assert secret not in text
     assert "postgresql+asyncpg://gk:***@db:5432/gk" in text
+
+
+FLEIO_URL = "https://billing.example.net/backend/staffapi"
+
+
+@pytest.mark.parametrize(
+    ("fleio", "environ", "expected"),
+    [
+        # A URL without its token: every owner would be NOT FOUND without anyone choosing it.
+        ({"url": FLEIO_URL}, {}, ["inventory.fleio.token: set GOALKEEPER_INVENTORY__FLEIO__TOKEN"]),
+        # A token without a URL: the operator meant owners to be read.
+        ({}, {"GOALKEEPER_INVENTORY__FLEIO__TOKEN": "tok-1"}, ["inventory.fleio.url: "]),
+        # Switched on explicitly, with nothing else.
+        ({"enabled": True}, {}, ["inventory.fleio.url: ", "inventory.fleio.token: "]),
+        ({"enabled": True, "url": FLEIO_URL}, {}, ["inventory.fleio.token: "]),
+    ],
+)
+def test_a_half_configured_fleio_is_refused(
+    tmp_path: Path, fleio: dict[str, object], environ: dict[str, str], expected: list[str]
+) -> None:
+    text = yaml.safe_dump({"inventory": {"source": "openstack", "fleio": fleio}})
+    found = problems(write(tmp_path, text), environ)
+    assert len(found) == len(expected)
+    for problem, start in zip(found, expected, strict=True):
+        assert problem.startswith(f"{tmp_path / 'config.yaml'}: {start}")
+        assert "inventory.fleio.enabled: false" in problem  # the way out is named
+    assert "tok-1" not in "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("fleio", "source"),
+    [
+        ({"enabled": False, "url": FLEIO_URL}, "openstack"),  # owners off by choice
+        ({"enabled": False}, "openstack"),
+        ({}, "openstack"),  # nothing set: loads, and every tick reports an incident
+        ({"url": FLEIO_URL}, "static"),  # a static inventory carries its own owners
+    ],
+)
+def test_fleio_may_be_off_by_choice_or_unused(
+    tmp_path: Path, fleio: dict[str, object], source: str
+) -> None:
+    text = yaml.safe_dump({"inventory": {"source": source, "fleio": fleio}})
+    settings = config.load(write(tmp_path, text), environ={})
+    assert settings.inventory.fleio.wanted is False or source == "static"
+
+
+def test_fleio_with_url_and_token_loads(tmp_path: Path) -> None:
+    text = yaml.safe_dump({"inventory": {"fleio": {"url": FLEIO_URL, "min_resolved_share": 0.8}}})
+    settings = config.load(
+        write(tmp_path, text), environ={"GOALKEEPER_INVENTORY__FLEIO__TOKEN": "tok-2"}
+    )
+    assert settings.inventory.fleio.wanted is True
+    assert settings.inventory.fleio.min_resolved_share == 0.8
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5, "half"])
+def test_min_resolved_share_is_a_share(tmp_path: Path, share: object) -> None:
+    text = yaml.safe_dump({"inventory": {"fleio": {"enabled": False, "min_resolved_share": share}}})
+    (problem,) = problems(write(tmp_path, text))
+    assert "inventory.fleio.min_resolved_share" in problem
+
+
+def test_check_config_exits_2_for_a_fleio_url_without_a_token(tmp_path: Path) -> None:
+    path = write(tmp_path, yaml.safe_dump({"inventory": {"fleio": {"url": FLEIO_URL}}}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOALKEEPER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "goalkeeper", "--config", str(path), "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "inventory.fleio.token" in result.stderr
+    off = path.with_name("off.yaml")
+    off.write_text(yaml.safe_dump({"inventory": {"fleio": {"url": FLEIO_URL, "enabled": False}}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "goalkeeper", "--config", str(off), "check-config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr

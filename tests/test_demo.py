@@ -27,6 +27,13 @@ async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: P
     assert started["hosts"] == report.targets
     assert report.findings, "the simulated world leaves ports open"
     assert report.owners_not_found, "seed 1 has a project billing does not know"
+    # Through Fleio's nested shapes (service.client is an object), customers get their mail.
+    customers = [m for m in report.mails if m.intended is not None]
+    assert customers
+    assert all(m.recipient == m.intended for m in customers)
+    assert report.owner_lookup is not None
+    assert not report.owner_lookup.incident
+    assert "Owner lookup incident" not in text
     assert all(mail.delivered for mail in report.mails)
     files = sorted((tmp_path / "demo" / "mail").glob("*.eml"))
     assert len(files) == len(report.mails)

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from goalkeeper.config import FleioSettings
-from goalkeeper.inventory.fleio import FleioClient, FleioError
+from goalkeeper.inventory.fleio import FleioClient, FleioError, join_billing, reference_id
 from goalkeeper.model import UNKNOWN_OWNER, Owner
 from goalkeeper.sim.cloud import SimulatedCloud
 from goalkeeper.sim.faults import STALL
@@ -136,6 +136,116 @@ async def test_an_unreachable_fleio_is_an_error(free_port: int) -> None:
     settings = FleioSettings(url=f"http://127.0.0.1:{free_port}", token=SecretStr("k"))
     with pytest.raises(FleioError, match="/openstack/projects"):
         await FleioClient(settings, timeout=10).directory()
+
+
+# What Fleio may write where it refers to another object: a bare id (int, or a string id), or
+# the nested object its serializers write (DESIGN.md §4), or something that is no reference.
+NESTED = [
+    ("bare int", 8453, "8453"),
+    ("bare string", "8453", "8453"),
+    ("string with spaces", " 8453 ", "8453"),
+    ("Keystone id", "9a1b2c3d4e5f", "9a1b2c3d4e5f"),
+    ("client object", {"id": 8453, "name": "ACME Ltd", "external_billing_id": None}, "8453"),
+    ("floating IP client", {"id": 8453, "name": "ACME Ltd"}, "8453"),
+    ("product object", {"id": 8453, "name": "OpenStack", "description": ""}, "8453"),
+    ("object with string id", {"id": "8453"}, "8453"),
+    ("null", None, None),
+    ("empty string", "", None),
+    ("blank string", "   ", None),
+    ("object without id", {"name": "ACME Ltd"}, None),
+    ("object with null id", {"id": None, "name": "ACME Ltd"}, None),
+    ("object nested twice", {"id": {"id": 8453}}, None),
+    ("true", True, None),
+    ("false", False, None),
+    ("float", 8453.0, None),
+    ("list", [8453], None),
+]
+FIELDS = ("client", "service", "project", "product")
+
+
+@pytest.mark.parametrize("field", FIELDS)
+@pytest.mark.parametrize(("case", "value", "expected"), NESTED, ids=[c[0] for c in NESTED])
+def test_a_reference_is_an_id_or_an_object_and_anything_else_is_none(
+    field: str, case: str, value: object, expected: str | None
+) -> None:
+    obj: dict[str, object] = {"id": 1, field: value}
+    assert reference_id(obj.get(field)) == expected
+    assert reference_id({"id": 1}.get(field)) is None  # the field missing altogether
+
+
+CLIENT = {"id": 8453, "first_name": "Ada", "last_name": "L", "company": "ACME Ltd",
+          "email": "admin@acme.example"}  # fmt: skip
+ACME = Owner("ACME Ltd", "admin@acme.example", "8453")
+
+
+@pytest.mark.parametrize(("case", "value", "expected"), NESTED, ids=[c[0] for c in NESTED])
+def test_service_client_in_any_shape_joins_or_is_not_found(
+    case: str, value: object, expected: str | None
+) -> None:
+    clients = [CLIENT, CLIENT | {"id": "9a1b2c3d4e5f"}]
+    projects = [{"id": 1, "project_id": "p-1", "service": 77}]
+    services = [{"id": 77, "client": value, "product": {"id": 1, "name": "OpenStack"}}]
+    owners = join_billing(projects, services, clients)
+    if expected is None:
+        assert owners == {}  # NOT FOUND, not a crash
+    else:
+        assert owners == {"p-1": Owner("ACME Ltd", "admin@acme.example", expected)}
+
+
+@pytest.mark.parametrize(("case", "value", "expected"), NESTED, ids=[c[0] for c in NESTED])
+def test_project_service_in_any_shape_joins_or_is_not_found(
+    case: str, value: object, expected: str | None
+) -> None:
+    projects = [{"id": 1, "project_id": "p-1", "service": value}]
+    services = [{"id": expected, "client": {"id": 8453, "name": "ACME Ltd"}}]
+    owners = join_billing(projects, services, [CLIENT])
+    assert owners == ({"p-1": ACME} if expected is not None else {})
+
+
+@pytest.mark.parametrize(
+    ("case", "projects", "services", "clients"),
+    [
+        ("project id missing", [{"service": 77}], [{"id": 77, "client": 8453}], [CLIENT]),
+        ("project id not text", [{"project_id": 5, "service": 77}], [{"id": 77, "client": 8453}],
+         [CLIENT]),
+        ("service missing", [{"project_id": "p-1"}], [{"id": 77, "client": 8453}], [CLIENT]),
+        ("service unknown", [{"project_id": "p-1", "service": 78}], [{"id": 77, "client": 8453}],
+         [CLIENT]),
+        ("service without id", [{"project_id": "p-1", "service": 77}], [{"client": 8453}],
+         [CLIENT]),
+        ("client unknown", [{"project_id": "p-1", "service": 77}], [{"id": 77, "client": 9}],
+         [CLIENT]),
+        ("client without id", [{"project_id": "p-1", "service": 77}], [{"id": 77, "client": 8453}],
+         [CLIENT | {"id": None}]),
+    ],
+)  # fmt: skip
+def test_a_broken_chain_is_not_found(
+    case: str,
+    projects: list[dict[str, object]],
+    services: list[dict[str, object]],
+    clients: list[dict[str, object]],
+) -> None:
+    assert join_billing(projects, services, clients) == {}
+
+
+def test_garbage_client_fields_give_an_owner_without_a_usable_address() -> None:
+    client = {"id": 8453, "first_name": 7, "last_name": None, "company": ["x"], "email": {"a": 1},
+              "name": "Ada Lovelace"}  # fmt: skip
+    projects = [{"project_id": "p-1", "service": 77}]
+    owners = join_billing(projects, [{"id": 77, "client": {"id": 8453}}], [client])
+    assert owners == {"p-1": Owner("Ada Lovelace", None, "8453")}
+    assert not owners["p-1"].known  # NOT FOUND: nobody to mail
+
+
+async def test_the_simulator_nests_the_client_and_the_reader_still_joins(
+    cloud: SimulatedCloud, world: World
+) -> None:
+    # The simulator writes what Fleio writes: service.client = {id, name, external_billing_id}
+    # (tests/test_sim.py checks the shapes).
+    directory = await _client(cloud).read()
+    assert directory.projects_listed == 9
+    assert len(directory.owners) == 9
+    assert all(owner.known for owner in directory.owners.values())
 
 
 def test_url_and_token_are_required() -> None:

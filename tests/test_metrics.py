@@ -10,6 +10,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from goalkeeper.metrics import Metrics
+from goalkeeper.model import OwnerLookup, OwnerLookupState
 
 
 def test_series_read_zero_before_the_first_tick() -> None:
@@ -44,3 +45,35 @@ def test_promtool_accepts_the_exposition() -> None:
         ["promtool", "check", "metrics"], input=text, capture_output=True, check=False
     )
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+
+
+def _value(metrics: Metrics, name: str) -> float:
+    text = generate_latest(metrics.registry).decode()
+    (value,) = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name
+    ]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("lookup", "share", "incident"),
+    [
+        (OwnerLookup(OwnerLookupState.ON, projects=8, resolved=6, listed=9), 0.75, 0),
+        (OwnerLookup(OwnerLookupState.ON, projects=8, resolved=0, listed=9), 0.0, 1),
+        (OwnerLookup(OwnerLookupState.ON, projects=8, resolved=3, min_share=0.5), 0.375, 1),
+        (OwnerLookup(OwnerLookupState.ON, projects=8, resolved=3, min_share=0.3), 0.375, 0),
+        (OwnerLookup(OwnerLookupState.ON, projects=0), 1.0, 0),
+        (OwnerLookup(OwnerLookupState.OFF, projects=8), 0.0, 0),
+        (OwnerLookup(OwnerLookupState.UNCONFIGURED, projects=8), 0.0, 1),
+        (None, 1.0, 0),  # a static inventory carries its own owners
+    ],
+)
+def test_owner_lookup_gauges(lookup: OwnerLookup | None, share: float, incident: int) -> None:
+    metrics = Metrics()
+    assert _value(metrics, "goalkeeper_owner_lookup_incident") == 0  # before the first tick
+    metrics.set_owner_lookup(lookup)
+    assert _value(metrics, "goalkeeper_owner_resolved_share") == share
+    assert _value(metrics, "goalkeeper_owner_lookup_incident") == incident

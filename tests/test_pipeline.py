@@ -8,6 +8,7 @@ what it no longer holds is dropped. A source that fails after announcing stops t
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
@@ -16,20 +17,25 @@ from pathlib import Path
 import pytest
 
 from goalkeeper.config import Settings
+from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
     AddressesKnown,
     Inventory,
     IPAddress,
     OpenPort,
     Owner,
+    OwnerLookup,
+    OwnerLookupState,
     PortSpec,
     ScanResult,
     Target,
     Transport,
 )
+from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import run_tick
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import OutboxMessage, StateStore
+from goalkeeper.views import report_as_dict
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 A, B, GONE, NEW = (IPv4Address(f"127.46.0.{n}") for n in (1, 2, 3, 4))
@@ -146,3 +152,30 @@ async def test_a_source_failing_after_announcing_stops_the_early_scan(store: Sta
     assert scanner.calls == [[A, B]]
     assert scanner.cancelled  # no scan outlives the tick that wanted it
     assert await store.list_findings() == []
+
+
+class Unresolved:
+    """An inventory whose billing resolved nobody: the tick must say so, not only log it."""
+
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        lookup = OwnerLookup(OwnerLookupState.ON, projects=1, resolved=0, listed=5)
+        unowned = Target(A, "srv", "id", "p1", "acme")
+        return Inventory(targets=(unowned,), fetched_at=NOW, source="fake", owners=lookup)
+
+
+async def test_an_owner_lookup_incident_reaches_the_report_the_summary_and_the_metrics(
+    store: StateStore,
+) -> None:
+    metrics = Metrics()
+    report = await run_tick(
+        now=NOW, run_id="r3", settings=settings(), inventory=Unresolved(), scanner=Recording(),
+        store=store, dispatch=Kept(), catalog=load_catalog(), metrics=metrics,
+    )  # fmt: skip
+    assert report.owner_lookup is not None
+    assert report.owner_lookup.incident
+    assert "Owner lookup incident" in render_summary(report)
+    assert metrics.registry.get_sample_value("goalkeeper_owner_lookup_incident") == 1
+    assert metrics.registry.get_sample_value("goalkeeper_owner_resolved_share") == 0
+    lookup = json.loads(json.dumps(report_as_dict(report)))["inventory"]["owner_lookup"]
+    assert lookup == {"state": "on", "projects": 1, "resolved": 0, "listed": 5, "share": 0.0,
+                      "min_share": 0.5, "incident": True}  # fmt: skip

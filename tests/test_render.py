@@ -20,6 +20,8 @@ from goalkeeper.model import (
     MailOutcome,
     OutgoingMail,
     Owner,
+    OwnerLookup,
+    OwnerLookupState,
     OwnerReport,
     ServiceAdvice,
     Target,
@@ -344,3 +346,49 @@ def test_summary_can_cap_the_host_list() -> None:
     summary = render_summary(tick(findings), top_hosts=3)
     assert sum(line.startswith("<code>") for line in summary.splitlines()) == 3
     assert "… and 7 more" in summary
+
+
+@pytest.mark.parametrize(
+    ("lookup", "expected"),
+    [
+        (
+            OwnerLookup(OwnerLookupState.ON, projects=12, resolved=0, listed=40),
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 0 of 12 projects (it listed"
+            " 40), below the minimum share of 50% (inventory.fleio.min_resolved_share)",
+        ),
+        (
+            OwnerLookup(OwnerLookupState.ON, projects=10, resolved=4, listed=4, min_share=0.5),
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 4 of 10 projects",
+        ),
+        (
+            OwnerLookup(OwnerLookupState.ON, projects=10, resolved=0, listed=0, min_share=0.0),
+            "⚠️ <b>Owner lookup incident</b>: Fleio resolved owners for 0 of 10 projects (it listed"
+            " none)",
+        ),
+        (
+            OwnerLookup(OwnerLookupState.UNCONFIGURED, projects=3),
+            "⚠️ <b>Owner lookup incident</b>: Fleio is not configured",
+        ),
+        (
+            OwnerLookup(OwnerLookupState.ON, projects=10, resolved=9, listed=11),
+            "Owners: Fleio resolved owners for 9 of 10 projects (it listed 11)",
+        ),
+        (
+            OwnerLookup(OwnerLookupState.OFF, projects=10),
+            "Owners: off by choice (inventory.fleio.enabled: false): every owner is NOT FOUND",
+        ),
+    ],
+)
+def test_summary_says_how_owners_were_looked_up(lookup: OwnerLookup, expected: str) -> None:
+    summary = render_summary(tick((), owner_lookup=lookup))
+    (line,) = [line for line in summary.splitlines() if ("wner" in line and "resolved" in line)
+               or "off by choice" in line or "not configured" in line]  # fmt: skip
+    assert line.startswith(expected)
+    assert ("incident" in line) is lookup.incident
+    assert ("⚠️" in line) is lookup.incident
+
+
+def test_summary_of_a_static_inventory_says_nothing_of_billing() -> None:
+    summary = render_summary(tick((), inventory_source="static"))
+    assert "Owner lookup" not in summary
+    assert "Owners:" not in summary

@@ -233,12 +233,43 @@ async def test_fleio_envelope_paging_and_404(
     async with http.get(url + "/", headers=headers) as response:
         assert response.status == 404  # no trailing slashes
     service = body["objects"][0]["service"]
+    assert isinstance(service, int)  # a project's service is a bare id in Fleio
     async with http.get(
         f"{cloud.fleio_url}/billing/services/{service}", headers=headers
     ) as response:
         client = (await response.json())["client"]
-    async with http.get(f"{cloud.fleio_url}/clients/{client}", headers=headers) as response:
+    async with http.get(f"{cloud.fleio_url}/clients/{client['id']}", headers=headers) as response:
         assert "@" in (await response.json())["email"]
+
+
+async def test_fleio_writes_the_nested_objects_its_serializers_write(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    # DESIGN.md §4, from Fleio's StaffServiceSerializer and StaffFloatingIpSerializer.
+    headers = {"Authorization": f"Token {cloud.fleio_token}"}
+
+    async def objects(path: str) -> list[dict[str, Any]]:
+        async with http.get(f"{cloud.fleio_url}/{path}", headers=headers) as response:
+            items: list[dict[str, Any]] = (await response.json())["objects"]
+            return items
+
+    services = await objects("billing/services")
+    assert services
+    for service in services:
+        assert set(service["client"]) == {"id", "name", "external_billing_id"}
+        assert isinstance(service["client"]["id"], int)
+        assert set(service["product"]) == {"id", "name", "description"}
+        assert set(service["cycle"]) == {"id", "display_name"}
+    floating_ips = await objects("openstack/floatingips")
+    assert floating_ips
+    billed = {p.id for p in cloud.world.projects if p.service_id is not None}
+    for fip in floating_ips:
+        assert isinstance(fip["project"], str)  # the Keystone id
+        if fip["project"] in billed:
+            assert set(fip["client"]) == {"id", "name"}
+        else:
+            assert fip["client"] is None
+        assert set(fip["floating_network"]) == {"id", "name", "region"}
 
 
 async def test_listeners_play_the_open_ports() -> None:

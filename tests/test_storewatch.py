@@ -134,8 +134,9 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
     good = TickRecord("success", targets=40, owners_unresolved=2, open_findings=counts)
     await store.finish_run("r1", finished_at=T0, summary=good.summary())
     failed = TickRecord(
-        "failure", targets=41, owners_unresolved=2, open_findings=good.open_findings
-    )
+        "failure", targets=41, owners_unresolved=2, open_findings=good.open_findings,
+        owner_resolved_share=0.25, owner_lookup_incident=True,
+    )  # fmt: skip
     await store.finish_run("r2", finished_at=T0 + timedelta(days=1), summary=failed.summary())
 
     metrics = Metrics()
@@ -144,12 +145,27 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
     assert gauges[("goalkeeper_last_tick_success_timestamp_seconds", ())] == T0.timestamp()
     assert gauges[("goalkeeper_targets", ())] == 41  # the last tick, successful or not
     assert gauges[("goalkeeper_owners_unresolved", ())] == 2
+    # An owner lookup incident keeps alerting across a restart, until a tick says otherwise.
+    assert gauges[("goalkeeper_owner_resolved_share", ())] == 0.25
+    assert gauges[("goalkeeper_owner_lookup_incident", ())] == 1
     open_findings = {labels: value for (name, labels), value in gauges.items()
                      if name == "goalkeeper_open_findings"}  # fmt: skip
     assert open_findings == {
         (("port", "6379"), ("protocol", "tcp"), ("service", "redis")): 3,
         (("port", "123"), ("protocol", "udp"), ("service", "ntp")): 1,
     }
+
+
+async def test_a_record_from_before_owner_lookups_restores_no_incident(store: StateStore) -> None:
+    old = TickRecord("success", targets=3, owners_unresolved=0, open_findings=()).summary()
+    del old["owner_resolved_share"], old["owner_lookup_incident"]
+    await store.finish_run("r1", finished_at=T0, summary=old)
+    metrics = Metrics()
+    await StoreWatch(store, metrics, timeout=5).restore()
+    gauges = samples(metrics)
+    assert gauges[("goalkeeper_targets", ())] == 3  # the record still reads
+    assert gauges[("goalkeeper_owner_lookup_incident", ())] == 0
+    assert gauges[("goalkeeper_owner_resolved_share", ())] == 1
 
 
 async def test_an_empty_store_restores_nothing(store: StateStore) -> None:

@@ -3,8 +3,11 @@
 OpenStack (in a thread) and Fleio (on the loop) are read at the same time. When either fails,
 the last good inventory is returned with `stale_reason` saying what failed and how old the copy
 is, so one bad morning of an API does not silence the scan; with no good inventory yet, the
-fetch raises InventoryUnavailable naming what failed. Time comes from an injected clock. This
-module joins and caches; it does not talk to either API itself and never logs a credential.
+fetch raises InventoryUnavailable naming what failed. Each inventory carries how well billing
+resolved its projects' owners (model.OwnerLookup), so a join that resolves nobody is an
+incident in the summary and the metrics, not a quiet morning of NOT FOUND mails. Time comes
+from an injected clock. This module joins and caches; it does not talk to either API itself
+and never logs a credential.
 """
 
 from __future__ import annotations
@@ -18,9 +21,17 @@ import structlog
 
 from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import InventorySettings
-from goalkeeper.inventory.fleio import FleioClient, FleioError
+from goalkeeper.inventory.fleio import BillingDirectory, FleioClient, FleioError
 from goalkeeper.inventory.openstack import OpenStackError, OpenStackInventory
-from goalkeeper.model import UNKNOWN_OWNER, AddressesKnown, Inventory, Owner, Target
+from goalkeeper.model import (
+    UNKNOWN_OWNER,
+    AddressesKnown,
+    Inventory,
+    Owner,
+    OwnerLookup,
+    OwnerLookupState,
+    Target,
+)
 
 log = structlog.get_logger(__name__)
 SOURCE = "openstack"
@@ -52,9 +63,11 @@ class CloudInventory:
     ) -> None:
         self.openstack = openstack or OpenStackInventory(settings.openstack)
         billing = settings.fleio
-        if fleio is None and billing.url is not None and billing.token is not None:
+        if fleio is None and billing.enabled is not False and billing.url and billing.token:
             fleio = FleioClient(billing)
         self.fleio = fleio
+        self.owners_off = fleio is None and billing.enabled is False
+        self.min_resolved_share = billing.min_resolved_share
         self.clock = clock
         self.min_age = min_age
         self._last_good: Inventory | None = None
@@ -83,11 +96,7 @@ class CloudInventory:
         await asyncio.to_thread(self.openstack.close)
 
     async def _refresh(self, now: datetime, on_addresses: AddressesKnown | None) -> Inventory:
-        if self.fleio is None:
-            log.warning("fleio url or token not set: every owner is NOT FOUND")
-            billing = _no_billing()
-        else:
-            billing = self.fleio.directory()
+        billing = _no_billing() if self.fleio is None else self.fleio.read()
         # Both at once; each failure is kept so the message can name every system that failed.
         targets, owners = await asyncio.gather(
             self.openstack.targets(on_addresses), billing, return_exceptions=True
@@ -100,14 +109,31 @@ class CloudInventory:
             raise targets
         if isinstance(owners, BaseException):
             raise owners
-        joined = join_owners(targets, owners)
+        joined = join_owners(targets, owners.owners)
+        lookup = self._lookup(joined, owners)
         log.info(
             "inventory refreshed",
             targets=len(joined),
-            projects=len({t.project_id for t in joined}),
-            projects_not_found=len({t.project_id for t in joined if not t.owner.known}),
+            projects=lookup.projects,
+            projects_not_found=lookup.projects - lookup.resolved,
         )
-        return Inventory(targets=joined, fetched_at=now, source=SOURCE)
+        if lookup.incident:
+            log.warning("owner lookup incident", detail=lookup.describe())
+        return Inventory(targets=joined, fetched_at=now, source=SOURCE, owners=lookup)
+
+    def _lookup(self, joined: tuple[Target, ...], billing: BillingDirectory) -> OwnerLookup:
+        if self.fleio is not None:
+            state = OwnerLookupState.ON
+        else:
+            state = OwnerLookupState.OFF if self.owners_off else OwnerLookupState.UNCONFIGURED
+        resolved = {t.project_id: t.owner.known for t in joined}
+        return OwnerLookup(
+            state=state,
+            projects=len(resolved),
+            resolved=sum(resolved.values()),
+            listed=billing.projects_listed,
+            min_share=self.min_resolved_share,
+        )
 
     def _fall_back(self, now: datetime, failure: str) -> Inventory:
         last = self._last_good
@@ -138,8 +164,8 @@ def join_owners(targets: tuple[Target, ...], owners: Mapping[str, Owner]) -> tup
     )
 
 
-async def _no_billing() -> Mapping[str, Owner]:
-    return {}
+async def _no_billing() -> BillingDirectory:
+    return BillingDirectory(owners={}, projects_listed=0)
 
 
 def _age(age: timedelta) -> str:

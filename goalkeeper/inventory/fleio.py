@@ -6,6 +6,13 @@ and `/clients` (client -> e-mail and name). That is a handful of requests per re
 the number of servers or addresses: never one request per address or per project. A project
 that billing does not know has no owner here, and its findings go to ops as NOT FOUND.
 
+Fleio nests related objects rather than writing bare ids: its StaffServiceSerializer writes a
+service's `client` as `{"id", "name", "external_billing_id"}` and its `product` and `cycle` as
+small objects, while a project's `service` is a bare id (DESIGN.md §4). Every reference is read
+through `reference_id`, which takes either shape, so a Fleio version that nests one more field
+(or one fewer) still joins; anything else (null, missing, a list, a bool) is no reference, and
+the project is NOT FOUND rather than a crash.
+
 Paging asks for `page` = 1, 2, ... itself rather than following `next` (Django REST framework
 builds `next` from the Host header, which is often wrong behind a TLS proxy), and stops at
 `next: null` or at a 404 past the first page. This module only reads from Fleio; the token
@@ -16,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
@@ -32,6 +40,14 @@ log = structlog.get_logger(__name__)
 
 class FleioError(Exception):
     """Fleio could not be read. The message names the listing that failed, never the token."""
+
+
+@dataclass(frozen=True, slots=True)
+class BillingDirectory:
+    """One read of Fleio: the owner of each project it resolved, and how many it listed."""
+
+    owners: Mapping[str, Owner]
+    projects_listed: int
 
 
 class FleioClient:
@@ -68,12 +84,16 @@ class FleioClient:
 
     async def directory(self) -> Mapping[str, Owner]:
         """The owner of every project billing knows, by Keystone project id."""
-        if self._session is not None:
-            return await self._directory(self._session)
-        async with aiohttp.ClientSession(timeout=self._timeout) as session:
-            return await self._directory(session)
+        return (await self.read()).owners
 
-    async def _directory(self, session: aiohttp.ClientSession) -> Mapping[str, Owner]:
+    async def read(self) -> BillingDirectory:
+        """The owners billing resolves, with the count of projects it listed at all."""
+        if self._session is not None:
+            return await self._read(self._session)
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            return await self._read(session)
+
+    async def _read(self, session: aiohttp.ClientSession) -> BillingDirectory:
         try:
             async with asyncio.TaskGroup() as group:
                 projects = group.create_task(self._listing(session, "/openstack/projects"))
@@ -81,15 +101,7 @@ class FleioClient:
                 clients = group.create_task(self._listing(session, "/clients"))
         except* FleioError as failed:
             raise FleioError("; ".join(str(err) for err in failed.exceptions)) from None
-        client_by_id = {str(c.get("id")): c for c in clients.result()}
-        client_of_service = {str(s.get("id")): str(s.get("client")) for s in services.result()}
-        owners: dict[str, Owner] = {}
-        for project in projects.result():
-            project_id = project.get("project_id")
-            client_id = client_of_service.get(str(project.get("service")))
-            client = client_by_id.get(client_id or "")
-            if isinstance(project_id, str) and client is not None:
-                owners[project_id] = _owner(client)
+        owners = join_billing(projects.result(), services.result(), clients.result())
         log.info(
             "fleio owners read",
             projects=len(projects.result()),
@@ -97,7 +109,7 @@ class FleioClient:
             clients=len(clients.result()),
             owners=len(owners),
         )
-        return MappingProxyType(owners)
+        return BillingDirectory(MappingProxyType(owners), projects_listed=len(projects.result()))
 
     async def _listing(self, session: aiohttp.ClientSession, path: str) -> list[Mapping[str, Any]]:
         """Every object of one paged listing."""
@@ -150,11 +162,55 @@ class FleioClient:
         return objects
 
 
+def reference_id(value: object) -> str | None:
+    """The id a Fleio reference names, whether written bare (`8453`) or nested (`{"id": 8453,
+    ...}`); None for null, a missing id, or anything that is not a reference (a bool, a list)."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if isinstance(value, bool):  # bool is an int to Python, never an id to Fleio
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    return None
+
+
+def join_billing(
+    projects: Sequence[Mapping[str, Any]],
+    services: Sequence[Mapping[str, Any]],
+    clients: Sequence[Mapping[str, Any]],
+) -> dict[str, Owner]:
+    """Keystone project id -> owner, through project.service -> service.client -> client."""
+    client_by_id = {key: c for c in clients if (key := reference_id(c.get("id"))) is not None}
+    client_of_service = {
+        key: client
+        for s in services
+        if (key := reference_id(s.get("id"))) is not None
+        and (client := reference_id(s.get("client"))) is not None
+    }
+    owners: dict[str, Owner] = {}
+    for project in projects:
+        project_id = project.get("project_id")
+        service_id = reference_id(project.get("service"))
+        client_id = client_of_service.get(service_id) if service_id is not None else None
+        found = client_by_id.get(client_id) if client_id is not None else None
+        if isinstance(project_id, str) and project_id and found is not None:
+            owners[project_id] = _owner(found)
+    return owners
+
+
 def _owner(client: Mapping[str, Any]) -> Owner:
-    full_name = f"{client.get('first_name') or ''} {client.get('last_name') or ''}".strip()
-    email = client.get("email")
-    return customer_owner(
-        client.get("company") or full_name or None,
-        email if isinstance(email, str) else None,
-        str(client.get("id")),
+    first, last, company = (
+        _text(client.get(key)) for key in ("first_name", "last_name", "company")
     )
+    full_name = f"{first or ''} {last or ''}".strip()
+    return customer_owner(
+        company or full_name or _text(client.get("name")),
+        _text(client.get("email")),
+        reference_id(client.get("id")),
+    )
+
+
+def _text(value: object) -> str | None:
+    return value.strip() if isinstance(value, str) and value.strip() else None

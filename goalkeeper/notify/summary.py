@@ -63,6 +63,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     )
     if report.inventory_stale_reason:
         lines.append(f"⚠️ <b>Inventory is stale</b>: {e(report.inventory_stale_reason)}")
+    lines.extend(_owner_lookup(report))
     lines.extend(f"⚠️ {e(warning)}" for warning in report.warnings)
     hosts = _exposed_hosts(report.findings)
     lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
@@ -71,6 +72,15 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if len(shown) < len(hosts):
         lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
     return "\n".join(lines)
+
+
+def _owner_lookup(report: TickReport) -> list[str]:
+    lookup = report.owner_lookup
+    if lookup is None:
+        return []
+    if lookup.incident:
+        return [f"⚠️ <b>Owner lookup incident</b>: {html.escape(lookup.describe())}"]
+    return [f"Owners: {html.escape(lookup.describe())}"]
 
 
 def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:

@@ -31,6 +31,9 @@ class TickRecord:
     targets: int
     open_findings: tuple[OpenCount, ...]
     owners_unresolved: int
+    # The owner lookup gauges (metrics.owner_gauges); a record older than them reads as no incident.
+    owner_resolved_share: float = 1.0
+    owner_lookup_incident: bool = False
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -39,6 +42,8 @@ class TickRecord:
             "findings": sum(row[3] for row in self.open_findings),
             "open_findings": [list(row) for row in self.open_findings],
             "owners_unresolved": self.owners_unresolved,
+            "owner_resolved_share": self.owner_resolved_share,
+            "owner_lookup_incident": self.owner_lookup_incident,
         }
 
     @classmethod
@@ -56,6 +61,8 @@ class TickRecord:
                     for s, p, proto, n in summary["open_findings"]
                 ),
                 owners_unresolved=int(summary["owners_unresolved"]),
+                owner_resolved_share=float(summary.get("owner_resolved_share", 1.0)),
+                owner_lookup_incident=summary.get("owner_lookup_incident") is True,
             )
         except (KeyError, TypeError, ValueError):
             return None

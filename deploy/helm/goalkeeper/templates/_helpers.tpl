@@ -71,13 +71,24 @@ refuses SYN/UDP scans as non-root without it. Without allowed_networks `goalkeep
 {{- default (printf "%s-secrets" (include "goalkeeper.fullname" .)) .Values.secrets.existingSecret }}
 {{- end }}
 
-{{/* Environment variable, values key, Secret key of every secret the daemon reads. */}}
+{{/*
+Environment variable, values key, Secret key of every secret the daemon reads, and whether the
+config needs it: a needed key is not `optional`, so a Secret without it stops the pod at start
+(CreateContainerConfigError naming the key) instead of a daemon that quietly does less. When
+the chart makes the Secret itself, secret.yaml refuses to leave out a needed key with a `why`.
+*/}}
 {{- define "goalkeeper.secretKeys" -}}
-- {env: GOALKEEPER_INVENTORY__FLEIO__TOKEN, value: fleioToken, key: fleio-token}
-- {env: GOALKEEPER_NOTIFY__EMAIL__PASSWORD, value: smtpPassword, key: smtp-password}
-- {env: GOALKEEPER_NOTIFY__TELEGRAM__TOKEN, value: telegramToken, key: telegram-token}
-- {env: GOALKEEPER_HTTP__ADMIN_TOKEN, value: adminToken, key: admin-token}
-- {env: GOALKEEPER_STATE__URL, value: stateUrl, key: state-url}
+{{- $c := .Values.config }}
+{{- $fleio := $c.inventory.fleio }}
+{{- $fleioOff := and (not (kindIs "invalid" $fleio.enabled)) (not $fleio.enabled) }}
+{{- $fleioOn := and (eq (toString $c.inventory.source) "openstack") (not $fleioOff) (or $fleio.url $fleio.enabled) }}
+{{- $statePath := and (not .Values.persistence.enabled) (hasPrefix "sqlite" (toString $c.state.url)) }}
+- {env: GOALKEEPER_INVENTORY__FLEIO__TOKEN, value: fleioToken, key: fleio-token, needed: {{ not (empty $fleioOn) }}, why: "config.inventory.fleio is on"}
+- {env: GOALKEEPER_NOTIFY__EMAIL__PASSWORD, value: smtpPassword, key: smtp-password, needed: {{ not (empty $c.notify.email.username) }}, why: "config.notify.email.username is set"}
+- {env: GOALKEEPER_NOTIFY__TELEGRAM__TOKEN, value: telegramToken, key: telegram-token, needed: {{ not (empty $c.notify.telegram.enabled) }}, why: "config.notify.telegram.enabled is true"}
+- {env: GOALKEEPER_HTTP__ADMIN_TOKEN, value: adminToken, key: admin-token, needed: false, why: ""}
+{{- /* why "": goalkeeper.claimName already refuses this case with its own reason. */}}
+- {env: GOALKEEPER_STATE__URL, value: stateUrl, key: state-url, needed: {{ not (empty $statePath) }}, why: ""}
 {{- end }}
 
 {{- define "goalkeeper.cloudsSecretName" -}}
