@@ -10,9 +10,17 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.utils import parseaddr
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    collapse_addresses,
+    ip_network,
+)
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
 from urllib.parse import urlsplit, urlunsplit
@@ -40,12 +48,72 @@ SECRET_KEYS = (
     "http.admin_token",
 )
 Network: TypeAlias = IPv4Network | IPv6Network
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": not a destination
 
-# Flags the scanner sets itself, or that would let a config change what is scanned or written.
-_FORBIDDEN_NMAP_FLAGS = re.compile(
-    r"^(-s[A-Za-z]*|-p.*|-iL|-iR|--excludefile|--exclude|-o[A-Za-z]?|--resume|--script.*|-A"
-    r"|--top-ports|-F|--datadir|--stylesheet|--append-output)$"
+# nmap_arguments may hold only these: pacing and patience, nothing that names a target, a port,
+# a scan type, a file or a script. Everything else is refused by name (an allowlist: nmap has
+# hundreds of options, and any one of -iL, --iR, a bare address or --script sends packets
+# elsewhere). The scanner adds -Pn and -n itself whatever is written here.
+_NMAP_FLAGS = frozenset(
+    {"-Pn", "-n", "--privileged", "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit"}
+    | {f"-T{level}" for level in range(6)}
 )
+_NMAP_COUNT = re.compile(r"[0-9]{1,3}")
+_NMAP_TIME = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?(ms|s|m|h)?")  # nmap's <time>: 500ms, 1.5s, 10m
+_NMAP_VALUED = {
+    "--max-retries": _NMAP_COUNT,
+    "--host-timeout": _NMAP_TIME,
+    "--max-rtt-timeout": _NMAP_TIME,
+    "--min-rtt-timeout": _NMAP_TIME,
+    "--initial-rtt-timeout": _NMAP_TIME,
+    "--scan-delay": _NMAP_TIME,
+    "--max-scan-delay": _NMAP_TIME,
+}
+_NMAP_SET_ELSEWHERE = {
+    "--max-rate": "scan.max_rate and scan.max_rate_per_subnet",
+    "--min-rate": "scan.max_rate and scan.max_rate_per_subnet",
+    "--min-hostgroup": "scan.batch_size",
+    "--max-hostgroup": "scan.batch_size",
+    "-S": "scan.source_addresses",
+}
+
+
+def nmap_arguments_problems(value: str) -> list[str]:
+    """Why `value` may not be scan.nmap_arguments, naming each offending token; [] if fine."""
+    try:
+        tokens = shlex.split(value)
+    except ValueError as err:
+        return [f"cannot be split into words ({err}): close the quote"]
+    problems: list[str] = []
+    unknown: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        name, equals, inline = token.partition("=")
+        if token in _NMAP_FLAGS:
+            continue
+        if name in _NMAP_VALUED:
+            if not equals:
+                inline = tokens[index] if index < len(tokens) else ""
+                index += 1
+            if not _NMAP_VALUED[name].fullmatch(inline):
+                kind = "a count" if _NMAP_VALUED[name] is _NMAP_COUNT else "a time (500ms, 2s, 10m)"
+                problems.append(f"{name} needs {kind}, not {inline!r}")
+        elif name in _NMAP_SET_ELSEWHERE:
+            problems.append(
+                f"{name} may not be set here: it comes from {_NMAP_SET_ELSEWHERE[name]}"
+            )
+        else:
+            unknown.append(repr(token))
+    if unknown:
+        allowed = [*sorted(_NMAP_FLAGS), *(f"{option} VALUE" for option in _NMAP_VALUED)]
+        problems.append(
+            f"not allowed: {', '.join(unknown)} (targets come only from the inventory, the scan "
+            f"type and ports from scan.privileged and scan.ports; allowed: {' '.join(allowed)})"
+        )
+    return problems
 
 
 class Model(BaseModel):
@@ -54,9 +122,34 @@ class Model(BaseModel):
 
 def _network(value: str) -> Network:
     try:
-        return ip_network(value.strip(), strict=True)
+        network = ip_network(value.strip(), strict=True)
     except ValueError as err:
         raise ValueError(f"not an IP address or CIDR network: {value!r} ({err})") from None
+    if isinstance(network, IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        # nmap sends to ::ffff:a.b.c.d over IPv4, where an IPv4 exclude would not see it.
+        raise ValueError(
+            f"{value.strip()} is IPv4-mapped IPv6 (::ffff:a.b.c.d): write the IPv4 network instead"
+        )
+    return network
+
+
+def _never_scanned(network: Network, *, loopback: bool) -> str | None:
+    """Why no address of `network` would ever be scanned (scope.py refuses each), or None."""
+    if network.is_unspecified or (
+        isinstance(network, IPv4Network) and network.subnet_of(_THIS_NETWORK)
+    ):
+        return "the unspecified address is this host to the kernel, never scanned"
+    if network.is_loopback and not loopback:
+        return "loopback is this host: set scan.allow_loopback: true (tests and the demo only)"
+    if network.is_multicast or network.is_link_local:
+        return "multicast and link-local addresses are never scanned"
+    return None
+
+
+def _collapsed(networks: Iterable[Network]) -> list[Network]:
+    v4 = [n for n in networks if isinstance(n, IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, IPv6Network)]
+    return [*collapse_addresses(v4), *collapse_addresses(v6)]
 
 
 def _check_address(value: str) -> str:
@@ -113,6 +206,10 @@ class ScanSettings(Model):
     # sharing an address see each other's replies in their captures and miss open ports, so
     # without any only one raw-socket run goes at a time.
     source_addresses: tuple[IPv4Address | IPv6Address, ...] = ()
+    # Loopback targets are this host, never a customer's: only tests and the demo scan them.
+    allow_loopback: bool = False
+    # allowed_networks covering a whole family (0.0.0.0/0, ::/0) must be meant, not a typo.
+    allow_whole_internet: bool = False
 
     @field_validator("allowed_networks", "exclude", mode="before")
     @classmethod
@@ -145,32 +242,10 @@ class ScanSettings(Model):
 
     @field_validator("nmap_arguments")
     @classmethod
-    def _safe_arguments(cls, value: str) -> str:
-        bad = [word for word in value.split() if _FORBIDDEN_NMAP_FLAGS.match(word)]
-        if bad:
-            raise ValueError(
-                f"{' '.join(bad)} may not be set here: the scan type and ports come from "
-                "scan.privileged and scan.ports, and targets only from the inventory"
-            )
-        return value
-
-    @field_validator("nmap_arguments")
-    @classmethod
-    def _planned_arguments(cls, value: str) -> str:
-        planned = {
-            "--max-rate": "scan.max_rate and scan.max_rate_per_subnet",
-            "--min-rate": "scan.max_rate and scan.max_rate_per_subnet",
-            "--min-hostgroup": "scan.batch_size",
-            "--max-hostgroup": "scan.batch_size",
-            "-S": "scan.source_addresses",
-        }
-        bad = sorted({word.split("=", 1)[0] for word in value.split()} & planned.keys())
-        if bad:
-            raise ValueError(
-                "; ".join(
-                    f"{flag} may not be set here: it comes from {planned[flag]}" for flag in bad
-                )
-            )
+    def _allowed_arguments(cls, value: str) -> str:
+        problems = nmap_arguments_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("source_addresses")
@@ -181,6 +256,24 @@ class ScanSettings(Model):
         if len(set(value)) != len(value):
             raise ValueError("an address is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _sane_scope(self) -> ScanSettings:
+        problems = [
+            f"allowed_networks[{index}] {network}: {why}"
+            for index, network in enumerate(self.allowed_networks)
+            if (why := _never_scanned(network, loopback=self.allow_loopback))
+        ]
+        if not self.allow_whole_internet:
+            problems += [
+                f"allowed_networks covers every IPv{whole.version} address ({whole}): set "
+                "scan.allow_whole_internet: true if that is meant"
+                for whole in _collapsed(self.allowed_networks)
+                if whole.prefixlen == 0
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OpenStackSettings(Model):
