@@ -23,7 +23,7 @@ from ipaddress import (
 )
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -36,6 +36,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from goalkeeper.model import is_mail_address
 
@@ -383,6 +385,11 @@ class StateSettings(Model):
             raise ValueError(
                 f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
             )
+        url = _database_url(value)  # never echoed: it may hold the password
+        if url is None:
+            raise ValueError("not a URL SQLAlchemy can read")
+        if "@" in (url.host or ""):
+            raise ValueError("an @ in the user name or password must be written %40")
         return value
 
 
@@ -415,7 +422,7 @@ class Settings(Model):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redactor."""
-        values = [self.state_password()]
+        values = self.state_passwords()
         for key in SECRET_KEYS:
             node: Any = self
             for part in key.split("."):
@@ -424,8 +431,12 @@ class Settings(Model):
                 values.append(node.get_secret_value())
         return [value for value in values if value]
 
-    def state_password(self) -> str | None:
-        return urlsplit(self.state.url).password
+    def state_passwords(self) -> list[str]:
+        """The database password as SQLAlchemy reads it, and as it may be written in the URL."""
+        url = _database_url(self.state.url)
+        if url is None or not url.password:
+            return []
+        return list(dict.fromkeys((url.password, quote(url.password, safe=""))))
 
 
 class Problem(Model):
@@ -499,13 +510,19 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
+    """`url` with its password hidden, read as SQLAlchemy reads it (urllib would not: a `#`, `/`
+    or `?` in the password ends its netloc early and leaves the password in the text)."""
+    parsed = _database_url(url)
+    if parsed is None:
+        return url.split("://", 1)[0] + "://(unreadable, not shown)"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _database_url(url: str) -> URL | None:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        return None
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], list[Problem]]:
@@ -590,11 +607,12 @@ def _secrets_in_file(data: Mapping[str, Any], source: str) -> list[Problem]:
                 )
             )
     state = data.get("state")
-    if (
-        isinstance(state, dict)
-        and isinstance(state.get("url"), str)
-        and urlsplit(state["url"]).password
-    ):
+    url = (
+        _database_url(state["url"])
+        if isinstance(state, dict) and isinstance(state.get("url"), str)
+        else None
+    )
+    if url is not None and url.password:
         problems.append(
             Problem(
                 source=source,
