@@ -514,7 +514,8 @@ def redact_url(url: str) -> str:
     or `?` in the password ends its netloc early and leaves the password in the text)."""
     parsed = _database_url(url)
     if parsed is None:
-        return url.split("://", 1)[0] + "://(unreadable, not shown)"
+        scheme, found, _ = url.partition("://")
+        return f"{scheme}://(unreadable, not shown)" if found else "(unreadable, not shown)"
     return parsed.render_as_string(hide_password=True)
 
 

@@ -57,8 +57,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if failed or not queued:
         lines.append(f"Mail failures: {len(failed)}")
         lines.extend(
-            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}"
-            for m in failed
+            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
         )
     if report.notification_failures:
         lines.append(
