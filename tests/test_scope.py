@@ -121,7 +121,7 @@ def test_a_refused_argument_in_the_file_names_the_key_and_the_token(tmp_path: Pa
     ],
 )
 def test_networks_that_cannot_be_meant_are_refused(scan: dict[str, object], expected: str) -> None:
-    with pytest.raises(ValueError, match="scan.allow|IPv4-mapped|mapped|never scanned") as caught:
+    with pytest.raises(ValueError, match=r"allowed_networks|exclude") as caught:
         ScanSettings.model_validate(scan)
     assert expected in str(caught.value)
 
