@@ -213,7 +213,8 @@ def check_config(
     return subprocess.run(
         [sys.executable, "-m", "goalkeeper", "check-config"],
         cwd=workdir,
-        env={"PATH": os.environ["PATH"], **env},
+        # PYTHONPATH too, when set: a worktree's tests check the worktree's code.
+        env={k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ} | env,
         capture_output=True,
         text=True,
         timeout=60,
