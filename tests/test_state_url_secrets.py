@@ -3,6 +3,10 @@ the file, handed to the log redactor, whatever characters it holds."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,3 +86,34 @@ def test_an_unencoded_at_sign_is_refused_without_echoing_the_url(tmp_path: Path)
 )
 def test_an_unreadable_url_is_redacted_to_its_scheme(url: str, shown: str) -> None:
     assert config.redact_url(url) == shown
+
+
+@pytest.mark.parametrize("command", ["check-config", "findings", "run"])
+def test_the_commands_never_print_the_password(tmp_path: Path, command: str) -> None:
+    """A store nobody listens at (a closed port on loopback): `findings` and `run` fail to open
+    it, and say so, with the URL redacted as SQLAlchemy reads it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again once the block ends: nothing listens
+    password = "s3#cr/et?pw"
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        "scan: {allowed_networks: [203.0.113.0/24]}\n"
+        "inventory: {source: static, static_file: inventory.yaml}\n"
+        "http: {host: 127.0.0.1, port: 0}\n"
+    )
+    (tmp_path / "inventory.yaml").write_text("targets: []\n")
+    url = f"postgresql+asyncpg://gk:{password}@127.0.0.1:{port}/gk"
+    result = subprocess.run(
+        [sys.executable, "-m", "goalkeeper", "--config", str(path), command],
+        env={**os.environ, "GOALKEEPER_STATE__URL": url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == (0 if command == "check-config" else 1), result.stderr
+    printed = result.stdout + result.stderr
+    assert f"postgresql+asyncpg://gk:***@127.0.0.1:{port}/gk" in printed
+    for piece in (password, quote(password, safe=""), "cr/et"):
+        assert piece not in printed
