@@ -126,6 +126,7 @@ async def _serve(channel: Connection, world: World, scratch: Path) -> None:
 
 def scan_settings(privileged: bool) -> dict[str, Any]:
     return {
+        "allow_loopback": True,  # every target is on this host's (or the namespace's) loopback
         "privileged": privileged,
         "source_addresses": list(SOURCES) if privileged else [],
         **BENCH_CEILINGS,

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.utils import parseaddr
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    collapse_addresses,
+    ip_network,
+)
 from pathlib import Path
 from typing import Any, Literal, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -28,6 +36,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from goalkeeper.mailaddress import checked_mail_address
 
@@ -40,12 +50,72 @@ SECRET_KEYS = (
     "http.admin_token",
 )
 Network: TypeAlias = IPv4Network | IPv6Network
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+_THIS_NETWORK = IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": not a destination
 
-# Flags the scanner sets itself, or that would let a config change what is scanned or written.
-_FORBIDDEN_NMAP_FLAGS = re.compile(
-    r"^(-s[A-Za-z]*|-p.*|-iL|-iR|--excludefile|--exclude|-o[A-Za-z]?|--resume|--script.*|-A"
-    r"|--top-ports|-F|--datadir|--stylesheet|--append-output)$"
+# nmap_arguments may hold only these: pacing and patience, nothing that names a target, a port,
+# a scan type, a file or a script. Everything else is refused by name (an allowlist: nmap has
+# hundreds of options, and any one of -iL, --iR, a bare address or --script sends packets
+# elsewhere). The scanner adds -Pn and -n itself whatever is written here.
+_NMAP_FLAGS = frozenset(
+    {"-Pn", "-n", "--privileged", "--defeat-rst-ratelimit", "--defeat-icmp-ratelimit"}
+    | {f"-T{level}" for level in range(6)}
 )
+_NMAP_COUNT = re.compile(r"[0-9]{1,3}")
+_NMAP_TIME = re.compile(r"[0-9]{1,9}(\.[0-9]{1,6})?(ms|s|m|h)?")  # nmap's <time>: 500ms, 1.5s, 10m
+_NMAP_VALUED = {
+    "--max-retries": _NMAP_COUNT,
+    "--host-timeout": _NMAP_TIME,
+    "--max-rtt-timeout": _NMAP_TIME,
+    "--min-rtt-timeout": _NMAP_TIME,
+    "--initial-rtt-timeout": _NMAP_TIME,
+    "--scan-delay": _NMAP_TIME,
+    "--max-scan-delay": _NMAP_TIME,
+}
+_NMAP_SET_ELSEWHERE = {
+    "--max-rate": "scan.max_rate and scan.max_rate_per_subnet",
+    "--min-rate": "scan.max_rate and scan.max_rate_per_subnet",
+    "--min-hostgroup": "scan.batch_size",
+    "--max-hostgroup": "scan.batch_size",
+    "-S": "scan.source_addresses",
+}
+
+
+def nmap_arguments_problems(value: str) -> list[str]:
+    """Why `value` may not be scan.nmap_arguments, naming each offending token; [] if fine."""
+    try:
+        tokens = shlex.split(value)
+    except ValueError as err:
+        return [f"cannot be split into words ({err}): close the quote"]
+    problems: list[str] = []
+    unknown: list[str] = []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        index += 1
+        name, equals, inline = token.partition("=")
+        if token in _NMAP_FLAGS:
+            continue
+        if name in _NMAP_VALUED:
+            if not equals:
+                inline = tokens[index] if index < len(tokens) else ""
+                index += 1
+            if not _NMAP_VALUED[name].fullmatch(inline):
+                kind = "a count" if _NMAP_VALUED[name] is _NMAP_COUNT else "a time (500ms, 2s, 10m)"
+                problems.append(f"{name} needs {kind}, not {inline!r}")
+        elif name in _NMAP_SET_ELSEWHERE:
+            problems.append(
+                f"{name} may not be set here: it comes from {_NMAP_SET_ELSEWHERE[name]}"
+            )
+        else:
+            unknown.append(repr(token))
+    if unknown:
+        allowed = [*sorted(_NMAP_FLAGS), *(f"{option} VALUE" for option in _NMAP_VALUED)]
+        problems.append(
+            f"not allowed: {', '.join(unknown)} (targets come only from the inventory, the scan "
+            f"type and ports from scan.privileged and scan.ports; allowed: {' '.join(allowed)})"
+        )
+    return problems
 
 
 class Model(BaseModel):
@@ -54,9 +124,34 @@ class Model(BaseModel):
 
 def _network(value: str) -> Network:
     try:
-        return ip_network(value.strip(), strict=True)
+        network = ip_network(value.strip(), strict=True)
     except ValueError as err:
         raise ValueError(f"not an IP address or CIDR network: {value!r} ({err})") from None
+    if isinstance(network, IPv6Network) and network.subnet_of(_IPV4_MAPPED):
+        # nmap sends to ::ffff:a.b.c.d over IPv4, where an IPv4 exclude would not see it.
+        raise ValueError(
+            f"{value.strip()} is IPv4-mapped IPv6 (::ffff:a.b.c.d): write the IPv4 network instead"
+        )
+    return network
+
+
+def _never_scanned(network: Network, *, loopback: bool) -> str | None:
+    """Why no address of `network` would ever be scanned (scope.py refuses each), or None."""
+    if network.is_unspecified or (
+        isinstance(network, IPv4Network) and network.subnet_of(_THIS_NETWORK)
+    ):
+        return "the unspecified address is this host to the kernel, never scanned"
+    if network.is_loopback and not loopback:
+        return "loopback is this host: set scan.allow_loopback: true (tests and the demo only)"
+    if network.is_multicast or network.is_link_local:
+        return "multicast and link-local addresses are never scanned"
+    return None
+
+
+def _collapsed(networks: Iterable[Network]) -> list[Network]:
+    v4 = [n for n in networks if isinstance(n, IPv4Network)]
+    v6 = [n for n in networks if isinstance(n, IPv6Network)]
+    return [*collapse_addresses(v4), *collapse_addresses(v6)]
 
 
 def _check_address(value: str) -> str:
@@ -112,6 +207,10 @@ class ScanSettings(Model):
     # sharing an address see each other's replies in their captures and miss open ports, so
     # without any only one raw-socket run goes at a time.
     source_addresses: tuple[IPv4Address | IPv6Address, ...] = ()
+    # Loopback targets are this host, never a customer's: only tests and the demo scan them.
+    allow_loopback: bool = False
+    # allowed_networks covering a whole family (0.0.0.0/0, ::/0) must be meant, not a typo.
+    allow_whole_internet: bool = False
 
     @field_validator("allowed_networks", "exclude", mode="before")
     @classmethod
@@ -144,32 +243,10 @@ class ScanSettings(Model):
 
     @field_validator("nmap_arguments")
     @classmethod
-    def _safe_arguments(cls, value: str) -> str:
-        bad = [word for word in value.split() if _FORBIDDEN_NMAP_FLAGS.match(word)]
-        if bad:
-            raise ValueError(
-                f"{' '.join(bad)} may not be set here: the scan type and ports come from "
-                "scan.privileged and scan.ports, and targets only from the inventory"
-            )
-        return value
-
-    @field_validator("nmap_arguments")
-    @classmethod
-    def _planned_arguments(cls, value: str) -> str:
-        planned = {
-            "--max-rate": "scan.max_rate and scan.max_rate_per_subnet",
-            "--min-rate": "scan.max_rate and scan.max_rate_per_subnet",
-            "--min-hostgroup": "scan.batch_size",
-            "--max-hostgroup": "scan.batch_size",
-            "-S": "scan.source_addresses",
-        }
-        bad = sorted({word.split("=", 1)[0] for word in value.split()} & planned.keys())
-        if bad:
-            raise ValueError(
-                "; ".join(
-                    f"{flag} may not be set here: it comes from {planned[flag]}" for flag in bad
-                )
-            )
+    def _allowed_arguments(cls, value: str) -> str:
+        problems = nmap_arguments_problems(value)
+        if problems:
+            raise ValueError("; ".join(problems))
         return value
 
     @field_validator("source_addresses")
@@ -180,6 +257,24 @@ class ScanSettings(Model):
         if len(set(value)) != len(value):
             raise ValueError("an address is listed twice")
         return value
+
+    @model_validator(mode="after")
+    def _sane_scope(self) -> ScanSettings:
+        problems = [
+            f"allowed_networks[{index}] {network}: {why}"
+            for index, network in enumerate(self.allowed_networks)
+            if (why := _never_scanned(network, loopback=self.allow_loopback))
+        ]
+        if not self.allow_whole_internet:
+            problems += [
+                f"allowed_networks covers every IPv{whole.version} address ({whole}): set "
+                "scan.allow_whole_internet: true if that is meant"
+                for whole in _collapsed(self.allowed_networks)
+                if whole.prefixlen == 0
+            ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 class OpenStackSettings(Model):
@@ -303,6 +398,11 @@ class StateSettings(Model):
             raise ValueError(
                 f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
             )
+        url = _database_url(value)  # never echoed: it may hold the password
+        if url is None:
+            raise ValueError("not a URL SQLAlchemy can read")
+        if "@" in (url.host or ""):
+            raise ValueError("an @ in the user name or password must be written %40")
         return value
 
 
@@ -335,7 +435,7 @@ class Settings(Model):
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redactor."""
-        values = [self.state_password()]
+        values = self.state_passwords()
         for key in SECRET_KEYS:
             node: Any = self
             for part in key.split("."):
@@ -344,8 +444,12 @@ class Settings(Model):
                 values.append(node.get_secret_value())
         return [value for value in values if value]
 
-    def state_password(self) -> str | None:
-        return urlsplit(self.state.url).password
+    def state_passwords(self) -> list[str]:
+        """The database password as SQLAlchemy reads it, and as it may be written in the URL."""
+        url = _database_url(self.state.url)
+        if url is None or not url.password:
+            return []
+        return list(dict.fromkeys((url.password, quote(url.password, safe=""))))
 
 
 class Problem(Model):
@@ -446,13 +550,20 @@ def redacted(settings: Settings) -> dict[str, Any]:
 
 
 def redact_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-        f":{parts.port}" if parts.port else ""
-    )
-    return urlunsplit(parts._replace(netloc=netloc))
+    """`url` with its password hidden, read as SQLAlchemy reads it (urllib would not: a `#`, `/`
+    or `?` in the password ends its netloc early and leaves the password in the text)."""
+    parsed = _database_url(url)
+    if parsed is None:
+        scheme, found, _ = url.partition("://")
+        return f"{scheme}://(unreadable, not shown)" if found else "(unreadable, not shown)"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _database_url(url: str) -> URL | None:
+    try:
+        return make_url(url)
+    except (ArgumentError, ValueError):
+        return None
 
 
 def _read_yaml(path: Path) -> tuple[dict[str, Any], list[Problem]]:
@@ -537,11 +648,12 @@ def _secrets_in_file(data: Mapping[str, Any], source: str) -> list[Problem]:
                 )
             )
     state = data.get("state")
-    if (
-        isinstance(state, dict)
-        and isinstance(state.get("url"), str)
-        and urlsplit(state["url"]).password
-    ):
+    url = (
+        _database_url(state["url"])
+        if isinstance(state, dict) and isinstance(state.get("url"), str)
+        else None
+    )
+    if url is not None and url.password:
         problems.append(
             Problem(
                 source=source,

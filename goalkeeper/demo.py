@@ -60,6 +60,7 @@ async def run_demo(
                 "environment": "prod",
                 "scan": {
                     "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                    "allow_loopback": True,  # the simulated cloud lives on loopback
                     "privileged": root,
                     "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 60s",
                 },

@@ -39,7 +39,7 @@ from goalkeeper.model import (
 )
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.scope import Selection, in_scope, select_targets
+from goalkeeper.scope import OUTSIDE, Selection, in_scope, select_targets
 from goalkeeper.state import NewMessage, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
@@ -128,18 +128,25 @@ async def _inventory_and_scan(
         await asyncio.wait((announced, fetching), return_when=asyncio.FIRST_COMPLETED)
         if announced.done():
             early_targets = in_scope(
-                announced.result(), allowed=scope.allowed_networks, exclude=scope.exclude
+                announced.result(),
+                allowed=scope.allowed_networks,
+                exclude=scope.exclude,
+                loopback=scope.allow_loopback,
             )
             log.info("scan started", hosts=len(early_targets), inventory="still being read")
             early = asyncio.ensure_future(scanner.scan(early_targets, ports))
         snapshot = await fetching
         laps.lap("inventory")
         selection = select_targets(
-            snapshot.targets, allowed=scope.allowed_networks, exclude=scope.exclude
+            snapshot.targets,
+            allowed=scope.allowed_networks,
+            exclude=scope.exclude,
+            loopback=scope.allow_loopback,
         )
         for target in selection.refused:
             log.warning(
-                "target refused: outside scan.allowed_networks",
+                "target refused",
+                reason=selection.why.get(target.address, OUTSIDE),
                 address=str(target.address),
                 server=target.server_name,
                 project=target.project_id,

@@ -66,6 +66,7 @@ class Setup:
             "scan": {
                 "ports": [{"port": p, "protocol": "tcp", "service": f"svc{p}"} for p in ports],
                 "allowed_networks": ["127.43.0.0/16"],
+                "allow_loopback": True,
                 "privileged": False,
                 "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s",
             },

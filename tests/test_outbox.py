@@ -65,7 +65,8 @@ class World:
         data: dict[str, Any] = {
             "environment": "prod",
             "scan": {"ports": [{"port": 6379, "service": "redis"}],
-                     "allowed_networks": ["127.45.0.0/16"], "privileged": False,
+                     "allowed_networks": ["127.45.0.0/16"], "allow_loopback": True,
+                     "privileged": False,
                      "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s"},
             "inventory": {"source": "static", "static_file": "inventory.yaml"},
             "notify": {"send_to_customers": True, "ops_email": "ops@provider.example",

@@ -113,6 +113,7 @@ def settings() -> Settings:
             "scan": {
                 "ports": [{"port": 6379, "service": "redis"}],
                 "allowed_networks": ["127.46.0.0/16"],
+                "allow_loopback": True,
             },
             "notify": {"ops_email": "ops@provider.example", "send_to_customers": True},
         }

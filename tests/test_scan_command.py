@@ -61,7 +61,7 @@ class Cloud:
         data: dict[str, Any] = {
             "environment": "prod",
             "scan": {"ports": PORTS, "allowed_networks": ["127.44.0.0/16"],
-                     "exclude": ["127.44.0.15"], "privileged": False,
+                     "exclude": ["127.44.0.15"], "allow_loopback": True, "privileged": False,
                      "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s"},
             "inventory": {"source": "static", "static_file": "inventory.yaml"},
             "notify": {"send_to_customers": True, "ops_email": "security@provider.example",

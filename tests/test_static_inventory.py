@@ -158,7 +158,7 @@ def test_config_check_finds_the_file_next_to_the_config(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         "inventory: {source: static, static_file: inventory.yaml}\n"
-        "scan: {allowed_networks: [127.77.0.0/16]}\n"
+        "scan: {allowed_networks: [127.77.0.0/16], allow_loopback: true}\n"
     )
     settings = config.load(cfg, environ={})
     problems = static_inventory_problems(settings, cfg)

@@ -1,7 +1,9 @@
 """The run summary for the provider's Telegram channel, in Telegram's HTML subset.
 
 Pure: a TickReport in, text out. Every value that came from outside (names, reasons, addresses)
-is escaped; splitting into messages of Telegram's size is telegram.py's job.
+is escaped, and made one capped line the way a mail header is (`_outside`): a server named
+"a\nSubject: x" forges no line, U+202E turns no text around, and a 100 KB name costs one short
+line, not a hundred messages. Splitting into messages of Telegram's size is telegram.py's job.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from collections.abc import Iterable
 
 from goalkeeper.model import Finding, FindingStatus, TickReport
 from goalkeeper.notify.render import header_text
+
+NAME_LIMIT = 64  # a server or project name, a mail address
+TEXT_LIMIT = 200  # an error, a reason, a warning
 
 
 def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
@@ -37,7 +42,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
         f" resolved: {len(report.resolved)})"
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
-        lines.append(f"  {e(service)}: {count}")
+        lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
     delivered = sum(1 for m in report.mails if m.delivered)
     queued = sum(1 for m in report.mails if m.queued)
     failed = [m for m in report.mails if not m.delivered and not m.queued]
@@ -47,24 +52,26 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     else:
         lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
     if report.owners_not_found:
-        projects = ", ".join(e(p) for p in report.owners_not_found)
+        projects = ", ".join(_outside(p, NAME_LIMIT) for p in report.owners_not_found)
         lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
     if failed or not queued:
         lines.append(f"Mail failures: {len(failed)}")
-        lines.extend(f"  {e(m.recipient)}: {e(m.error or 'not delivered')}" for m in failed)
+        lines.extend(
+            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
+        )
     if report.notification_failures:
         lines.append(
             f"<b>Notifications given up on since the last run: "
             f"{len(report.notification_failures)}</b>"
         )
-        lines.extend(f"  {e(failure)}" for failure in report.notification_failures)
+        lines.extend(f"  {_outside(failure)}" for failure in report.notification_failures)
     lines.append(
         f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
     )
     if report.inventory_stale_reason:
-        lines.append(f"⚠️ <b>Inventory is stale</b>: {e(report.inventory_stale_reason)}")
+        lines.append(f"⚠️ <b>Inventory is stale</b>: {_outside(report.inventory_stale_reason)}")
     lines.extend(_owner_lookup(report))
-    lines.extend(f"⚠️ {e(warning)}" for warning in report.warnings)
+    lines.extend(f"⚠️ {_outside(warning)}" for warning in report.warnings)
     hosts = _exposed_hosts(report.findings)
     lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
     shown = hosts if top_hosts is None else hosts[:top_hosts]
@@ -92,10 +99,17 @@ def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
         members = sorted(by_address[address], key=lambda f: (f.protocol, f.port))
         target = members[0].target
         names = (target.server_name, target.project_name)
-        where = " · ".join(html.escape(name) for name in names if name)
-        ports = ", ".join(f"{f.port}/{f.protocol} {html.escape(f.service)}" for f in members)
+        where = " · ".join(_outside(name, NAME_LIMIT) for name in names if name)
+        ports = ", ".join(
+            f"{f.port}/{f.protocol} {_outside(f.service, NAME_LIMIT)}" for f in members
+        )
         lines.append(f"<code>{html.escape(address)}</code> {where}: {ports}")
     return lines
+
+
+def _outside(value: str, limit: int = TEXT_LIMIT) -> str:
+    """A value from outside as one line of at most `limit` characters, escaped for Telegram."""
+    return html.escape(header_text(value, limit=limit))
 
 
 def _address_order(address: str) -> tuple[int, int]:

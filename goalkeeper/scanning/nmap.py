@@ -2,30 +2,32 @@
 
 The only module that starts nmap or imports python-nmap. nmap runs as an asyncio subprocess,
 because python-nmap's PortScanner.scan() hides its Popen and cannot be stopped: a cancelled scan
-here SIGKILLs its nmap, so none outlives the tick. python-nmap then parses the XML in a thread
-pool. It hides failures (DESIGN §4): a host cut off by --host-timeout looks clean, a killed run
-loses everything and errors land in `scaninfo`. So the raw XML and stderr are read as well, and
-such hosts are reported as not scanned, never as clean. One failed batch is retried once and
-then reported; it never sinks the scan. Runs go at the pace the planner sets: each batch is one
-host group, rates come from the operator's ceilings, and raw-socket runs that go at once each
-send from their own source address (runs sharing one capture each other's replies and miss open
-ports). This module scans exactly the addresses it is handed (allowed_networks and exclude are
-the pipeline's job) and knows nothing of owners or findings.
+here SIGKILLs its nmap, and the kernel SIGKILLs it if this process dies, so none outlives the
+tick or the daemon. nmap gets only PATH and the C locale of our environment, never a secret.
+python-nmap then parses the XML in a thread pool. It hides failures (DESIGN §4): a host cut off
+by --host-timeout looks clean, a killed run loses everything and errors land in `scaninfo`. So
+the raw XML and stderr are read as well, and such hosts are reported as not scanned, never as
+clean. One failed batch is retried once and then reported; it never sinks the scan. Runs go at
+the pace the planner sets: each batch is one host group, rates come from the operator's
+ceilings, and raw-socket runs that go at once each send from their own source address (runs
+sharing one capture each other's replies and miss open ports). This module scans the addresses
+it is handed (allowed_networks and exclude are the pipeline's job), less any that
+scope.unscannable refuses, and knows nothing of owners or findings.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import io
 import os
 import re
 import shlex
 import shutil
 import signal
-import threading
 import xml.etree.ElementTree as ElementTree
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -38,6 +40,7 @@ from goalkeeper.aio import Closing
 from goalkeeper.config import ScanSettings
 from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
 from goalkeeper.scanning.planner import Batch, Pace, plan_pace, plan_scan
+from goalkeeper.scope import unscannable
 
 log = structlog.get_logger(__name__)
 
@@ -47,6 +50,8 @@ _ATTEMPTS = 2  # a failed batch is retried once
 _WARNING = re.compile(r"^warning:", re.IGNORECASE)  # python-nmap's own split of nmap's stderr
 _TOKEN = re.compile(r"[0-9A-Fa-f:.]+")
 _MAX_REASON = 200
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 class ScannerSetupError(Exception):
@@ -102,8 +107,9 @@ class NmapScanner(Closing):
         self._settings = settings
         self._nmap_path = nmap_path
         # -Pn always: customer servers often drop ping, and under --open a host that discovery
-        # calls down is left out of the XML exactly like a clean one.
-        self._arguments = arguments if "-Pn" in arguments else (*arguments, "-Pn")
+        # calls down is left out of the XML exactly like a clean one. -n always: a reverse DNS
+        # lookup per target is traffic to resolvers outside scope, and tells them what we scan.
+        self._arguments = (*arguments, *(flag for flag in ("-Pn", "-n") if flag not in arguments))
         # A connect scan (-sT) captures nothing, so its runs cannot disturb each other; raw
         # runs each need a source address of their own, one family's addresses for its batches.
         self._sources: dict[int, asyncio.Queue[IPAddress | None]] | None = None
@@ -132,7 +138,6 @@ class NmapScanner(Closing):
         self._executor = ThreadPoolExecutor(
             max_workers=settings.max_concurrent_scans, thread_name_prefix="goalkeeper-nmap"
         )
-        self._parser = _Parser(nmap_path)
         self._closed = False
 
     async def aclose(self) -> None:
@@ -145,6 +150,15 @@ class NmapScanner(Closing):
         if self._closed:
             raise RuntimeError("the scanner is closed")
         probe, warnings = self._probe(ports)
+        # The pipeline never hands these over (scope.select_targets); a second look costs nothing.
+        never = {
+            a: why
+            for a in addresses
+            if (why := unscannable(a, loopback=self._settings.allow_loopback)) is not None
+        }
+        if never:
+            log.error("nmap.unscannable_targets", addresses=sorted(map(str, never)))
+            addresses = [a for a in addresses if a not in never]
         plan = plan_scan(
             addresses,
             subnet_prefix=self._settings.subnet_prefix,
@@ -156,7 +170,7 @@ class NmapScanner(Closing):
             return ScanResult(
                 scanned=frozenset(),
                 open_ports=(),
-                not_scanned=dict.fromkeys(plan.addresses, reason),
+                not_scanned=dict.fromkeys(plan.addresses, reason) | never,
                 warnings=warnings,
             )
         pace = self.pace_for(len(plan.batches))
@@ -178,7 +192,7 @@ class NmapScanner(Closing):
                     key=lambda p: (p.address.version, int(p.address), p.port, p.protocol),
                 )
             ),
-            not_scanned={a: why for o in outcomes for a, why in o.not_scanned.items()},
+            not_scanned={a: why for o in outcomes for a, why in o.not_scanned.items()} | never,
             failed_batches=sum(o.failed for o in outcomes),
             nmap_runs=sum(o.runs for o in outcomes),
             warnings=warnings,
@@ -310,6 +324,8 @@ class NmapScanner(Closing):
                 stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
+                env=nmap_environment(),
+                preexec_fn=_die_with_parent(os.getpid()),
             )
         except OSError as err:
             raise _BatchFailed(f"nmap could not start: {err.strerror or err}") from None
@@ -325,27 +341,44 @@ class NmapScanner(Closing):
         if process.returncode != 0:
             raise _BatchFailed(_exit_reason(process.returncode, errors))
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, _judge_run, stdout, errors, batch, probe, self._parser
-        )
+        return await loop.run_in_executor(self._executor, _judge_run, stdout, errors, batch, probe)
 
 
-class _Parser:
-    """One python-nmap PortScanner for every batch. Its constructor runs `nmap -V` (one more
-    process per batch, for nothing); its parse keeps no state that the caller reads, so the
-    parsing threads may share it once it exists."""
+def nmap_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """All nmap gets of our environment: where programs are, and the C locale (its messages,
+    which _judge_run reads, stay in English). Never a GOALKEEPER_* secret."""
+    return {"PATH": environ.get("PATH", os.defpath), "LC_ALL": "C"}
 
-    def __init__(self, nmap_path: str) -> None:
-        self._nmap_path = nmap_path
-        self._lock = threading.Lock()
-        self._scanner: Any = None
 
-    def parse(self, document: str) -> dict[str, Any]:
-        with self._lock:
-            if self._scanner is None:
-                self._scanner = nmap.PortScanner(nmap_search_path=(self._nmap_path,))
-        parsed: dict[str, Any] = self._scanner.analyse_nmap_xml_scan(document)
-        return parsed
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A pre-exec hook: the kernel SIGKILLs nmap when the thread that started it dies (the event
+    loop's), so a daemon killed with SIGKILL leaves no scan running beside its successor.
+    Resolved here, in the parent: the child, forked beside other threads, only makes the call."""
+    prctl = _LIBC.prctl
+    prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl: nobody would kill us then
+            os._exit(1)
+
+    return hook
+
+
+class _XmlReader(nmap.PortScanner):  # type: ignore[misc]
+    """python-nmap's parse, without its constructor: that runs `nmap -V` (with this process's
+    whole environment, secrets included) only to learn a version nothing here reads.
+    analyse_nmap_xml_scan sets every attribute it uses; one reader per document, because it
+    keeps the document on the instance while it parses and the parsing threads run at once."""
+
+    def __init__(self) -> None:  # the parent's only other work is the nmap -V run
+        self._scan_result: dict[str, Any] = {}
+        self._nmap_last_output = ""
+
+
+def _parse(document: str) -> dict[str, Any]:
+    parsed: dict[str, Any] = _XmlReader().analyse_nmap_xml_scan(document)
+    return parsed
 
 
 def _exit_reason(returncode: int | None, stderr: list[str]) -> str:
@@ -356,9 +389,7 @@ def _exit_reason(returncode: int | None, stderr: list[str]) -> str:
     return f"nmap failed: {first or f'exit status {returncode}'}"
 
 
-def _judge_run(
-    document: bytes, stderr: list[str], batch: Batch, probe: _Probe, parser: _Parser
-) -> _Outcome:
+def _judge_run(document: bytes, stderr: list[str], batch: Batch, probe: _Probe) -> _Outcome:
     """Decide, from one finished nmap run, which hosts were scanned and what was open.
 
     Runs in a worker thread. Raises _BatchFailed when the run as a whole cannot be trusted.
@@ -378,7 +409,7 @@ def _judge_run(
             not_scanned[members[host]] = HOST_TIMEOUT_REASON
     scanned = frozenset(members.values()) - not_scanned.keys()
     try:
-        parsed = parser.parse(document.decode("utf-8", "replace"))
+        parsed = _parse(document.decode("utf-8", "replace"))
     except Exception as err:  # python-nmap raises PortScannerError, or anything on odd XML
         raise _BatchFailed(f"python-nmap could not read nmap's XML: {err}") from None
     open_ports: list[OpenPort] = []
