@@ -71,6 +71,7 @@ async def test_a_tick_with_one_unusable_billing_address_mails_everyone_else(
                 "environment": "prod",
                 "scan": {
                     "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                    "allow_loopback": True,
                     "privileged": False,
                     "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s",
                 },

@@ -85,7 +85,11 @@ def write_config(tmp_path: Path, url: str, **notify: object) -> Path:
     (tmp_path / "inventory.yaml").write_text("targets: []\n")
     data = {
         "inventory": {"source": "static", "static_file": "inventory.yaml"},
-        "scan": {"allowed_networks": ["127.42.0.0/16"], "privileged": False},
+        "scan": {
+            "allowed_networks": ["127.42.0.0/16"],
+            "allow_loopback": True,
+            "privileged": False,
+        },
         "notify": {"ops_email": OPS, "sender": f"Goalkeeper <{OPS}>", **notify},
         "schedule": {"cron": "0 6 1 1 *"},
         "state": {"url": url},

@@ -75,7 +75,11 @@ async def test_a_restart_with_the_inventory_down_waits_and_then_delivers(
         config = {
             "environment": "prod",
             "schedule": {"cron": "0 6 1 1 *", "run_at_start": False},
-            "scan": {"allowed_networks": [DEFAULT_ADDRESS_BASE], "privileged": False},
+            "scan": {
+                "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                "allow_loopback": True,
+                "privileged": False,
+            },
             "inventory": {
                 "source": "openstack",
                 "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 10},

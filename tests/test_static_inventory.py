@@ -140,7 +140,7 @@ def test_check_config_exits_2_for_two_owners_and_warns_for_one(tmp_path: Path) -
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         "inventory: {source: static, static_file: inventory.yaml}\n"
-        "scan: {allowed_networks: [127.77.0.0/16]}\n"
+        "scan: {allowed_networks: [127.77.0.0/16], allow_loopback: true}\n"
     )
     write(tmp_path, OVERLAP % ("Beta", "ops@beta.example"))
     run = [sys.executable, "-m", "goalkeeper", "--config", str(cfg), "check-config"]

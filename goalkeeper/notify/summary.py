@@ -52,7 +52,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     else:
         lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
     if report.owners_not_found:
-        projects = ", ".join(_outside(p, NAME_LIMIT) for p in report.owners_not_found)
+        projects = ", ".join(_outside(p) for p in report.owners_not_found)
         lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
     if failed or not queued:
         lines.append(f"Mail failures: {len(failed)}")
