@@ -14,7 +14,10 @@ Rules (DESIGN.md issue 5):
   has never heard of it;
 - an open record not seen on an address that WAS scanned becomes RESOLVED (`resolved_at=now`) and
   is mentioned once, in the "fixed" part, when `notify_resolved`;
-- a record on an address that was NOT scanned is left exactly as it was (a timeout is not a fix).
+- a record on an address that was NOT scanned is left exactly as it was (a timeout is not a fix);
+- a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
+  or not: this tick's report carries it and replaces that unsent mail (the store marks the old
+  one superseded), so an owner gets one current report, never the old one and the new one.
 """
 
 from __future__ import annotations
@@ -176,7 +179,9 @@ def plan_lifecycle(
     now: datetime,
     reminder_days: float,
     notify_resolved: bool,
+    pending: Collection[FindingKey] = (),
 ) -> LifecyclePlan:
+    waiting = pending if isinstance(pending, set | frozenset) else set(pending)
     seen: dict[FindingKey, Finding] = {}
     for finding in current:
         seen.setdefault(finding.key, finding)  # a duplicate key: the first one wins
@@ -206,8 +211,10 @@ def plan_lifecycle(
                 first_seen=record.first_seen,
                 last_seen=now,
             )
-            notify = new_owner or reminder_due(
-                record.last_notified_at, now=now, reminder_days=reminder_days
+            notify = (
+                new_owner
+                or key in waiting
+                or reminder_due(record.last_notified_at, now=now, reminder_days=reminder_days)
             )
             stored = record_from_finding(decided, record)
         findings.append(decided)
@@ -217,17 +224,22 @@ def plan_lifecycle(
 
     scanned_set = scanned if isinstance(scanned, set | frozenset) else set(scanned)
     resolved: list[Finding] = []
+    carried: list[Finding] = []  # told about by a waiting mail that this tick's report replaces
     for key, record in previous.items():
-        if key in seen or not record.is_open or record.address not in scanned_set:
+        if key in seen:
             continue
-        upserts.append(replace(record, resolved_at=now))
-        resolved.append(record.to_finding(FindingStatus.RESOLVED))
+        if record.is_open and record.address in scanned_set:
+            upserts.append(replace(record, resolved_at=now))
+            resolved.append(record.to_finding(FindingStatus.RESOLVED))
+        elif key in waiting and (record.is_open or notify_resolved):
+            carried.append(record.to_finding())
+    resolved_to_notify = (*resolved, *(f for f in carried if f.status == FindingStatus.RESOLVED))
 
     return LifecyclePlan(
         current=tuple(findings),
-        to_notify=tuple(to_notify),
+        to_notify=(*to_notify, *(f for f in carried if f.status != FindingStatus.RESOLVED)),
         resolved=tuple(resolved),
-        resolved_to_notify=tuple(resolved) if notify_resolved else (),
+        resolved_to_notify=resolved_to_notify if notify_resolved else (),
         reopened=tuple(reopened),
         upserts=tuple(upserts),
     )

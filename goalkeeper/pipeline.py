@@ -15,6 +15,7 @@ import dataclasses
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from ipaddress import ip_address
 from typing import Protocol
 
 from goalkeeper import logs
@@ -287,8 +288,12 @@ async def _to_outbox(
     by_address = {t.address: t for t in selection.targets}
     seen = build_findings(result, by_address, ports, now=now)
 
-    # Only records the lifecycle can change: on hosts scanned now, or seen open now.
-    previous = await store.load_findings(result.scanned | {f.address for f in seen})
+    # Only records the lifecycle can change: on hosts scanned now, seen open now, or told about
+    # by a mail still waiting (this tick's report for that owner replaces it).
+    waiting = await store.pending_finding_keys()
+    previous = await store.load_findings(
+        result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting}
+    )
     plan = await run_blocking(
         None,
         plan_lifecycle,
@@ -298,6 +303,7 @@ async def _to_outbox(
         now=now,
         reminder_days=settings.notify.reminder_days,
         notify_resolved=settings.notify.notify_resolved,
+        pending=waiting,
     )
     since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
     failures = tuple(

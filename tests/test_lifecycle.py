@@ -69,6 +69,7 @@ class Case:
     resolved_to_notify: tuple[str, ...] = ()
     reopened: tuple[str, ...] = ()
     written: tuple[str, ...] = ()
+    pending: tuple[str, ...] = ()  # "address:port" told about by a mail still in the outbox
 
 
 NEW, OPEN = FindingStatus.NEW, FindingStatus.OPEN
@@ -169,6 +170,37 @@ CASES = {
         statuses={f"{A}:6379": OPEN},
         written=(f"{A}:6379",),
     ),
+    # A mail still waiting (a crash, an SMTP outage): this tick's report replaces it, so
+    # everything it said is said again, once, and is never left to a second mail.
+    "a pending mail's finding is due even before its reminder": Case(
+        previous=(stored(notified=timedelta(hours=2)),),
+        current=(seen(),),
+        pending=(f"{A}:6379",),
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "a pending mail's finding on a host not scanned now is carried over": Case(
+        previous=(stored(B, notified=None),),
+        current=(seen(),),
+        scanned=(A,),
+        pending=(f"{B}:6379",),
+        statuses={f"{A}:6379": NEW},
+        notified=(f"{A}:6379", f"{B}:6379"),
+        written=(f"{A}:6379",),
+    ),
+    "a pending mail's fix already resolved is told again": Case(
+        previous=(stored(resolved=timedelta(hours=2)),),
+        current=(),
+        pending=(f"{A}:6379",),
+        resolved_to_notify=(f"{A}:6379",),
+    ),
+    "a pending mail's fix is not told with notify_resolved off": Case(
+        previous=(stored(resolved=timedelta(hours=2)),),
+        current=(),
+        pending=(f"{A}:6379",),
+        notify_resolved=False,
+    ),
 }
 
 
@@ -185,6 +217,7 @@ def test_lifecycle(case: Case) -> None:
         now=NOW,
         reminder_days=case.reminder_days,
         notify_resolved=case.notify_resolved,
+        pending={(a, int(p), "tcp") for a, p in (k.split(":") for k in case.pending)},
     )
     assert {label(f): f.status for f in plan.current} == case.statuses
     assert tuple(label(f) for f in plan.to_notify) == case.notified

@@ -17,7 +17,9 @@ from goalkeeper.lifecycle import FindingKey
 from goalkeeper.model import OutgoingMail
 
 Channel: TypeAlias = Literal["email", "telegram"]
-Status: TypeAlias = Literal["pending", "sent", "failed"]
+# "superseded": never sent, because a later tick's mail to the same recipient replaced it (kept,
+# with the run that replaced it in `last_error`, so nothing a tick decided disappears).
+Status: TypeAlias = Literal["pending", "sent", "failed", "superseded"]
 CHANNELS: tuple[Channel, ...] = ("email", "telegram")
 
 

@@ -46,6 +46,7 @@ from goalkeeper.state.rows import (
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
 from goalkeeper.state.ticks import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 
+SUPERSEDED_BY = "not sent: replaced by the mail of run "
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
 # Owned by mark_sent: a tick planned before a mail went out must not write the old counts back.
@@ -227,6 +228,11 @@ class StateStore:
     ) -> list[OutboxMessage]:
         """Write a tick's findings and every message it will send, all or nothing.
 
+        A new e-mail replaces any pending one of an earlier run to the same `recipient_key`: that
+        one is marked "superseded" (kept, never sent), in the same transaction, so a crash can
+        never leave both to be sent. Telegram summaries each describe their own run: none is
+        superseded.
+
         Idempotent: a retried commit of the same run rewrites the same findings and keeps the
         messages already stored under (run, channel, recipient_key), whatever their status. The
         messages are stored as created at `started_at`, the tick's time, which is also what
@@ -260,6 +266,7 @@ class StateStore:
                 del chunk  # the rendered payloads: only their JSON rows stay, until executed
                 await connection.execute(insert, rows)
                 del rows  # before the next chunk is rendered, not after
+            await self._supersede(connection, run_id, {k for c, k in wanted if c == "email"})
             result = await connection.execute(
                 select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
             )
@@ -408,6 +415,34 @@ class StateStore:
                 await self._watch.confirm(query, expected)
             except HealthError as err:
                 raise StateError(str(err)) from err
+
+    @_translated
+    async def pending_finding_keys(self) -> set[FindingKey]:
+        """The findings that pending (unsent) e-mails tell about: the lifecycle's `pending`."""
+        query = select(outbox.c.finding_keys).where(
+            outbox.c.status == "pending", outbox.c.channel == "email"
+        )
+        keys: set[FindingKey] = set()
+        async with self._reader.connect() as connection:
+            result = await connection.stream(query)
+            async for rows in result.partitions(_BATCH):
+                for row in rows:
+                    keys.update(parse_keys(row.finding_keys))
+        return keys
+
+    async def _supersede(self, connection: AsyncConnection, run_id: str, keys: set[str]) -> None:
+        ordered = sorted(keys)
+        for start in range(0, len(ordered), _BATCH):
+            await connection.execute(
+                update(outbox)
+                .where(
+                    outbox.c.status == "pending",
+                    outbox.c.channel == "email",
+                    outbox.c.run_id != run_id,
+                    outbox.c.recipient_key.in_(ordered[start : start + _BATCH]),
+                )
+                .values(status="superseded", last_error=f"{SUPERSEDED_BY}{run_id}")
+            )
 
     async def _update_pending(self, ref: MessageRef, **values: Any) -> bool:
         values["attempts"] = outbox.c.attempts + 1
