@@ -10,10 +10,10 @@ import asyncio
 import contextvars
 import functools
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from concurrent.futures import Executor
 from datetime import UTC, datetime
-from typing import ParamSpec, Self, TypeVar
+from typing import Any, ParamSpec, Self, TypeVar
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -39,6 +39,28 @@ async def run_blocking(
     context = contextvars.copy_context()
     call = functools.partial(context.run, func, *args, **kwargs)
     return await loop.run_in_executor(executor, call)
+
+
+async def cancel_within(
+    tasks: Collection[asyncio.Future[Any]], seconds: float, *, every: float = 0.1
+) -> bool:
+    """Cancel `tasks` and wait at most `seconds` for them to end; False if one still runs.
+
+    A library can lose a cancellation (aiosmtplib's `wait_for` on Python 3.11 swallowed one and
+    the task went on waiting), and a TaskGroup does not pass a second cancel on to its children:
+    so pass the innermost tasks too. The cancel is repeated every `every` seconds, and a
+    shutdown never waits past its deadline for a task that will not stop.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while running := [task for task in tasks if not task.done()]:
+        for task in running:
+            task.cancel()
+        left = deadline - loop.time()
+        if left <= 0:
+            return False
+        await asyncio.wait(running, timeout=min(every, left))
+    return True
 
 
 def backoff_delay(

@@ -176,7 +176,8 @@ class Daemon:
     # --- running -------------------------------------------------------------------------
 
     async def _background(self) -> None:
-        """The delivery workers, and a pass over the outbox now and every few minutes."""
+        """The delivery workers, the store watch, and a pass over the outbox now, every few
+        minutes, and as soon as a channel that was down delivers again."""
         assert self._delivery is not None and self._watch is not None
         delivery = self._delivery
         async with asyncio.TaskGroup() as group:
@@ -186,7 +187,7 @@ class Daemon:
             )
             while True:
                 await delivery.resend_pending()
-                await asyncio.sleep(RESEND_INTERVAL_SECONDS)
+                await delivery.wait_for_retry(RESEND_INTERVAL_SECONDS)
 
     async def _current_owners(self) -> Mapping[IPAddress, Target]:
         inventory = await self._inventory_for(self.settings)
@@ -415,10 +416,9 @@ class Daemon:
                 log.warning(
                     "notifications left pending in the store for the next start", count=left
                 )
-        self._workers.cancel()
-        await asyncio.gather(self._workers, return_exceptions=True)
         if self._delivery is not None:
-            self._delivery.abandon()
+            # Bounded even if a client loses the cancellation: the exit stack still closes.
+            await self._delivery.stop(self._workers, max(1.0, deadline - time.monotonic()))
 
     def _remove_signal_handlers(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from goalkeeper import logs
-from goalkeeper.aio import Clock, Sleep, backoff_delay, utc_now
+from goalkeeper.aio import Clock, Sleep, backoff_delay, cancel_within, utc_now
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
 from goalkeeper.relay import RefusalStreak
+from goalkeeper.state import Channel as ChannelName
 from goalkeeper.state import OutboxMessage, StateError, StateStore
 
 log = logs.get_logger(__name__)
@@ -27,6 +28,10 @@ GIVE_UP_AFTER = timedelta(days=1)  # pending this long: given up on, and ops hea
 STILL_PENDING = "not sent yet: will be retried"
 RELAY_OUTAGE_MAX_DELAY = 300.0
 OWNER_CHECK_MAX_DELAY = 300.0  # seconds between owner checks while the inventory stays down
+STOP_SECONDS = 5.0  # how long a stop waits for a worker to end once cancelled
+# While a channel is down, its oldest pending message is tried this often (doubling from the
+# first figure up to the second): once one goes through, everything pending goes at once.
+PROBE_SECONDS = (2.0, 15.0)
 
 
 class Channel:
@@ -34,7 +39,7 @@ class Channel:
 
     def __init__(
         self,
-        name: str,
+        name: ChannelName,
         send: Callable[[OutboxMessage], Awaitable[None]],
         delivery: Delivery,
         *,
@@ -106,6 +111,7 @@ class Delivery:
         backoff_base: float = 10.0,
         owner_check_base: float = 2.0,
         owner_check_attempts: int | None = None,  # None: until it can be made (the daemon)
+        probe_seconds: tuple[float, float] = PROBE_SECONDS,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = utc_now,
     ) -> None:
@@ -117,10 +123,14 @@ class Delivery:
         self._backoff_base = backoff_base
         self._owner_check_base = owner_check_base
         self._owner_check_attempts = owner_check_attempts
+        self._probe_seconds = probe_seconds
         self._sleep = sleep
         self._clock = clock
         self._waiting: dict[int, asyncio.Future[str | None]] = {}
         self._queued: set[int] = set()
+        self._stalled: set[str] = set()  # channels whose last try left a message pending
+        self._recovered = asyncio.Event()  # a stalled channel delivered again
+        self._workers: list[asyncio.Task[None]] = []
 
         async def send_mail(message: OutboxMessage) -> None:
             await mailer.send(message.mail())
@@ -141,19 +151,38 @@ class Delivery:
     async def run(self) -> None:
         """Every channel's worker, until cancelled. An unexpected error in one ends them all."""
         async with asyncio.TaskGroup() as group:
-            for channel in self.channels:
+            self._workers = [
                 group.create_task(channel.work(), name=f"goalkeeper-{channel.name}-worker")
+                for channel in self.channels
+            ]
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[Delivery]:
-        """The workers, for as long as the block runs (the one-shot `scan` uses this)."""
+    async def running(
+        self, *, drain_seconds: float = 60.0, stop_seconds: float = STOP_SECONDS
+    ) -> AsyncIterator[Delivery]:
+        """The workers, for as long as the block runs (the one-shot `scan` uses this).
+
+        Leaving sends what is still queued (a rerouted mail, say) for up to `drain_seconds`,
+        then stops the workers, waiting at most `stop_seconds`: every wait has a deadline, and
+        what is not sent stays pending in the store for the next run.
+        """
         task = asyncio.create_task(self.run(), name="goalkeeper-delivery")
+        finished = False
         try:
             yield self
+            finished = True
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            self.abandon()
+            if finished and not task.done():  # not when the block failed or was cancelled
+                await self.drain(drain_seconds)
+            await self.stop(task, stop_seconds)
+
+    async def stop(self, workers: asyncio.Task[None], seconds: float) -> None:
+        """Cancel the workers' task and forget what is queued, waiting at most `seconds`."""
+        if not await cancel_within([workers, *self._workers], seconds):
+            log.error("notification workers did not stop in time: left behind", seconds=seconds)
+        elif not workers.cancelled() and workers.exception() is not None:
+            log.error("notification workers failed", error=workers.exception())
+        self.abandon()
 
     async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]:
         """Enqueue pending messages; with `wait`, return each one's result once it has one."""
@@ -190,6 +219,40 @@ class Delivery:
             await self.submit(fresh)
         return len(fresh)
 
+    async def wait_for_retry(self, seconds: float) -> None:
+        """Wait up to `seconds` for the next pass over the outbox, less if a channel recovers.
+
+        While a channel is down, its oldest pending message is tried now and then; the moment
+        one goes through (or any other send on that channel does), this returns, so what
+        waited goes out at once rather than at the next regular pass.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        probe, cap = self._probe_seconds
+        self._recovered.clear()
+        while (left := deadline - loop.time()) > 0:
+            try:
+                async with asyncio.timeout(min(left, probe) if self._stalled else left):
+                    await self._recovered.wait()
+                return
+            except TimeoutError:
+                pass
+            await self._probe()
+            probe = min(cap, probe * 2)
+
+    async def _probe(self) -> None:
+        for channel in self.channels:
+            if channel.name not in self._stalled or channel.pending:
+                continue  # up, or its worker is busy trying anyway
+            try:
+                oldest = await self.store.pending(channel.name, limit=1)
+            except StateError as err:
+                log.error("cannot read pending messages", error=err)
+                return
+            if not oldest:
+                self._stalled.discard(channel.name)
+            self._enqueue(oldest)
+
     def settle(self, message_id: int, result: str | None) -> None:
         self._queued.discard(message_id)
         future = self._waiting.pop(message_id, None)
@@ -213,6 +276,10 @@ class Delivery:
                 return "rerouted: an address changed owner"
         last_error = ""
         for attempt in range(self._attempts):
+            if attempt:  # superseded or sent meanwhile (a tick, another pass): not again
+                again = await self._load(message)
+                if isinstance(again, str):
+                    return again
             try:
                 await channel.send(message)
             except DeliveryError as err:
@@ -234,12 +301,16 @@ class Delivery:
                 # Shielded: once sent, a cancel must not leave it pending (a duplicate later).
                 await asyncio.shield(self._mark_sent(message))
                 channel.refusals.delivered()
+                if channel.name in self._stalled:
+                    self._stalled.discard(channel.name)
+                    self._recovered.set()
                 self.metrics.notifications.labels(channel=channel.name, outcome="sent").inc()
                 log.info("notification sent", channel=channel.name, recipient=message.recipient,
                          run=message.run_id)  # fmt: skip
                 return None
         log.warning("notification still pending", channel=channel.name,
                     recipient=message.recipient, reason=last_error)  # fmt: skip
+        self._stalled.add(channel.name)
         return f"{STILL_PENDING} ({last_error})"
 
     async def _refused(self, channel: Channel, message: OutboxMessage, err: DeliveryError) -> str:
@@ -270,6 +341,7 @@ class Delivery:
         log.error("mail relay refuses every recipient: messages kept pending", channel=channel.name,
                   code=err.code, reason=err.reason, kept_pending=len(ids) + left,
                   retry_in_s=round(delay, 1))  # fmt: skip
+        self._stalled.add(channel.name)  # its recovery sends the rest at once (wait_for_retry)
         await self._sleep(delay)
         return f"{STILL_PENDING} (the relay refused every recipient: {err.reason})"
 
