@@ -140,7 +140,13 @@ class Delivery:
         if chat is not None:
 
             async def send_text(message: OutboxMessage) -> None:
-                await chat.send(message.text)
+                async def accepted(parts: int) -> None:
+                    # Shielded: a part Telegram took must be noted, or a retry posts it again.
+                    await asyncio.shield(
+                        self._store_call(self.store.record_parts_sent(message.id, parts))
+                    )
+
+                await chat.send(message.text, parts_done=message.parts_sent, on_part=accepted)
 
             self.telegram = Channel("telegram", send_text, self, size=queue_size)
 

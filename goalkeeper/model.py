@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
@@ -274,7 +274,15 @@ class Mailer(Protocol):
 
 
 class ChatNotifier(Protocol):
-    async def send(self, text: str) -> None: ...
+    async def send(
+        self,
+        text: str,
+        *,
+        parts_done: int = 0,
+        on_part: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        """Send `text` (in parts if long), skipping the first `parts_done` parts; after each
+        part is accepted, await `on_part(parts accepted so far)`."""
 
 
 class DeliveryError(Exception):

@@ -12,6 +12,7 @@ import asyncio
 import random
 import re
 import unicodedata
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -198,13 +199,27 @@ class TelegramNotifier(Closing):
             await self._session.close()
             self._session = None
 
-    async def send(self, text: str) -> None:
-        """Deliver `text` as one or more messages, in order; raise DeliveryError on failure."""
+    async def send(
+        self,
+        text: str,
+        *,
+        parts_done: int = 0,
+        on_part: Callable[[int], Awaitable[None]] | None = None,
+    ) -> None:
+        """Deliver `text` as one or more messages, in order; raise DeliveryError on failure.
+
+        The split is a pure function of the text, so a retry that passes `parts_done` (what
+        `on_part` was told before) posts only the parts Telegram has not accepted yet.
+        """
         parts = split_message(text)
         for number, part in enumerate(parts, start=1):
+            if number <= parts_done:
+                continue
             await self._send_part(part)
             log.debug("telegram.part_sent", part=number, parts=len(parts))
-        log.info("telegram.sent", parts=len(parts))
+            if on_part is not None:
+                await on_part(number)
+        log.info("telegram.sent", parts=len(parts), skipped=min(parts_done, len(parts)))
 
     async def _send_part(self, text: str) -> None:
         payload: dict[str, Any] = {

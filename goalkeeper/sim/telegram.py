@@ -96,15 +96,21 @@ class FakeTelegram(Running):
         self.messages: list[SentMessage] = []
         self.requests = 0
         self._failures: list[tuple[int, int]] = []  # (status, retry_after)
+        self._fail_from = 0  # failures wait until this many messages were accepted
         self._runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def fail_next(self, count: int, retry_after: int = 1, *, status: int = 429) -> None:
-        """Answer the next `count` calls with `status`: 429 carries `retry_after`, 5xx does not."""
+    def fail_next(
+        self, count: int, retry_after: int = 1, *, status: int = 429, after: int = 0
+    ) -> None:
+        """Answer the next `count` calls with `status`: 429 carries `retry_after`, 5xx does not.
+        With `after`, the failures start once that many more messages have been accepted (the
+        second part of a long summary, say)."""
         self._failures.extend([(status, retry_after)] * count)
+        self._fail_from = len(self.messages) + after
 
     async def start(self) -> None:
         app = web.Application()
@@ -126,7 +132,7 @@ class FakeTelegram(Running):
             return _error(401, "Unauthorized")
         if request.match_info["method"] != "sendMessage":
             return _error(404, "Not Found")
-        if self._failures:
+        if self._failures and len(self.messages) >= self._fail_from:
             status, retry_after = self._failures.pop(0)
             if status == 429:
                 return _error(

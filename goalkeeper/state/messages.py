@@ -104,6 +104,7 @@ class OutboxMessage:
     sent_at: datetime | None = None
     failed_at: datetime | None = None
     finding_keys: tuple[FindingKey, ...] = field(default=())
+    parts_sent: int = 0  # of a multi-part Telegram message: those already accepted
     # False for a reference (what commit_tick returns): the payload stays in the store until a
     # sender reads it with StateStore.message(id), so a tick never holds every mail at once.
     loaded: bool = True

@@ -46,6 +46,7 @@ def message_row(run_id: str, created_at: datetime, message: NewMessage) -> dict[
         "finding_keys": message.keys_json(),
         "status": "pending",
         "attempts": 0,
+        "parts_sent": 0,
         "created_at": created_at,
     }
 
@@ -75,4 +76,5 @@ def reference_from_row(row: RowMapping) -> OutboxMessage:
         sent_at=row["sent_at"],
         failed_at=row["failed_at"],
         finding_keys=parse_keys(row["finding_keys"]),
+        parts_sent=row["parts_sent"],
     )

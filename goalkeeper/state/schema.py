@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.types import TypeDecorator
 
@@ -118,6 +119,8 @@ outbox = Table(
     Column("last_attempt_at", UtcDateTime, nullable=True),
     Column("sent_at", UtcDateTime, nullable=True),
     Column("failed_at", UtcDateTime, nullable=True),
+    # Parts of a multi-part Telegram message already accepted: a retry goes on from the next.
+    Column("parts_sent", Integer, nullable=False, server_default=text("0")),
     UniqueConstraint("run_id", "channel", "recipient_key"),
     Index(None, "status", "channel", "id"),
     Index(None, "failed_at"),

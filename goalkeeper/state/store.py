@@ -417,6 +417,17 @@ class StateStore:
                 raise StateError(str(err)) from err
 
     @_translated
+    async def record_parts_sent(self, ref: MessageRef, count: int) -> None:
+        """Note that the first `count` parts of a pending message were accepted. The caller
+        should shield this: a part accepted but not noted is posted again."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(outbox)
+                .where(_match(ref), outbox.c.status == "pending")
+                .values(parts_sent=count)
+            )
+
+    @_translated
     async def pending_finding_keys(self) -> set[FindingKey]:
         """The findings that pending (unsent) e-mails tell about: the lifecycle's `pending`."""
         query = select(outbox.c.finding_keys).where(
