@@ -255,6 +255,7 @@ class Daemon:
                     dispatch=self._delivery,
                     catalog=self.catalog,
                     metrics=self.metrics,
+                    hold=self._delivery.hold,
                 )
         except asyncio.CancelledError:
             self.metrics.ticks.labels(outcome="cancelled").inc()

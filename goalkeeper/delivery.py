@@ -10,12 +10,14 @@ are marked failed with the reason. A full queue drops nothing: the message waits
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, Sleep, backoff_delay, cancel_within, utc_now
+from goalkeeper.crashpoints import crash_point
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
 from goalkeeper.relay import RefusalStreak
@@ -131,6 +133,10 @@ class Delivery:
         self._stalled: set[str] = set()  # channels whose last try left a message pending
         self._recovered = asyncio.Event()  # a stalled channel delivered again
         self._workers: list[asyncio.Task[None]] = []
+        # Held by the e-mail worker around one mail's check, send and mark, and by a tick
+        # around its decision and commit (`hold`): a mail never goes out between the tick
+        # reading it as waiting and the tick's report replacing it.
+        self._gate = asyncio.Lock()
 
         async def send_mail(message: OutboxMessage) -> None:
             await mailer.send(message.mail())
@@ -212,6 +218,13 @@ class Delivery:
                 self.settle(message.id, "not sent yet: the queue is full; it waits in the store")
         return futures
 
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """No e-mail is sent, nor marked sent, while the block runs (a mail being sent when
+        it starts finishes first: within the mailer's own deadline)."""
+        async with self._gate:
+            yield
+
     async def resend_pending(self) -> int:
         """Enqueue every pending message of the store (those of a crashed or stopped run)."""
         try:
@@ -282,12 +295,17 @@ class Delivery:
                 return "rerouted: an address changed owner"
         last_error = ""
         for attempt in range(self._attempts):
-            if attempt:  # superseded or sent meanwhile (a tick, another pass): not again
-                again = await self._load(message)
-                if isinstance(again, str):
-                    return again
             try:
-                await channel.send(message)
+                async with self._gate if channel is self.email else contextlib.nullcontext():
+                    # Read again under the gate: superseded by a tick, or sent by another
+                    # pass, since it was last read, it does not go.
+                    current = await self._load(message)
+                    if isinstance(current, str):
+                        return current
+                    message = current
+                    await channel.send(message)
+                    # Shielded: once sent, a cancel must not leave it pending (a duplicate).
+                    await asyncio.shield(self._mark_sent(message))
             except DeliveryError as err:
                 last_error = err.reason
                 if err.permanent:
@@ -304,9 +322,8 @@ class Delivery:
                 if attempt + 1 < self._attempts:
                     await self._sleep(backoff_delay(attempt, base=self._backoff_base))
             else:
-                # Shielded: once sent, a cancel must not leave it pending (a duplicate later).
-                await asyncio.shield(self._mark_sent(message))
                 channel.refusals.delivered()
+                crash_point("marked")  # test-only, inert in production (goalkeeper.crashpoints)
                 if channel.name in self._stalled:
                     self._stalled.discard(channel.name)
                     self._recovered.set()

@@ -13,7 +13,8 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
 from ipaddress import ip_address
 from typing import Protocol
@@ -21,6 +22,7 @@ from typing import Protocol
 from goalkeeper import logs
 from goalkeeper.aio import Clock, run_blocking, utc_now
 from goalkeeper.config import ScanSettings, Settings
+from goalkeeper.crashpoints import crash_point
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import plan_lifecycle
 from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
@@ -41,10 +43,12 @@ from goalkeeper.model import (
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import OUTSIDE, Selection, in_scope, select_targets
-from goalkeeper.state import NewMessage, OutboxMessage, StateStore, TickRecord
+from goalkeeper.state import NewMessage, OutboxChanged, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
 FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
+Hold = Callable[[], AbstractAsyncContextManager[object]]
+DECIDE_TRIES = 10  # the last one commits whatever was sent meanwhile (a repeat, logged)
 
 
 class Dispatcher(Protocol):
@@ -210,8 +214,13 @@ async def run_tick(
     catalog: Catalog,
     metrics: Metrics | None = None,
     dry_run: bool = False,
+    hold: Hold | None = None,
 ) -> TickReport:
-    """Run one whole tick. A dry run reads the store but writes and sends nothing."""
+    """Run one whole tick. A dry run reads the store but writes and sends nothing.
+
+    `hold` (the dispatcher's): while it is held no mail is marked sent, so what the tick reads
+    as waiting is still waiting when it commits (its report replaces those mails).
+    """
     laps = Laps()
     logs.bind(tick=run_id)
     try:
@@ -225,6 +234,7 @@ async def run_tick(
             catalog=catalog,
             dry_run=dry_run,
             laps=laps,
+            hold=hold or contextlib.nullcontext,
         )
         # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
         # one-off tick waits for) does not keep them alive.
@@ -276,6 +286,7 @@ async def _to_outbox(
     catalog: Catalog,
     dry_run: bool,
     laps: Laps,
+    hold: Hold,
 ) -> TickReport | _Committed:
     """Inventory, scan, lifecycle, and the commit of findings and outbox (not in a dry run)."""
     ports = effective_ports(settings, catalog)
@@ -288,89 +299,110 @@ async def _to_outbox(
     by_address = {t.address: t for t in selection.targets}
     seen = build_findings(result, by_address, ports, now=now)
 
-    # Only records the lifecycle can change: on hosts scanned now, seen open now, or told about
-    # by a mail still waiting (this tick's report for that owner replaces it).
-    waiting = await store.pending_finding_keys()
-    previous = await store.load_findings(
-        result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting}
-    )
-    plan = await run_blocking(
-        None,
-        plan_lifecycle,
-        previous,
-        seen,
-        result.scanned,
-        now=now,
-        reminder_days=settings.notify.reminder_days,
-        notify_resolved=settings.notify.notify_resolved,
-        pending=waiting,
-    )
-    since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
-    failures = tuple(
-        f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
-    )
-    composed = iter_messages(
-        (*plan.to_notify, *plan.resolved_to_notify),
-        settings=settings,
-        catalog=catalog,
-        run_id=run_id,
-        now=now,
-    )
-    # Filled as the mails are rendered; the report (and the summary made of it) comes after.
-    mails: list[MailOutcome] = []
-    mail_keys: list[str] = []
-    reports: list[TickReport] = []
-
-    def report_of_tick() -> TickReport:
-        return TickReport(
+    async def decide(check: bool) -> TickReport | _Committed:
+        # Only records the lifecycle can change: on hosts scanned now, seen open now, or told about
+        # by a mail still waiting (this tick's report for that owner replaces it).
+        waiting_mails = await store.waiting_mails()
+        waiting = {key for keys in waiting_mails.values() for key in keys}
+        previous = await store.load_findings(
+            result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting}
+        )
+        plan = await run_blocking(
+            None,
+            plan_lifecycle,
+            previous,
+            seen,
+            result.scanned,
+            now=now,
+            reminder_days=settings.notify.reminder_days,
+            notify_resolved=settings.notify.notify_resolved,
+            pending=waiting,
+        )
+        since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
+        failures = tuple(
+            f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
+        )
+        composed = iter_messages(
+            (*plan.to_notify, *plan.resolved_to_notify),
+            settings=settings,
+            catalog=catalog,
             run_id=run_id,
-            environment=settings.environment,
+            now=now,
+        )
+        # Filled as the mails are rendered; the report (and the summary made of it) comes after.
+        mails: list[MailOutcome] = []
+        mail_keys: list[str] = []
+        reports: list[TickReport] = []
+
+        def report_of_tick() -> TickReport:
+            return TickReport(
+                run_id=run_id,
+                environment=settings.environment,
+                started_at=now,
+                finished_at=now + laps.elapsed(),
+                inventory_source=snapshot.source,
+                inventory_age_seconds=age,
+                inventory_stale_reason=snapshot.stale_reason,
+                targets=len(by_address),
+                refused=tuple(str(t.address) for t in selection.refused),
+                excluded=len(selection.excluded),
+                hosts_scanned=len(result.scanned),
+                not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
+                findings=plan.current,
+                resolved=plan.resolved,
+                mails=tuple(mails),
+                owners_not_found=unresolved_projects(plan.current),
+                failed_batches=result.failed_batches,
+                warnings=result.warnings,
+                dry_run=dry_run,
+                notification_failures=failures,
+                owner_lookup=snapshot.owners,
+            )
+
+        if dry_run:
+            mails.extend(
+                dataclasses.replace(outcome(r, m, queued=False), error="dry run: not sent")
+                for r, m in composed
+            )
+            return report_of_tick()
+
+        def outbox() -> Iterator[NewMessage]:
+            # Consumed by commit_tick inside its transaction, a chunk at a time: each mail is
+            # rendered when the store asks for it, so the rendered tick is never all in memory.
+            for owner_report, new in composed:
+                mails.append(outcome(owner_report, new, queued=True))
+                mail_keys.append(new.recipient_key)
+                yield new
+            reports.append(report_of_tick())
+            summary = summary_message(render_summary(reports[0]), settings=settings, run_id=run_id)
+            if summary is not None:
+                yield summary
+
+        stored = await store.commit_tick(
+            run_id=run_id,
             started_at=now,
-            finished_at=now + laps.elapsed(),
-            inventory_source=snapshot.source,
-            inventory_age_seconds=age,
-            inventory_stale_reason=snapshot.stale_reason,
-            targets=len(by_address),
-            refused=tuple(str(t.address) for t in selection.refused),
-            excluded=len(selection.excluded),
-            hosts_scanned=len(result.scanned),
-            not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
-            findings=plan.current,
-            resolved=plan.resolved,
-            mails=tuple(mails),
-            owners_not_found=unresolved_projects(plan.current),
-            failed_batches=result.failed_batches,
-            warnings=result.warnings,
-            dry_run=dry_run,
-            notification_failures=failures,
-            owner_lookup=snapshot.owners,
+            upserts=plan.upserts,
+            messages=outbox(),
+            still_pending=waiting_mails if check else (),
         )
+        crash_point("committed")  # test-only, inert in production (goalkeeper.crashpoints)
+        (report,) = reports
+        laps.lap("record")
+        return _Committed(report, stored, mail_keys)
 
-    if dry_run:
-        mails.extend(
-            dataclasses.replace(outcome(r, m, queued=False), error="dry run: not sent")
-            for r, m in composed
-        )
-        return report_of_tick()
-
-    def outbox() -> Iterator[NewMessage]:
-        # Consumed by commit_tick inside its transaction, a chunk at a time: each mail is
-        # rendered when the store asks for it, so the rendered tick is never all in memory.
-        for owner_report, new in composed:
-            mails.append(outcome(owner_report, new, queued=True))
-            mail_keys.append(new.recipient_key)
-            yield new
-        reports.append(report_of_tick())
-        summary = summary_message(render_summary(reports[0]), settings=settings, run_id=run_id)
-        if summary is not None:
-            yield summary
-
-    stored = await store.commit_tick(
-        run_id=run_id, started_at=now, upserts=plan.upserts, messages=outbox()
-    )
-    (report,) = reports
-    laps.lap("record")
-    return _Committed(report, stored, mail_keys)
+    # The plan counts on the mails waiting when it was made: one sent before the commit would
+    # be told again by this tick's report. The commit refuses then, and the tick decides again
+    # (the sender is one mail at a time, so this settles at once).
+    for attempt in range(1, DECIDE_TRIES + 1):
+        try:
+            if dry_run:
+                return await decide(check=False)
+            async with hold():
+                return await decide(check=attempt < DECIDE_TRIES)
+        except OutboxChanged as changed:
+            log.info("a waiting mail went out while the tick decided: deciding again",
+                     sent=changed.sent, attempt=attempt)  # fmt: skip
+    raise AssertionError("unreachable: the last try does not check")
 
 
 async def _dispatch(

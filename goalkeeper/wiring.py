@@ -161,4 +161,5 @@ async def one_tick(
                 catalog=catalog,
                 metrics=metrics,
                 dry_run=dry_run,
+                hold=delivery.hold,
             )

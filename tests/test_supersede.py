@@ -35,7 +35,7 @@ async def test_a_new_mail_supersedes_the_pending_one_to_the_same_owner(store: St
         upserts=[a, b],
         messages=[mail("admin@acme.example", [a], "run-1"), mail("ops@beta.example", [b], "run-1")],
     )
-    assert await store.pending_finding_keys() == {a.key, b.key}
+    assert await store.waiting_mails() == {first[0].id: (a.key,), first[1].id: (b.key,)}
     second = await store.commit_tick(
         run_id="run-2",
         started_at=T0 + DAY,
@@ -97,7 +97,7 @@ async def test_a_second_tick_makes_one_report_per_owner_with_everything_still_wa
         upserts=plan.upserts,
         messages=[mail("admin@acme.example", list(plan.upserts))],
     )
-    waiting = await store.pending_finding_keys()
+    waiting = {k for keys in (await store.waiting_mails()).values() for k in keys}
     later = T0 + DAY / 24  # an hour later: no reminder due, only the waiting mail makes it due
     previous = await store.load_findings()
     plan = plan_lifecycle(previous, [one], {one.address}, now=later, reminder_days=1,

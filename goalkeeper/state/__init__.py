@@ -5,7 +5,13 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 """
 
 from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status
-from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
+from goalkeeper.state.store import (
+    MessageRef,
+    OutboxChanged,
+    StateError,
+    StateStore,
+    StateUnavailable,
+)
 from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 __all__ = [
@@ -13,6 +19,7 @@ __all__ = [
     "LastTicks",
     "MessageRef",
     "NewMessage",
+    "OutboxChanged",
     "OutboxMessage",
     "OutboxTally",
     "StateError",

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from goalkeeper.config import redact_url
+from goalkeeper.crashpoints import crash_point
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
 from goalkeeper.state.health import ANY, FileWatch, HealthError, sqlite_file
@@ -67,6 +68,15 @@ R = TypeVar("R")
 
 class StateError(Exception):
     """A database operation failed. The message holds no password and no row data."""
+
+
+class OutboxChanged(Exception):
+    """A commit refused: mails it counted on as waiting were sent meanwhile (`sent`: their ids).
+    Nothing was written; decide again from what the store says now."""
+
+    def __init__(self, sent: Sequence[int]) -> None:
+        super().__init__(f"{len(sent)} waiting messages were sent meanwhile")
+        self.sent = list(sent)
 
 
 class StateUnavailable(StateError):
@@ -225,6 +235,7 @@ class StateStore:
         started_at: datetime,
         upserts: Sequence[FindingRecord],
         messages: Iterable[NewMessage],
+        still_pending: Collection[int] = (),
     ) -> list[OutboxMessage]:
         """Write a tick's findings and every message it will send, all or nothing.
 
@@ -232,6 +243,10 @@ class StateStore:
         one is marked "superseded" (kept, never sent), in the same transaction, so a crash can
         never leave both to be sent. Telegram summaries each describe their own run: none is
         superseded.
+
+        `still_pending`: ids of waiting mails the caller's plan relied on (`waiting_mails`). If
+        one was sent since, the commit writes nothing and raises OutboxChanged. The check and
+        the writes are one transaction, which a mark_sent cannot interleave with.
 
         Idempotent: a retried commit of the same run rewrites the same findings and keeps the
         messages already stored under (run, channel, recipient_key), whatever their status. The
@@ -245,6 +260,7 @@ class StateStore:
         """
         wanted: set[tuple[str, str]] = set()
         async with self._writing(verify=True) as connection:
+            await _require_pending(connection, still_pending)
             run = self._insert(runs).values(run_id=run_id, started_at=started_at)
             await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
             upsert = self._upsert_findings()
@@ -267,6 +283,7 @@ class StateStore:
                 await connection.execute(insert, rows)
                 del rows  # before the next chunk is rendered, not after
             await self._supersede(connection, run_id, {k for c, k in wanted if c == "email"})
+            crash_point("commit")  # test-only, inert in production (goalkeeper.crashpoints)
             result = await connection.execute(
                 select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
             )
@@ -420,7 +437,7 @@ class StateStore:
     async def record_parts_sent(self, ref: MessageRef, count: int) -> None:
         """Note that the first `count` parts of a pending message were accepted. The caller
         should shield this: a part accepted but not noted is posted again."""
-        async with self._engine.begin() as connection:
+        async with self._writing() as connection:
             await connection.execute(
                 update(outbox)
                 .where(_match(ref), outbox.c.status == "pending")
@@ -428,18 +445,18 @@ class StateStore:
             )
 
     @_translated
-    async def pending_finding_keys(self) -> set[FindingKey]:
-        """The findings that pending (unsent) e-mails tell about: the lifecycle's `pending`."""
-        query = select(outbox.c.finding_keys).where(
+    async def waiting_mails(self) -> dict[int, tuple[FindingKey, ...]]:
+        """Pending (unsent) e-mails by id, with the findings each tells about: what the
+        lifecycle's `pending` is made of, and what commit_tick's `still_pending` checks."""
+        query = select(outbox.c.id, outbox.c.finding_keys).where(
             outbox.c.status == "pending", outbox.c.channel == "email"
         )
-        keys: set[FindingKey] = set()
+        waiting: dict[int, tuple[FindingKey, ...]] = {}
         async with self._reader.connect() as connection:
             result = await connection.stream(query)
             async for rows in result.partitions(_BATCH):
-                for row in rows:
-                    keys.update(parse_keys(row.finding_keys))
-        return keys
+                waiting.update((row.id, parse_keys(row.finding_keys)) for row in rows)
+        return waiting
 
     async def _supersede(self, connection: AsyncConnection, run_id: str, keys: set[str]) -> None:
         ordered = sorted(keys)
@@ -478,6 +495,21 @@ class StateStore:
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: statement.excluded[c.name] for c in findings.c if c.name not in keep},
         )
+
+
+async def _require_pending(connection: AsyncConnection, ids: Collection[int]) -> None:
+    ordered = sorted(ids)
+    sent: list[int] = []
+    for start in range(0, len(ordered), _BATCH):
+        # FOR UPDATE (PostgreSQL): a mark_sent of these rows waits for this transaction.
+        rows = await connection.execute(
+            select(outbox.c.id, outbox.c.status)
+            .where(outbox.c.id.in_(ordered[start : start + _BATCH]))
+            .with_for_update()
+        )
+        sent.extend(row.id for row in rows if row.status == "sent")
+    if sent:
+        raise OutboxChanged(sent)
 
 
 def _count_notified() -> Any:
