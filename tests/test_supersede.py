@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from goalkeeper.lifecycle import plan_lifecycle
-from goalkeeper.state import OutboxMessage, StateStore
-from goalkeeper.state.store import SUPERSEDED_BY
+from goalkeeper.state import OutboxChanged, OutboxMessage, StateStore
+from goalkeeper.state.supersede import SUPERSEDED_BY
 from tests.test_state import DAY, T0, finding, mail, record
 
 pytest_plugins = ["tests.db"]  # the state_url and postgres_server fixtures
@@ -111,6 +111,28 @@ async def test_a_second_tick_makes_one_report_per_owner_with_everything_still_wa
         messages=[mail("admin@acme.example", [r for r in previous.values()], "run-2")],
     )
     assert _owners(await store.pending()) == [("run-2", "admin@acme.example")]
+
+
+async def test_a_commit_that_counted_on_a_mail_sent_meanwhile_writes_nothing(
+    store: StateStore,
+) -> None:
+    a = record("203.0.113.5")
+    (old,) = await store.commit_tick(
+        run_id="run-1", started_at=T0, upserts=[a], messages=[mail("admin@acme.example", [a])]
+    )
+    waiting = await store.waiting_mails()  # what run 2 plans with
+    await store.mark_sent(old.id, now=T0)  # ... and then it goes out, before run 2 commits
+    with pytest.raises(OutboxChanged) as refused:
+        await store.commit_tick(
+            run_id="run-2",
+            started_at=T0 + DAY,
+            upserts=[a],
+            messages=[mail("admin@acme.example", [a], "run-2")],
+            still_pending=waiting,
+        )
+    assert refused.value.sent == [old.id]
+    assert await store.pending() == []  # nothing of run 2 was written
+    assert await store.waiting_mails() == {}
 
 
 def _owners(messages: Sequence[OutboxMessage]) -> list[tuple[str, str]]:

@@ -5,13 +5,8 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 """
 
 from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status
-from goalkeeper.state.store import (
-    MessageRef,
-    OutboxChanged,
-    StateError,
-    StateStore,
-    StateUnavailable,
-)
+from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
+from goalkeeper.state.supersede import OutboxChanged
 from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 __all__ = [

@@ -45,9 +45,9 @@ from goalkeeper.state.rows import (
     reference_from_row,
 )
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
+from goalkeeper.state.supersede import require_pending, supersede_pending
 from goalkeeper.state.ticks import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 
-SUPERSEDED_BY = "not sent: replaced by the mail of run "
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
 # Owned by mark_sent: a tick planned before a mail went out must not write the old counts back.
@@ -68,15 +68,6 @@ R = TypeVar("R")
 
 class StateError(Exception):
     """A database operation failed. The message holds no password and no row data."""
-
-
-class OutboxChanged(Exception):
-    """A commit refused: mails it counted on as waiting were sent meanwhile (`sent`: their ids).
-    Nothing was written; decide again from what the store says now."""
-
-    def __init__(self, sent: Sequence[int]) -> None:
-        super().__init__(f"{len(sent)} waiting messages were sent meanwhile")
-        self.sent = list(sent)
 
 
 class StateUnavailable(StateError):
@@ -260,7 +251,7 @@ class StateStore:
         """
         wanted: set[tuple[str, str]] = set()
         async with self._writing(verify=True) as connection:
-            await _require_pending(connection, still_pending)
+            await require_pending(connection, still_pending)
             run = self._insert(runs).values(run_id=run_id, started_at=started_at)
             await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
             upsert = self._upsert_findings()
@@ -282,7 +273,7 @@ class StateStore:
                 del chunk  # the rendered payloads: only their JSON rows stay, until executed
                 await connection.execute(insert, rows)
                 del rows  # before the next chunk is rendered, not after
-            await self._supersede(connection, run_id, {k for c, k in wanted if c == "email"})
+            await supersede_pending(connection, run_id, {k for c, k in wanted if c == "email"})
             crash_point("commit")  # test-only, inert in production (goalkeeper.crashpoints)
             result = await connection.execute(
                 select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
@@ -458,20 +449,6 @@ class StateStore:
                 waiting.update((row.id, parse_keys(row.finding_keys)) for row in rows)
         return waiting
 
-    async def _supersede(self, connection: AsyncConnection, run_id: str, keys: set[str]) -> None:
-        ordered = sorted(keys)
-        for start in range(0, len(ordered), _BATCH):
-            await connection.execute(
-                update(outbox)
-                .where(
-                    outbox.c.status == "pending",
-                    outbox.c.channel == "email",
-                    outbox.c.run_id != run_id,
-                    outbox.c.recipient_key.in_(ordered[start : start + _BATCH]),
-                )
-                .values(status="superseded", last_error=f"{SUPERSEDED_BY}{run_id}")
-            )
-
     async def _update_pending(self, ref: MessageRef, **values: Any) -> bool:
         values["attempts"] = outbox.c.attempts + 1
         async with self._writing() as connection:
@@ -495,21 +472,6 @@ class StateStore:
             index_elements=list(_KEY_COLUMNS),
             set_={c.name: statement.excluded[c.name] for c in findings.c if c.name not in keep},
         )
-
-
-async def _require_pending(connection: AsyncConnection, ids: Collection[int]) -> None:
-    ordered = sorted(ids)
-    sent: list[int] = []
-    for start in range(0, len(ordered), _BATCH):
-        # FOR UPDATE (PostgreSQL): a mark_sent of these rows waits for this transaction.
-        rows = await connection.execute(
-            select(outbox.c.id, outbox.c.status)
-            .where(outbox.c.id.in_(ordered[start : start + _BATCH]))
-            .with_for_update()
-        )
-        sent.extend(row.id for row in rows if row.status == "sent")
-    if sent:
-        raise OutboxChanged(sent)
 
 
 def _count_notified() -> Any:
