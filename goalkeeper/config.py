@@ -26,7 +26,6 @@ from typing import Any, Literal, TypeAlias
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -40,6 +39,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from goalkeeper.mailaddress import checked_mail_address
+from goalkeeper.yamlfile import UnreadableFile, parse_yaml, read_yaml
 
 ENV_PREFIX = "GOALKEEPER_"
 CONFIG_PATH_VARIABLE = "GOALKEEPER_CONFIG"
@@ -52,6 +52,9 @@ SECRET_KEYS = (
 Network: TypeAlias = IPv4Network | IPv6Network
 _IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 _THIS_NETWORK = IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": not a destination
+# A config is a few KiB; the bounds only stop a wrong path (a log, a device) or a YAML bomb.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_VALUES = 100_000
 
 # nmap_arguments may hold only these: pacing and patience, nothing that names a target, a port,
 # a scan type, a file or a script. Everything else is refused by name (an allowlist: nmap has
@@ -569,18 +572,9 @@ def _database_url(url: str) -> URL | None:
 def _read_yaml(path: Path) -> tuple[dict[str, Any], list[Problem]]:
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}, [Problem(source=source, key="", message="file not found")]
-    except OSError as err:
-        return {}, [Problem(source=source, key="", message=f"cannot read: {err.strerror}")]
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        reason = getattr(err, "problem", None) or "not valid YAML"
-        return {}, [Problem(source=source, key="", message=f"{where}{reason}")]
+        data = read_yaml(path, max_bytes=MAX_CONFIG_BYTES, max_nodes=MAX_CONFIG_VALUES)
+    except UnreadableFile as err:
+        return {}, [Problem(source=source, key="", message=str(err))]
     if data is None:
         return {}, []
     if not isinstance(data, dict):
@@ -626,8 +620,8 @@ def _env_value(raw: str) -> Any:
         return None
     if text[:1] in ("[", "{"):
         try:
-            return yaml.safe_load(text)
-        except yaml.YAMLError:
+            return parse_yaml(text, max_nodes=MAX_CONFIG_VALUES)
+        except UnreadableFile:
             return raw
     return raw
 

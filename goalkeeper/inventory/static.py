@@ -13,7 +13,6 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from goalkeeper import logs
@@ -22,9 +21,13 @@ from goalkeeper.config import ConfigError, Network, Problem, Settings
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains
+from goalkeeper.yamlfile import UnreadableFile, read_yaml
 
 log = logs.get_logger(__name__)
 MAX_NETWORK_ADDRESSES = 65536
+# About 40,000 entries; the bounds stop a wrong path (a device, a log) or a YAML bomb.
+MAX_FILE_BYTES = 8 << 20
+MAX_FILE_VALUES = 1_000_000
 
 
 class StaticEntry(BaseModel):
@@ -77,11 +80,13 @@ def read_static_targets(
     source = str(path)
     allowed = tuple(allowed)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError([Problem(source=source, key="", message="file not found")]) from None
-    except (OSError, yaml.YAMLError) as err:
-        raise ConfigError([Problem(source=source, key="", message=f"unreadable: {err}")]) from None
+        raw = read_yaml(path, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_FILE_VALUES)
+    except UnreadableFile as err:
+        raise ConfigError([Problem(source=source, key="", message=str(err))]) from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(
+            [Problem(source=source, key="", message="the top level must be a mapping")]
+        )
     try:
         parsed = StaticFile.model_validate(raw or {})
     except ValidationError as err:
