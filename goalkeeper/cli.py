@@ -26,6 +26,7 @@ from goalkeeper.messages import retry_failed
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
+from goalkeeper.probes import BindError
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import Channel, StateError
 from goalkeeper.views import record_as_dict, report_as_dict
@@ -129,7 +130,11 @@ def run(settings: Settings, path: Path) -> int:
     if problem:
         print(f"goalkeeper: {problem}", file=sys.stderr)
         return EXIT_USAGE
-    asyncio.run(serve(settings, path))
+    try:
+        asyncio.run(serve(settings, path))
+    except BindError as err:
+        print(f"goalkeeper: {err}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

@@ -12,6 +12,7 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import parseaddr
 from ipaddress import (
     IPv4Address,
@@ -19,6 +20,7 @@ from ipaddress import (
     IPv6Address,
     IPv6Network,
     collapse_addresses,
+    ip_address,
     ip_network,
 )
 from pathlib import Path
@@ -119,6 +121,9 @@ def nmap_arguments_problems(value: str) -> list[str]:
             f"type and ports from scan.privileged and scan.ports; allowed: {' '.join(allowed)})"
         )
     return problems
+
+
+_HOST_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 
 
 class Model(BaseModel):
@@ -369,11 +374,21 @@ class NotifySettings(Model):
     send_to_customers: bool = False
     ops_email: str = "security@example.com"
     sender: str = "Goalkeeper <security@example.com>"
-    reminder_days: float = Field(default=1, ge=0)
+    # A bound keeps `now + timedelta(days=...)` finite: .inf or 1e300 overflowed on every tick.
+    reminder_days: float = Field(default=1, ge=0, le=365)
     notify_resolved: bool = True
     templates_dir: Path | None = None  # overrides the built-in mail templates, file by file
     email: EmailSettings = EmailSettings()
     telegram: TelegramSettings = TelegramSettings()
+
+    @field_validator("templates_dir")
+    @classmethod
+    def _existing_folder(cls, value: Path | None) -> Path | None:
+        # Checked now: a missing folder would only show when the first mail is rendered.
+        if value is not None and not value.is_dir():
+            why = "is not a folder" if value.exists() else "does not exist"
+            raise ValueError(f"{str(value)!r} {why}")
+        return value
 
     @field_validator("ops_email")
     @classmethod
@@ -401,6 +416,10 @@ class StateSettings(Model):
             raise ValueError(
                 f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
             )
+        try:
+            urlsplit(value).port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the port is not a number from 0 to 65535") from None
         url = _database_url(value)  # never echoed: it may hold the password
         if url is None:
             raise ValueError("not a URL SQLAlchemy can read")
@@ -414,6 +433,21 @@ class HttpSettings(Model):
     port: int = Field(default=8080, ge=0, le=65535)
     admin_token: SecretStr | None = None
 
+    @field_validator("host")
+    @classmethod
+    def _address_or_name(cls, value: str) -> str:
+        try:
+            ip_address(value)
+        except ValueError:
+            labels = value.removesuffix(".").split(".")
+            if (
+                len(value) > 253
+                or not all(_HOST_LABEL.fullmatch(x) for x in labels)
+                or (labels[-1].isdigit())
+            ):
+                raise ValueError(f"not an IP address or host name: {value!r}") from None
+        return value
+
 
 class LoggingSettings(Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -422,7 +456,8 @@ class LoggingSettings(Model):
 
 class DaemonSettings(Model):
     shutdown_timeout: float = Field(default=25, gt=0, le=3600)  # the whole SIGTERM sequence
-    max_tick_seconds: float = Field(default=6 * 3600, gt=0)  # a longer tick fails liveness
+    # A longer tick fails liveness; a week at most, so the check can fire at all.
+    max_tick_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
 
 
 class Settings(Model):
@@ -479,6 +514,25 @@ class ConfigError(Exception):
 Check: TypeAlias = Callable[[Settings, Path], Iterable[Problem]]
 
 
+@dataclass(frozen=True)
+class SectionCheck:
+    """A Check that reads only some top-level sections. When another section is invalid it
+    still runs, on those sections, so its problems are reported with every other one."""
+
+    sections: frozenset[str]
+    check: Check
+
+    def __call__(self, settings: Settings, path: Path) -> list[Problem]:
+        return list(self.check(settings, path))
+
+
+def section_check(*sections: str) -> Callable[[Check], SectionCheck]:
+    """Declare which sections a check reads: `@section_check("schedule")`."""
+    unknown = set(sections) - Settings.model_fields.keys()
+    assert not unknown, f"no such section: {unknown}"
+    return lambda check: SectionCheck(frozenset(sections), check)
+
+
 def load(
     path: Path,
     *,
@@ -498,7 +552,9 @@ def load(
     try:
         settings = Settings.model_validate(merged)
     except ValidationError as err:
-        raise ConfigError(_problems_from(err, source, from_env)) from None
+        problems = _problems_from(err, source, from_env)
+        problems += _checks_on_valid_sections(merged, err, checks, path)
+        raise ConfigError(problems) from None
     problems += _billing_problems(settings, source)
     for check in checks:
         problems += check(settings, path)
@@ -655,6 +711,22 @@ def _secrets_in_file(data: Mapping[str, Any], source: str) -> list[Problem]:
                 message="holds a password; set GOALKEEPER_STATE__URL instead",
             )
         )
+    return problems
+
+
+def _checks_on_valid_sections(
+    merged: Mapping[str, Any], err: ValidationError, checks: Sequence[Check], path: Path
+) -> list[Problem]:
+    invalid = {str(e["loc"][0]) for e in err.errors(include_url=False) if e["loc"]}
+    valid = {k: v for k, v in merged.items() if k in Settings.model_fields and k not in invalid}
+    try:
+        partial = Settings.model_validate(valid)  # the invalid sections at their defaults
+    except ValidationError:
+        return []
+    problems: list[Problem] = []
+    for check in checks:
+        if isinstance(check, SectionCheck) and not check.sections & invalid:
+            problems += check(partial, path)
     return problems
 
 

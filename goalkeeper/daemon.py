@@ -50,9 +50,10 @@ TICK_SHARE_OF_SHUTDOWN = 0.6  # of the shutdown deadline a running tick may use 
 RESEND_INTERVAL_SECONDS = 300  # how often messages left pending are tried again
 READINESS_TIMEOUT_SECONDS = 2.0  # also bounds each read of the store's gauges
 STORE_WATCH_INTERVAL_SECONDS = 30  # how stale the store's gauges and state_store_up may be
+CRON_HORIZON_YEARS = 100
 
 
-def cron_trigger(settings: Settings) -> CronTrigger:
+def cron_trigger(settings: Settings, *, end_date: datetime | None = None) -> CronTrigger:
     """The schedule as a standard 5-field crontab means it.
 
     APScheduler 3's `from_crontab` numbers weekdays from Monday = 0, crontab from Sunday = 0:
@@ -69,15 +70,25 @@ def cron_trigger(settings: Settings) -> CronTrigger:
         month=month,
         day_of_week=crontab_weekdays(weekday),
         timezone=settings.schedule.timezone,
+        end_date=end_date,
     )
 
 
+@config.section_check("schedule")
 def schedule_problems(settings: Settings, config_path: Path) -> list[Problem]:
-    """A config check: the cron expression must be one APScheduler accepts."""
+    """A config check: the cron expression must be one APScheduler accepts, and must fire.
+
+    "0 0 30 2 *" parses, but the daemon would start, never tick and look healthy. APScheduler
+    searches to the year 9999 before it gives up; an end date makes the search stop early.
+    """
+    now = datetime.now(UTC)
     try:
-        cron_trigger(settings)
+        trigger = cron_trigger(settings, end_date=now.replace(year=now.year + CRON_HORIZON_YEARS))
     except ValueError as err:
         return [Problem(source=str(config_path), key="schedule.cron", message=str(err))]
+    if trigger.get_next_fire_time(None, now) is None:
+        message = f"never fires: no date matches it in the next {CRON_HORIZON_YEARS} years"
+        return [Problem(source=str(config_path), key="schedule.cron", message=message)]
     return []
 
 

@@ -20,6 +20,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 from goalkeeper import logs
 
 log = logs.get_logger(__name__)
+REQUEST_HEADER_TIMEOUT_SECONDS = 5.0  # also how long an idle keep-alive connection stays open
 
 
 class Controls(Protocol):
@@ -94,11 +95,34 @@ def build_app(
     return app
 
 
-async def start_http(app: web.Application, *, host: str, port: int) -> HttpServer:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+class BindError(Exception):
+    """The HTTP port cannot be opened (in use, not an address of this host, not resolvable)."""
+
+
+async def start_http(
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    request_timeout: float = REQUEST_HEADER_TIMEOUT_SECONDS,
+) -> HttpServer:
+    # aiohttp (>= 3.14.5) arms keepalive_timeout when a connection opens and again after each
+    # response, and does not push it back as bytes arrive: a connection whose request headers are
+    # not complete by then is closed. So it bounds the time to send headers, and a client that
+    # trickles a byte a second cannot hold a connection open (its default is an hour).
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, keepalive_timeout=request_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        reason = err.strerror or str(err)
+        raise BindError(
+            f"cannot listen on {host} port {port} (http.host, http.port): {reason}"
+        ) from None
     bound = port
     server = getattr(site, "_server", None)
     if server is not None and server.sockets:
@@ -117,7 +141,8 @@ def _admin(handler: Handler, admin_token: Callable[[], str | None]) -> Handler:
             return _json({"error": "admin API is off: no http.admin_token set"}, status=404)
         given = request.headers.get("Authorization", "")
         expected = f"Bearer {token}"
-        if not hmac.compare_digest(given.encode(), expected.encode()):
+        # A header that is not UTF-8 arrives with surrogate escapes, which .encode() refuses.
+        if not hmac.compare_digest(given.encode(errors="backslashreplace"), expected.encode()):
             log.warning("admin call refused", path=request.path, remote=request.remote)
             return _json(
                 {"error": "unauthorized"},

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, utc_now
-from goalkeeper.config import ConfigError, Network, Problem, Settings
+from goalkeeper.config import ConfigError, Network, Problem, Settings, section_check
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains
@@ -166,6 +166,7 @@ def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str
     return warnings
 
 
+@section_check("inventory", "scan")
 def static_inventory_problems(settings: Settings, config_path: Path) -> list[Problem]:
     """A config check: the static file must be valid and inside the allowed networks."""
     if settings.inventory.source != "static":
