@@ -42,13 +42,16 @@ def read_yaml(path: Path, *, max_bytes: int, max_nodes: int) -> Any:
 def parse_yaml(text: str, *, max_nodes: int) -> Any:
     """Safe-load `text`, refusing documents nested deeper than MAX_DEPTH or whose aliases
     expand past `max_nodes` values; raise UnreadableFile saying where and why."""
-    loader = _BoundedLoader(text)
     try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        _check_expansion(node, max_nodes)
-        return loader.construct_document(node)
+        loader = _BoundedLoader(text)  # the reader refuses control characters already here
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_expansion(node, max_nodes)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -57,8 +60,6 @@ def parse_yaml(text: str, *, max_nodes: int) -> Any:
         raise UnreadableFile(f"character {err.position}: {err.reason}") from None
     except yaml.YAMLError as err:
         raise UnreadableFile(f"not valid YAML ({type(err).__name__})") from None
-    finally:
-        loader.dispose()
 
 
 def _read_bounded(path: Path, max_bytes: int) -> bytes:
@@ -70,6 +71,8 @@ def _read_bounded(path: Path, max_bytes: int) -> bytes:
         raise UnreadableFile("file not found") from None
     except OSError as err:
         raise UnreadableFile(f"cannot read: {err.strerror}") from None
+    except ValueError:  # Python refuses a path with a NUL byte before the system sees it
+        raise UnreadableFile("cannot read: the path holds a NUL character") from None
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):

@@ -218,3 +218,37 @@ def test_check_config_exits_2_for_a_fleio_url_without_a_token(tmp_path: Path) ->
         check=False,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_a_section_check_reports_together_with_other_sections_problems(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    @config.section_check("schedule")
+    def schedule_check(settings: config.Settings, path: Path) -> list[config.Problem]:
+        seen.append(settings.schedule.cron)
+        return [config.Problem(source=str(path), key="schedule.cron", message="never fires")]
+
+    @config.section_check("scan")
+    def scan_check(settings: config.Settings, path: Path) -> list[config.Problem]:
+        raise AssertionError("scan is invalid: its check must not run")
+
+    def whole_check(settings: config.Settings, path: Path) -> list[config.Problem]:
+        raise AssertionError("a check of unknown sections runs only on valid settings")
+
+    path = write(tmp_path, "schedule: {cron: '0 0 30 2 *'}\nscan: {batch_size: 0}\n")
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, environ={}, checks=(schedule_check, scan_check, whole_check))
+    assert {p.key for p in caught.value.problems} == {"scan.batch_size", "schedule.cron"}
+    assert seen == ["0 0 30 2 *"]
+
+
+def test_an_alias_bomb_in_an_environment_variable_is_refused(tmp_path: Path) -> None:
+    levels = ["&a [" + ", ".join(["lol"] * 9) + "]"]
+    levels += [
+        f"&{n} [" + ", ".join([f"*{p}"] * 9) + "]"
+        for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+    ]
+    bomb = "[" + ", ".join(levels) + "]"  # 9^9 values once the aliases are copied out
+    found = problems(write(tmp_path, "{}\n"), {"GOALKEEPER_SCAN__EXCLUDE": bomb})
+    assert found == ["environment GOALKEEPER_SCAN__EXCLUDE: scan.exclude: must be a list of "
+                     "IP addresses or CIDR networks"]  # fmt: skip

@@ -1,7 +1,9 @@
-"""The HTTP face on its own: probe status codes and the admin API's bearer token."""
+"""The HTTP face on its own: probe status codes, the admin API's bearer token, hostile clients."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,3 +140,71 @@ async def test_outbox_retry_is_an_admin_call_that_checks_its_arguments(
         assert all(who.startswith("api from 127.0.0.1") for _, _, who in controls.retries)
     finally:
         await server.aclose()
+
+
+async def test_a_non_utf8_authorization_header_is_refused_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    controls = FakeControls()
+    server = await serve(controls, "s3cret-admin-token")
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /scan HTTP/1.1\r\nHost: goalkeeper\r\nAuthorization: Bearer \xff\xfe\xe9\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        writer.close()
+        await writer.wait_closed()
+    finally:
+        await server.aclose()
+    assert status_line.startswith(b"HTTP/1.1 401 "), status_line
+    assert controls.ticks == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+SLOW_CLIENTS = 50
+CUT_OFF_GUARD_SECONDS = 15  # far above the 0.5 s bound: only so a failure cannot hang
+
+
+async def test_slow_header_senders_are_cut_off_and_probes_still_answer(
+    session: aiohttp.ClientSession,
+) -> None:
+    app = build_app(FakeControls(), registry=Metrics().registry, admin_token=lambda: None)
+    server = await start_http(app, host="127.0.0.1", port=0, request_timeout=0.5)
+    request = b"GET /healthz HTTP/1.1\r\nHost: goalkeeper\r\nX-Padding: " + b"a" * 4000
+
+    async def slow_client(connected: asyncio.Event) -> bool:
+        """Send a header a byte at a time; True once the server has closed the connection."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        connected.set()
+
+        async def trickle() -> None:
+            for byte in request:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(0.05)  # the attack's pace, not a wait for anything
+
+        dribbling = asyncio.create_task(trickle())
+        try:
+            return await reader.read() == b""
+        except ConnectionResetError:
+            return True
+        finally:
+            dribbling.cancel()
+            await asyncio.gather(dribbling, return_exceptions=True)
+            writer.close()
+            await asyncio.gather(writer.wait_closed(), return_exceptions=True)
+
+    try:
+        connected = [asyncio.Event() for _ in range(SLOW_CLIENTS)]
+        async with asyncio.timeout(CUT_OFF_GUARD_SECONDS):
+            clients = [asyncio.create_task(slow_client(event)) for event in connected]
+            await asyncio.gather(*(event.wait() for event in connected))
+            async with session.get(f"http://127.0.0.1:{server.port}/healthz") as r:
+                assert r.status == 200  # answered while the fifty dribble
+            cut_off = await asyncio.gather(*clients)
+    finally:
+        await server.aclose()
+    assert cut_off == [True] * SLOW_CLIENTS
