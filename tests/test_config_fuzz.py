@@ -25,7 +25,8 @@ CLI = (
     "os.write(ready, b'.'); os.close(ready); sys.exit(cli.main(sys.argv[2:]))"
 )
 IMPORT_GUARD_SECONDS = 120  # only so a broken import cannot hang the suite
-VALID = "scan: {allowed_networks: [127.0.0.0/8]}\nstate: {url: 'sqlite+aiosqlite:///./s.db'}\n"
+SCAN = "scan: {allowed_networks: [127.0.0.0/8], allow_loopback: true}\n"
+VALID = SCAN + "state: {url: 'sqlite+aiosqlite:///./s.db'}\n"
 LAUGHS = "lol:\n  a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"  {name}: &{name} [{', '.join([f'*{prev}'] * 9)}]\n"
     for prev, name in zip("abcdefgh", "bcdefghi", strict=True)
@@ -142,7 +143,7 @@ CASES: dict[str, tuple[Callable[[Path], Path | str], tuple[str, ...]]] = {
     "http.host not a host": (text_file(VALID + "http: {host: 'not a host!'}\n"), ("http.host",)),
     "http.host numeric": (text_file(VALID + "http: {host: 300.1.2.3}\n"), ("http.host",)),
     "state.url port": (
-        text_file("scan: {allowed_networks: [127.0.0.0/8]}\n"
+        text_file(SCAN +
                   "state: {url: 'postgresql+asyncpg://gk@db:abc/gk'}\n"),
         ("state.url: the port is not a number",),
     ),
@@ -214,7 +215,7 @@ def test_run_says_in_one_line_that_it_cannot_listen(tmp_path: Path) -> None:
 def test_the_bounds_leave_a_real_config_alone(tmp_path: Path) -> None:
     (tmp_path / "templates").mkdir()
     config = text_file(
-        "scan: {allowed_networks: &ours [127.0.0.0/8], exclude: *ours}\n"  # an alias is fine
+        "scan: {allowed_networks: &ours [127.0.0.0/8], exclude: *ours, allow_loopback: true}\n"
         "schedule: {cron: '0 0 29 2 *'}\n"  # fires in leap years only, but fires
         "notify: {templates_dir: templates, reminder_days: 365}\n"
         "http: {host: probe-1.example.net.}\n"
@@ -222,4 +223,4 @@ def test_the_bounds_leave_a_real_config_alone(tmp_path: Path) -> None:
     result = goalkeeper(config, "check-config", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "probe-1.example.net." in result.stdout
-    assert "exclude:\n  - 127.0.0.0/8" in result.stdout
+    assert "exclude:\n  - 127.0.0.0/8" in result.stdout  # the alias was read
