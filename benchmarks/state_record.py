@@ -21,7 +21,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from ipaddress import IPv4Address
 
-from goalkeeper.lifecycle import FindingKey, plan_lifecycle
+from goalkeeper.lifecycle import Coverage, FindingKey, plan_lifecycle
 from goalkeeper.model import Finding, OutgoingMail, Owner, Target, Transport
 from goalkeeper.state import NewMessage, StateStore
 from tests.db import URL_VARIABLE, create_database, drop_database, postgres_bin, throwaway_cluster
@@ -91,10 +91,14 @@ async def one_database(url: str, count: int, owners: int) -> dict[str, float]:
             current = make_findings(count, owners, now)
             scanned = {f.address for f in current}
             started = time.perf_counter()
-            previous = await store.load_findings(scanned)
+            previous = await store.load_findings(scanned, open_anywhere=True)  # as a tick does
             loaded = time.perf_counter()
+            coverage = Coverage(
+                scanned=frozenset(scanned),
+                ports=frozenset((port, Transport.TCP) for port, _ in PORTS),
+            )
             plan = plan_lifecycle(
-                previous, current, scanned, now=now, reminder_days=1, notify_resolved=True
+                previous, current, coverage, now=now, reminder_days=1, notify_resolved=True
             )
             messages = make_messages(run_id, list(plan.to_notify))
             planned = time.perf_counter()

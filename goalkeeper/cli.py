@@ -159,7 +159,9 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
             r["owner_email"] or f"NOT FOUND ({r['project_name'] or r['project_id']})",
             r["first_seen"][:16].replace("T", " "),
             r["last_seen"][:16].replace("T", " "),
-            r["status"],
+            f"{r['status']} ({r['unmonitored_reason']})"
+            if r["unmonitored_reason"]
+            else r["status"],
             str(r["times_notified"]),
         )
         for r in rows
@@ -240,6 +242,12 @@ def print_report(report: TickReport, out: TextIO) -> None:
     )
     for address, why in report.not_scanned.items():
         print(f"  NOT SCANNED {address}: {why}", file=out)
+    for finding in report.unmonitored:
+        print(
+            f"  NO LONGER MONITORED {finding.address} {finding.port}/{finding.protocol} "
+            f"{finding.service}: {finding.unmonitored_reason}",
+            file=out,
+        )
     for finding in report.findings:
         target = finding.target
         print(

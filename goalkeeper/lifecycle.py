@@ -1,9 +1,10 @@
 """Pure finding lifecycle: what this tick's findings mean against what was known before.
 
-Given the stored records, this tick's findings and the addresses that were really scanned, decide
-which findings are new, still open, reopened or resolved, which of them a mail should mention, and
-which records to write. No I/O, no clock (the tick's time is `now`), no database types: the state
-store persists what this module decides, and the pipeline renders it.
+Given the stored records, this tick's findings and what the tick really looked at (`Coverage`:
+which hosts were scanned to the end, for which ports and protocols), decide which findings are
+new, still open, reopened, resolved or no longer monitored, which of them a mail should
+mention, and which records to write. No I/O, no clock (the tick's time is `now`), no database
+types: the state store persists what this module decides, and the pipeline renders it.
 
 Rules (DESIGN.md issue 5):
 - a finding with no record is NEW and is notified;
@@ -12,9 +13,12 @@ Rules (DESIGN.md issue 5):
   of that port on that address survives), `reopened_at` set;
 - an open record seen again under a different owner is notified at once, as NEW: the new owner
   has never heard of it;
-- an open record not seen on an address that WAS scanned becomes RESOLVED (`resolved_at=now`) and
-  is mentioned once, in the "fixed" part, when `notify_resolved`;
-- a record on an address that was NOT scanned is left exactly as it was (a timeout is not a fix);
+- an open record not seen, whose exact address, port and protocol this tick scanned, becomes
+  RESOLVED (`resolved_at=now`) and is mentioned once, in the "fixed" part, when `notify_resolved`;
+- any other open record not seen (its port off the list, its protocol skipped, its host timed
+  out, out of scope or gone from the inventory) becomes UNMONITORED, with the reason: kept,
+  shown, never resolved and never thanked for (DESIGN.md §6 "Nothing false"); seen open again
+  it is simply open (a reminder only when one is due), scanned and closed it resolves;
 - a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
   or not: this tick's report carries it and replaces that unsent mail (the store marks the old
   one superseded), so an owner gets one current report, never the old one and the new one.
@@ -23,21 +27,29 @@ Rules (DESIGN.md issue 5):
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TypeAlias
 
 from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import (
+    HOST_NOT_SCANNED,
+    NOT_IN_INVENTORY,
+    OUT_OF_SCOPE,
+    PORT_REMOVED,
     Finding,
     FindingStatus,
     IPAddress,
     Owner,
+    PortSpec,
+    ScanResult,
     Target,
     Transport,
 )
+from goalkeeper.scope import Selection
 
 FindingKey: TypeAlias = tuple[str, int, str]  # (address, port, protocol), as Finding.key
+PortKey: TypeAlias = tuple[int, Transport]
 
 # A reminder counts as due slightly before a whole period has passed: ticks fire a few
 # milliseconds or minutes apart from day to day, and `reminder_days: 1` must mean every daily
@@ -75,6 +87,8 @@ class FindingRecord:
     last_notified_at: datetime | None = None
     grade: str | None = None
     cause: str | None = None
+    unmonitored_since: datetime | None = None  # set while the tick does not look at it
+    unmonitored_reason: str | None = None
 
     @property
     def key(self) -> FindingKey:
@@ -82,11 +96,16 @@ class FindingRecord:
 
     @property
     def is_open(self) -> bool:
+        """Not seen closed: an unmonitored record is still open, as far as anyone knows."""
         return self.resolved_at is None
 
     @property
     def status(self) -> FindingStatus:
-        return FindingStatus.OPEN if self.is_open else FindingStatus.RESOLVED
+        if not self.is_open:
+            return FindingStatus.RESOLVED
+        if self.unmonitored_reason is not None:
+            return FindingStatus.UNMONITORED
+        return FindingStatus.OPEN
 
     def owner(self) -> Owner:
         # Checked again: a row written before the address check may hold one that cannot be used.
@@ -114,6 +133,7 @@ class FindingRecord:
             evidence=self.evidence,
             grade=self.grade,
             cause=self.cause,
+            unmonitored_reason=self.unmonitored_reason,
         )
 
 
@@ -146,6 +166,55 @@ def record_from_finding(finding: Finding, previous: FindingRecord | None = None)
 
 
 @dataclass(frozen=True, slots=True)
+class Coverage:
+    """What one tick really looked at, and why it did not look at the rest.
+
+    Every host in `scanned` was scanned to the end for every port in `ports` (the tick's port
+    list less what the scanner `skipped`). Hosts elsewhere were `not_scanned` (timed out, nmap
+    failed), `out_of_scope` (refused or excluded), or are not in the inventory any more.
+    """
+
+    scanned: frozenset[IPAddress]
+    ports: frozenset[PortKey]
+    skipped: Mapping[PortKey, str] = field(default_factory=dict)
+    not_scanned: Mapping[IPAddress, str] = field(default_factory=dict)
+    out_of_scope: Mapping[IPAddress, str] = field(default_factory=dict)
+
+    @classmethod
+    def of_tick(
+        cls, result: ScanResult, selection: Selection, ports: Sequence[PortSpec]
+    ) -> Coverage:
+        """The hosts the tick scanned to the end, for its ports less those the scanner skipped;
+        and why it looked at nothing else."""
+        out_of_scope = {t.address: "outside scan.allowed_networks" for t in selection.refused}
+        out_of_scope.update((t.address, "in scan.exclude") for t in selection.excluded)
+        return cls(
+            scanned=result.scanned,
+            ports=frozenset(
+                (p.port, p.protocol) for p in ports if (p.port, p.protocol) not in result.skipped
+            ),
+            skipped=result.skipped,
+            not_scanned=result.not_scanned,
+            out_of_scope=out_of_scope,
+        )
+
+    def why_not(self, address: IPAddress, port: int, protocol: Transport) -> str | None:
+        """None when this exact address, port and protocol was scanned; else why it was not."""
+        if address in self.scanned:
+            if (port, protocol) in self.ports:
+                return None
+            skipped = self.skipped.get((port, protocol))
+            if skipped is not None:
+                return skipped
+            return PORT_REMOVED
+        if address in self.not_scanned:
+            return f"{HOST_NOT_SCANNED}: {self.not_scanned[address]}"
+        if address in self.out_of_scope:
+            return f"{OUT_OF_SCOPE} ({self.out_of_scope[address]})"
+        return NOT_IN_INVENTORY
+
+
+@dataclass(frozen=True, slots=True)
 class LifecyclePlan:
     """What one tick decided.
 
@@ -153,6 +222,8 @@ class LifecyclePlan:
     `to_notify`: the findings a mail should list as exposed (new, reopened, reminders).
     `resolved`: every finding resolved by this tick; `resolved_to_notify` is the same, or empty
     when `notify_resolved` is off. `reopened` is the part of `to_notify` that had been resolved.
+    `unmonitored`: every open record given that this tick did not look at (status UNMONITORED,
+    with the reason), whether it became so now or earlier; it is never mailed.
     `upserts`: the records to write; untouched records are not in it.
     """
 
@@ -162,6 +233,7 @@ class LifecyclePlan:
     resolved_to_notify: tuple[Finding, ...]
     reopened: tuple[Finding, ...]
     upserts: tuple[FindingRecord, ...]
+    unmonitored: tuple[Finding, ...] = ()
 
 
 def reminder_due(last_notified_at: datetime | None, *, now: datetime, reminder_days: float) -> bool:
@@ -174,7 +246,7 @@ def reminder_due(last_notified_at: datetime | None, *, now: datetime, reminder_d
 def plan_lifecycle(
     previous: Mapping[FindingKey, FindingRecord],
     current: Sequence[Finding],
-    scanned: Collection[IPAddress],
+    coverage: Coverage,
     *,
     now: datetime,
     reminder_days: float,
@@ -222,16 +294,30 @@ def plan_lifecycle(
         if notify:
             to_notify.append(decided)
 
-    scanned_set = scanned if isinstance(scanned, set | frozenset) else set(scanned)
     resolved: list[Finding] = []
+    unmonitored: list[Finding] = []
     carried: list[Finding] = []  # told about by a waiting mail that this tick's report replaces
     for key, record in previous.items():
         if key in seen:
             continue
-        if record.is_open and record.address in scanned_set:
-            upserts.append(replace(record, resolved_at=now))
-            resolved.append(record.to_finding(FindingStatus.RESOLVED))
-        elif key in waiting and (record.is_open or notify_resolved):
+        if record.is_open:
+            why = coverage.why_not(record.address, record.port, record.protocol)
+            if why is None:
+                closed = replace(
+                    record, resolved_at=now, unmonitored_since=None, unmonitored_reason=None
+                )
+                upserts.append(closed)
+                resolved.append(closed.to_finding())
+                continue
+            if record.unmonitored_reason != why:  # written only when it changes, not every tick
+                record = replace(
+                    record,
+                    unmonitored_since=record.unmonitored_since or now,
+                    unmonitored_reason=why,
+                )
+                upserts.append(record)
+            unmonitored.append(record.to_finding())
+        if key in waiting and (record.is_open or notify_resolved):
             carried.append(record.to_finding())
     resolved_to_notify = (*resolved, *(f for f in carried if f.status == FindingStatus.RESOLVED))
 
@@ -242,4 +328,5 @@ def plan_lifecycle(
         resolved_to_notify=resolved_to_notify if notify_resolved else (),
         reopened=tuple(reopened),
         upserts=tuple(upserts),
+        unmonitored=tuple(unmonitored),
     )

@@ -7,11 +7,16 @@ on are created at start, so they read zero before the first tick. No secret is e
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
-from goalkeeper.model import OwnerLookup, OwnerLookupState
+from goalkeeper.model import (
+    UNMONITORED_REASONS,
+    OwnerLookup,
+    OwnerLookupState,
+    unmonitored_kind,
+)
 
 TICK_OUTCOMES = ("success", "failure", "cancelled")
 CHANNELS = ("email", "telegram")
@@ -50,6 +55,13 @@ class Metrics:
             "goalkeeper_open_findings",
             "Open findings after the last tick.",
             ["service", "port", "protocol"],
+            registry=r,
+        )
+        self.unmonitored_findings = Gauge(
+            "goalkeeper_unmonitored_findings",
+            "Findings open when last seen that the last tick did not scan (port off the list, "
+            "protocol or host not scanned, out of scope): not in goalkeeper_open_findings.",
+            ["reason"],
             registry=r,
         )
         self.notifications = Counter(
@@ -152,6 +164,7 @@ class Metrics:
                 self.notifications.labels(channel=channel, outcome=outcome)
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
+        self.set_unmonitored_findings()
 
     def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
         """The owner lookup gauges after a tick; None is a source that carries its own owners."""
@@ -164,6 +177,15 @@ class Metrics:
         self.open_findings.clear()
         for service, port, protocol, count in counts:
             self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)
+
+    def set_unmonitored_findings(self, reasons: Mapping[str, int] | None = None) -> None:
+        """Replace the unmonitored-findings gauge: a count per reason (its detail dropped), and
+        zero for every reason without findings, so the series exist before the first tick."""
+        self.unmonitored_findings.clear()
+        for kind in UNMONITORED_REASONS:
+            self.unmonitored_findings.labels(reason=kind).set(0)
+        for reason, count in (reasons or {}).items():
+            self.unmonitored_findings.labels(reason=unmonitored_kind(reason)).inc(count)
 
 
 def owner_gauges(lookup: OwnerLookup | None) -> tuple[float, bool]:

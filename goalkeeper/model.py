@@ -148,11 +148,16 @@ class OpenPort:
 
 @dataclass(frozen=True, slots=True)
 class ScanResult:
-    """What one scan stage learned. A host is either scanned (clean or not) or not scanned."""
+    """What one scan stage learned. A host is either scanned (clean or not) or not scanned.
+
+    `skipped` names the ports that were asked for but probed on no host (UDP without raw
+    sockets), and why: a scanned host says nothing of them, so nothing on them can be closed.
+    """
 
     scanned: frozenset[IPAddress]
     open_ports: tuple[OpenPort, ...]
     not_scanned: Mapping[IPAddress, str] = field(default_factory=dict)  # address -> why
+    skipped: Mapping[tuple[int, Transport], str] = field(default_factory=dict)  # port -> why
     failed_batches: int = 0
     nmap_runs: int = 0
     warnings: tuple[str, ...] = ()
@@ -163,6 +168,7 @@ class ScanResult:
             scanned=self.scanned | later.scanned,
             open_ports=(*self.open_ports, *later.open_ports),
             not_scanned={**self.not_scanned, **later.not_scanned},
+            skipped={**self.skipped, **later.skipped},
             failed_batches=self.failed_batches + later.failed_batches,
             nmap_runs=self.nmap_runs + later.nmap_runs,
             warnings=tuple(dict.fromkeys((*self.warnings, *later.warnings))),
@@ -182,6 +188,24 @@ class FindingStatus(enum.StrEnum):
     NEW = "new"
     OPEN = "open"
     RESOLVED = "resolved"
+    # Open when last seen, and not looked at since (port off the list, host not scanned, ...):
+    # never "resolved", never thanked for; open again as soon as a scan sees it open.
+    UNMONITORED = "unmonitored"
+
+
+# Why a finding is UNMONITORED. Each stored reason starts with one of these (a detail may follow:
+# nmap's words for a host, which scope rule); they label goalkeeper_unmonitored_findings.
+PORT_REMOVED = "port no longer on the scan list"
+UDP_SKIPPED = "UDP not scanned (scan.privileged: false)"
+HOST_NOT_SCANNED = "host not scanned"
+OUT_OF_SCOPE = "address out of scope"
+NOT_IN_INVENTORY = "address no longer in the inventory"
+UNMONITORED_REASONS = (PORT_REMOVED, UDP_SKIPPED, HOST_NOT_SCANNED, OUT_OF_SCOPE, NOT_IN_INVENTORY)
+
+
+def unmonitored_kind(reason: str) -> str:
+    """The reason without its detail: one of UNMONITORED_REASONS, or "other" (a bounded label)."""
+    return next((kind for kind in UNMONITORED_REASONS if reason.startswith(kind)), "other")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +227,7 @@ class Finding:
     evidence: str = ""
     grade: str | None = None
     cause: str | None = None
+    unmonitored_reason: str | None = None  # why it is UNMONITORED
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -330,6 +355,7 @@ class TickReport:
     not_scanned: Mapping[str, str]  # address -> why
     findings: tuple[Finding, ...]
     resolved: tuple[Finding, ...] = ()
+    unmonitored: tuple[Finding, ...] = ()  # open when last seen, not looked at this tick
     mails: tuple[MailOutcome, ...] = ()
     owners_not_found: tuple[str, ...] = ()  # projects whose owner billing does not know
     failed_batches: int = 0

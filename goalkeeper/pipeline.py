@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
@@ -24,7 +25,7 @@ from goalkeeper.aio import Clock, run_blocking, utc_now
 from goalkeeper.config import ScanSettings, Settings
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
-from goalkeeper.lifecycle import plan_lifecycle
+from goalkeeper.lifecycle import Coverage, plan_lifecycle
 from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
 from goalkeeper.metrics import Metrics, owner_gauges
 from goalkeeper.model import (
@@ -251,6 +252,7 @@ async def run_tick(
             excluded=report.excluded,
             findings=len(report.findings),
             resolved=len(report.resolved),
+            unmonitored=len(report.unmonitored),
             mails=len(report.mails),
             mails_failed=sum(1 for m in report.mails if m.error and not dry_run),
             mails_queued=sum(1 for m in report.mails if m.queued),
@@ -300,19 +302,20 @@ async def _to_outbox(
     seen = build_findings(result, by_address, ports, now=now)
 
     async def decide(check: bool) -> TickReport | _Committed:
-        # Only records the lifecycle can change: on hosts scanned now, seen open now, or told about
-        # by a mail still waiting (this tick's report for that owner replaces it).
+        # Only records the lifecycle can change: on hosts scanned now, seen open now, open, or
+        # told about by a mail still waiting (this tick's report for that owner replaces it).
         waiting_mails = await store.waiting_mails()
         waiting = {key for keys in waiting_mails.values() for key in keys}
         previous = await store.load_findings(
-            result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting}
+            result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting},
+            open_anywhere=True,  # an open record on a host not scanned becomes unmonitored
         )
         plan = await run_blocking(
             None,
             plan_lifecycle,
             previous,
             seen,
-            result.scanned,
+            Coverage.of_tick(result, selection, ports),
             now=now,
             reminder_days=settings.notify.reminder_days,
             notify_resolved=settings.notify.notify_resolved,
@@ -350,6 +353,7 @@ async def _to_outbox(
                 not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
                 findings=plan.current,
                 resolved=plan.resolved,
+                unmonitored=plan.unmonitored,
                 mails=tuple(mails),
                 owners_not_found=unresolved_projects(plan.current),
                 failed_batches=result.failed_batches,
@@ -448,7 +452,12 @@ def _record_of(report: TickReport) -> dict[str, object]:
         owners_unresolved=len(report.owners_not_found),
         owner_resolved_share=share,
         owner_lookup_incident=incident,
+        unmonitored=_unmonitored_counts(report),
     ).summary()
+
+
+def _unmonitored_counts(report: TickReport) -> dict[str, int]:
+    return dict(Counter(f.unmonitored_reason or "" for f in report.unmonitored))
 
 
 def _record(metrics: Metrics, report: TickReport) -> None:
@@ -459,6 +468,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.owners_unresolved.set(len(report.owners_not_found))
     metrics.set_owner_lookup(report.owner_lookup)
     metrics.set_open_findings(count_by_service(report.findings))
+    metrics.set_unmonitored_findings(_unmonitored_counts(report))
     if report.dry_run:
         return
     if tick_problem(report) is None:

@@ -34,6 +34,8 @@ def report_as_dict(report: TickReport) -> dict[str, Any]:
         "not_scanned": dict(report.not_scanned),
         "failed_batches": report.failed_batches,
         "findings": [finding_as_dict(f) for f in report.findings],
+        "resolved": [finding_as_dict(f) for f in report.resolved],
+        "unmonitored": [finding_as_dict(f) for f in report.unmonitored],
         "mails": [dataclasses.asdict(m) for m in report.mails],
         "owners_not_found": list(report.owners_not_found),
         "summary_delivered": report.summary_delivered,
@@ -65,6 +67,7 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "protocol": str(finding.protocol),
         "service": finding.service,
         "status": str(finding.status),
+        "unmonitored_reason": finding.unmonitored_reason,
         "state": finding.state,
         "evidence": finding.evidence,
         "server_name": target.server_name,
@@ -85,7 +88,11 @@ def record_as_dict(record: FindingRecord) -> dict[str, Any]:
         "port": record.port,
         "protocol": str(record.protocol),
         "service": record.service,
-        "status": "resolved" if record.resolved_at else "open",
+        "status": str(record.status),  # open, unmonitored (with the reason) or resolved
+        "unmonitored_reason": record.unmonitored_reason,
+        "unmonitored_since": record.unmonitored_since.isoformat()
+        if record.unmonitored_since
+        else None,
         "server_name": record.server_name,
         "project_id": record.project_id,
         "project_name": record.project_name,

@@ -46,6 +46,7 @@ METRICS = (
     "goalkeeper_outbox_oldest_pending_age_seconds",
     "goalkeeper_outbox_failed",
     "goalkeeper_state_store_up",
+    "goalkeeper_unmonitored_findings",
 )
 
 
@@ -230,6 +231,49 @@ async def test_sighup_swaps_the_port_list_and_keeps_it_when_the_file_is_broken(
     _, text = await daemon.request("GET", "/metrics")
     assert 'goalkeeper_config_reloads_total{outcome="failure"} 1.0' in text
     assert 'goalkeeper_config_reloads_total{outcome="success"} 1.0' in text
+    daemon.signal(signal.SIGTERM)
+    assert await daemon.wait_exit(seconds=15) == 0
+
+
+def sent_on(channel: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda line: bool(line["channel"] == channel)
+
+
+async def test_a_port_taken_off_the_list_on_sighup_is_unmonitored_not_resolved(
+    setup: Setup,
+    listeners: PortListeners,
+    daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
+) -> None:
+    """The issue's own case: 27017 leaves scan.ports while its listener still runs."""
+    config_path = setup.write_config([6379, 27017])
+    daemon = await daemon_factory(config_path)
+    mark = len(daemon.lines)
+    assert (await run_tick(daemon, setup))["findings"] == 2
+    for channel in ("email", "telegram"):  # both sent before the next tick's are awaited
+        await daemon.wait_for("notification sent", after=mark, where=sent_on(channel))
+    assert len(setup.smtp.messages) == 1
+
+    setup.write_config([6379])
+    mark = len(daemon.lines)
+    daemon.signal(signal.SIGHUP)
+    await daemon.wait_for("config reloaded", after=mark)
+    finished = await run_tick(daemon, setup)
+    assert (finished["findings"], finished["resolved"], finished["unmonitored"]) == (1, 0, 1)
+    assert finished["mails"] == 0  # no "Closed since our last report (thank you)"
+    await daemon.wait_for(
+        "notification sent", after=mark, where=lambda line: line["channel"] == "telegram"
+    )
+    assert "No longer monitored: 1" in setup.telegram.messages[-1].plain
+
+    status, body = await daemon.request("GET", "/findings", token=setup.admin_token)
+    assert status == 200
+    assert {(f["port"], f["status"], f["unmonitored_reason"]) for f in body["findings"]} == {
+        (6379, "open", None),
+        (27017, "unmonitored", "port no longer on the scan list"),
+    }
+    _, text = await daemon.request("GET", "/metrics")
+    assert 'goalkeeper_unmonitored_findings{reason="port no longer on the scan list"} 1.0' in text
+    assert len(setup.smtp.messages) == 1
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit(seconds=15) == 0
 

@@ -8,23 +8,35 @@ from ipaddress import ip_address
 
 import pytest
 
-from goalkeeper.lifecycle import FindingRecord, plan_lifecycle, record_from_finding
-from goalkeeper.model import Finding, FindingStatus, Owner, Target, Transport
+from goalkeeper.lifecycle import (
+    Coverage,
+    FindingRecord,
+    PortKey,
+    plan_lifecycle,
+    record_from_finding,
+)
+from goalkeeper.model import Finding, FindingStatus, Owner, PortSpec, ScanResult, Target, Transport
+from goalkeeper.scope import Selection
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
 ACME = Owner(name="ACME Ltd", email="admin@acme.example", client_id="7")
 BETA = Owner(name="Beta", email="ops@beta.example", client_id="8")
 A, B = "203.0.113.5", "203.0.113.6"
+TCP, UDP = Transport.TCP, Transport.UDP
+PORTS: tuple[PortKey, ...] = ((6379, TCP), (27017, TCP), (53, UDP))
+UDP_SKIPPED = "UDP not scanned (scan.privileged: false)"
 
 
-def seen(address: str = A, port: int = 6379, owner: Owner = ACME) -> Finding:
+def seen(
+    address: str = A, port: int = 6379, owner: Owner = ACME, protocol: Transport = TCP
+) -> Finding:
     """A finding as build_findings makes it this tick."""
     target = Target(address=ip_address(address), server_name="web-1", project_id="p1", owner=owner)
     return Finding(
         address=target.address,
         port=port,
-        protocol=Transport.TCP,
+        protocol=protocol,
         service="redis",
         target=target,
         first_seen=NOW,
@@ -42,9 +54,11 @@ def stored(
     notified: timedelta | None = DAY,
     resolved: timedelta | None = None,
     owner: Owner = ACME,
+    protocol: Transport = TCP,
+    unmonitored: str | None = None,
 ) -> FindingRecord:
     """A record as the store keeps it; every time is how long before NOW."""
-    record = record_from_finding(seen(address, port, owner))
+    record = record_from_finding(seen(address, port, owner, protocol))
     return replace(
         record,
         first_seen=NOW - first,
@@ -52,6 +66,8 @@ def stored(
         last_notified_at=None if notified is None else NOW - notified,
         times_notified=0 if notified is None else 3,
         resolved_at=None if resolved is None else NOW - resolved,
+        unmonitored_since=None if unmonitored is None else NOW - 3 * DAY,
+        unmonitored_reason=unmonitored,
     )
 
 
@@ -60,6 +76,10 @@ class Case:
     previous: tuple[FindingRecord, ...]
     current: tuple[Finding, ...]
     scanned: tuple[str, ...] = (A, B)
+    ports: tuple[PortKey, ...] = PORTS
+    skipped: dict[PortKey, str] = field(default_factory=dict)
+    not_scanned: dict[str, str] = field(default_factory=dict)
+    out_of_scope: dict[str, str] = field(default_factory=dict)
     reminder_days: float = 1
     notify_resolved: bool = True
     # expected: "address:port" of each
@@ -70,6 +90,16 @@ class Case:
     reopened: tuple[str, ...] = ()
     written: tuple[str, ...] = ()
     pending: tuple[str, ...] = ()  # "address:port" told about by a mail still in the outbox
+    unmonitored: dict[str, str] = field(default_factory=dict)  # "address:port" -> reason
+
+    def coverage(self) -> Coverage:
+        return Coverage(
+            scanned=frozenset(ip_address(a) for a in self.scanned),
+            ports=frozenset(self.ports) - frozenset(self.skipped),
+            skipped=self.skipped,
+            not_scanned={ip_address(a): why for a, why in self.not_scanned.items()},
+            out_of_scope={ip_address(a): why for a, why in self.out_of_scope.items()},
+        )
 
 
 NEW, OPEN = FindingStatus.NEW, FindingStatus.OPEN
@@ -131,10 +161,91 @@ CASES = {
         resolved_to_notify=(f"{A}:27017",),
         written=(f"{A}:6379", f"{A}:27017"),
     ),
-    "untouched when its host was not scanned": Case(
+    # DESIGN.md §6 "Nothing false": resolved only when this exact address, port and protocol
+    # was scanned now and found closed; anything else is no longer monitored, never resolved.
+    "port taken off the scan list: unmonitored, not resolved": Case(
+        previous=(stored(port=9200),),
+        current=(),
+        unmonitored={f"{A}:9200": "port no longer on the scan list"},
+        written=(f"{A}:9200",),
+    ),
+    "UDP skipped (privileged: false): unmonitored, not resolved": Case(
+        previous=(stored(port=53, protocol=UDP),),
+        current=(),
+        skipped={(53, UDP): UDP_SKIPPED},
+        unmonitored={f"{A}:53": UDP_SKIPPED},
+        written=(f"{A}:53",),
+    ),
+    "the same port on the other protocol is not this one": Case(
+        previous=(stored(port=53, protocol=TCP),),
+        current=(),
+        unmonitored={f"{A}:53": "port no longer on the scan list"},
+        written=(f"{A}:53",),
+    ),
+    "host timed out: unmonitored, not resolved": Case(
         previous=(stored(B),),
         current=(),
         scanned=(A,),
+        not_scanned={B: "nmap host timeout"},
+        unmonitored={f"{B}:6379": "host not scanned: nmap host timeout"},
+        written=(f"{B}:6379",),
+    ),
+    "address out of scope: unmonitored, not resolved": Case(
+        previous=(stored(B),),
+        current=(),
+        scanned=(A,),
+        out_of_scope={B: "in scan.exclude"},
+        unmonitored={f"{B}:6379": "address out of scope (in scan.exclude)"},
+        written=(f"{B}:6379",),
+    ),
+    "address gone from the inventory: unmonitored, not resolved": Case(
+        previous=(stored(B),),
+        current=(),
+        scanned=(A,),
+        unmonitored={f"{B}:6379": "address no longer in the inventory"},
+        written=(f"{B}:6379",),
+    ),
+    "exact UDP pair scanned and closed: resolved": Case(
+        previous=(stored(port=53, protocol=UDP),),
+        current=(),
+        resolved=(f"{A}:53",),
+        resolved_to_notify=(f"{A}:53",),
+        written=(f"{A}:53",),
+    ),
+    "still unmonitored for the same reason: not written again": Case(
+        previous=(stored(port=9200, unmonitored="port no longer on the scan list"),),
+        current=(),
+        unmonitored={f"{A}:9200": "port no longer on the scan list"},
+    ),
+    "unmonitored for a new reason: written with it": Case(
+        previous=(stored(B, unmonitored="port no longer on the scan list"),),
+        current=(),
+        scanned=(A,),
+        not_scanned={B: "nmap failed"},
+        unmonitored={f"{B}:6379": "host not scanned: nmap failed"},
+        written=(f"{B}:6379",),
+    ),
+    "unmonitored, seen open again: open, not new, no mail before a reminder is due": Case(
+        previous=(
+            stored(notified=timedelta(hours=2), unmonitored="port no longer on the scan list"),
+        ),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        written=(f"{A}:6379",),
+    ),
+    "unmonitored, seen open again when a reminder is due: reminded": Case(
+        previous=(stored(notified=DAY, unmonitored="port no longer on the scan list"),),
+        current=(seen(),),
+        statuses={f"{A}:6379": OPEN},
+        notified=(f"{A}:6379",),
+        written=(f"{A}:6379",),
+    ),
+    "unmonitored, then scanned and closed: resolved as usual": Case(
+        previous=(stored(B, unmonitored="host not scanned: nmap host timeout"),),
+        current=(),
+        resolved=(f"{B}:6379",),
+        resolved_to_notify=(f"{B}:6379",),
+        written=(f"{B}:6379",),
     ),
     "already resolved and still gone: nothing to do": Case(
         previous=(stored(resolved=2 * DAY),),
@@ -184,10 +295,12 @@ CASES = {
         previous=(stored(B, notified=None),),
         current=(seen(),),
         scanned=(A,),
+        not_scanned={B: "nmap host timeout"},
         pending=(f"{B}:6379",),
         statuses={f"{A}:6379": NEW},
         notified=(f"{A}:6379", f"{B}:6379"),
-        written=(f"{A}:6379",),
+        written=(f"{A}:6379", f"{B}:6379"),
+        unmonitored={f"{B}:6379": "host not scanned: nmap host timeout"},
     ),
     "a pending mail's fix already resolved is told again": Case(
         previous=(stored(resolved=timedelta(hours=2)),),
@@ -213,7 +326,7 @@ def test_lifecycle(case: Case) -> None:
     plan = plan_lifecycle(
         {r.key: r for r in case.previous},
         case.current,
-        {ip_address(a) for a in case.scanned},
+        case.coverage(),
         now=NOW,
         reminder_days=case.reminder_days,
         notify_resolved=case.notify_resolved,
@@ -225,14 +338,23 @@ def test_lifecycle(case: Case) -> None:
     assert tuple(label(f) for f in plan.resolved_to_notify) == case.resolved_to_notify
     assert tuple(label(f) for f in plan.reopened) == case.reopened
     assert tuple(label(r) for r in plan.upserts) == case.written
+    assert {label(f): f.unmonitored_reason for f in plan.unmonitored} == case.unmonitored
     assert all(f.status == FindingStatus.RESOLVED for f in plan.resolved)
+    assert all(f.status == FindingStatus.UNMONITORED for f in plan.unmonitored)
+    written = {label(r): r for r in plan.upserts}
+    for key, reason in case.unmonitored.items():
+        if key in written:
+            assert (written[key].resolved_at, written[key].unmonitored_reason) == (None, reason)
+            assert written[key].status == FindingStatus.UNMONITORED
+    for finding in (*plan.current, *plan.resolved):
+        assert written[label(finding)].unmonitored_reason is None
 
 
 def plan_one(previous: FindingRecord | None, current: Finding | None) -> FindingRecord:
     plan = plan_lifecycle(
         {previous.key: previous} if previous else {},
         [current] if current else [],
-        {ip_address(A)},
+        Coverage(scanned=frozenset({ip_address(A)}), ports=frozenset(PORTS)),
         now=NOW,
         reminder_days=1,
         notify_resolved=True,
@@ -282,7 +404,7 @@ def test_findings_in_mails_carry_the_stored_first_seen() -> None:
     plan = plan_lifecycle(
         {stored(first=4 * DAY).key: stored(first=4 * DAY)},
         [seen(), seen(B)],
-        {ip_address(A), ip_address(B)},
+        Coverage(scanned=frozenset({ip_address(A), ip_address(B)}), ports=frozenset(PORTS)),
         now=NOW,
         reminder_days=0,
         notify_resolved=True,
@@ -293,6 +415,31 @@ def test_findings_in_mails_carry_the_stored_first_seen() -> None:
     ]
 
 
+def test_unmonitored_keeps_its_first_time_and_history() -> None:
+    before = stored(B, first=20 * DAY, unmonitored="port no longer on the scan list")
+    plan = plan_lifecycle(
+        {before.key: before},
+        [],
+        Coverage(scanned=frozenset(), ports=frozenset(PORTS), not_scanned={ip_address(B): "x"}),
+        now=NOW,
+        reminder_days=1,
+        notify_resolved=True,
+    )
+    (record,) = plan.upserts
+    assert record == replace(before, unmonitored_reason="host not scanned: x")
+    assert record.unmonitored_since == NOW - 3 * DAY  # since it was first left unscanned
+
+
+def test_seen_again_clears_unmonitored() -> None:
+    before = stored(unmonitored="port no longer on the scan list")
+    record = plan_one(before, seen())
+    assert (record.unmonitored_since, record.unmonitored_reason, record.status) == (
+        None,
+        None,
+        FindingStatus.OPEN,
+    )
+
+
 def test_record_round_trips_to_a_finding() -> None:
     record = stored(resolved=DAY)
     finding = record.to_finding()
@@ -300,3 +447,36 @@ def test_record_round_trips_to_a_finding() -> None:
     assert finding.key == record.key
     assert finding.owner == ACME
     assert record_from_finding(finding, record) == replace(record, resolved_at=None)
+
+
+def test_coverage_of_a_tick_names_why_each_address_was_not_looked_at() -> None:
+    def at(address: str) -> Target:
+        return Target(address=ip_address(address))
+
+    ports = [PortSpec(6379, TCP, "redis"), PortSpec(53, UDP, "dns")]
+    result = ScanResult(
+        scanned=frozenset({ip_address(A)}),
+        open_ports=(),
+        not_scanned={ip_address(B): "nmap host timeout"},
+        skipped={(53, UDP): UDP_SKIPPED},
+    )
+    selection = Selection(
+        targets=(at(A), at(B)), refused=(at("198.51.100.1"),), excluded=(at("198.51.100.2"),)
+    )
+    coverage = Coverage.of_tick(result, selection, ports)
+    assert coverage.ports == {(6379, TCP)}
+    assert coverage.why_not(ip_address(A), 6379, TCP) is None
+    assert coverage.why_not(ip_address(A), 53, UDP) == UDP_SKIPPED
+    assert coverage.why_not(ip_address(A), 9200, TCP) == "port no longer on the scan list"
+    assert coverage.why_not(ip_address(B), 6379, TCP) == "host not scanned: nmap host timeout"
+    assert (
+        coverage.why_not(ip_address("198.51.100.1"), 6379, TCP)
+        == "address out of scope (outside scan.allowed_networks)"
+    )
+    assert (
+        coverage.why_not(ip_address("198.51.100.2"), 6379, TCP)
+        == "address out of scope (in scan.exclude)"
+    )
+    assert coverage.why_not(ip_address("198.51.100.3"), 6379, TCP) == (
+        "address no longer in the inventory"
+    )

@@ -77,3 +77,31 @@ def test_owner_lookup_gauges(lookup: OwnerLookup | None, share: float, incident:
     metrics.set_owner_lookup(lookup)
     assert _value(metrics, "goalkeeper_owner_resolved_share") == share
     assert _value(metrics, "goalkeeper_owner_lookup_incident") == incident
+
+
+def test_unmonitored_findings_count_by_reason_without_its_detail() -> None:
+    metrics = Metrics()
+
+    def series() -> dict[str, float]:
+        text = generate_latest(metrics.registry).decode()
+        return {
+            s.labels["reason"]: s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "goalkeeper_unmonitored_findings"
+            for s in family.samples
+        }
+
+    assert series() == {
+        "port no longer on the scan list": 0,
+        "UDP not scanned (scan.privileged: false)": 0,
+        "host not scanned": 0,
+        "address out of scope": 0,
+        "address no longer in the inventory": 0,
+    }
+    metrics.set_unmonitored_findings(
+        {"host not scanned: nmap host timeout": 2, "host not scanned: nmap failed": 1,
+         "port no longer on the scan list": 1, "something new": 1}
+    )  # fmt: skip
+    counts = series()
+    assert (counts["host not scanned"], counts["port no longer on the scan list"]) == (3, 1)
+    assert (counts["other"], counts["address out of scope"]) == (1, 0)

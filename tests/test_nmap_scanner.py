@@ -111,6 +111,8 @@ async def test_connect_scan_finds_exactly_the_open_tcp_ports_and_skips_udp() -> 
     assert len(result.warnings) == 1
     assert "53/udp" in result.warnings[0]
     assert "privileged" in result.warnings[0]
+    # The lifecycle is told too: a finding on 53/udp is not closed by this scan.
+    assert result.skipped == {(53, UDP): "UDP not scanned (scan.privileged: false)"}
     events = {(e["event"], e["log_level"]) for e in logs}
     assert ("nmap.udp_skipped", "warning") in events
     assert ("nmap.scan", "info") in events
@@ -135,6 +137,7 @@ async def test_syn_and_udp_scan_reports_only_what_answers() -> None:
     }
     assert result.scanned == {one, two}
     assert result.warnings == ()
+    assert result.skipped == {}
     udp = next(p for p in result.open_ports if p.port == 11211)
     assert udp.evidence.startswith("open (udp-response)")
 

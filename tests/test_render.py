@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import re
 from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -13,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from goalkeeper.config import Settings
+from goalkeeper.messages import iter_messages
 from goalkeeper.model import (
     UNKNOWN_OWNER,
     Finding,
@@ -30,6 +33,7 @@ from goalkeeper.model import (
 )
 from goalkeeper.notify.render import header_text, render_owner_report, to_mime
 from goalkeeper.notify.summary import render_summary
+from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.sim.telegram import parse_telegram_html
 
 NOW = datetime(2024, 5, 6, 6, 0, tzinfo=UTC)
@@ -273,9 +277,68 @@ def test_templates_dir_overrides_one_template(tmp_path: Path) -> None:
 def test_only_resolved_findings_make_a_thank_you_mail() -> None:
     closed = finding("203.0.113.5", 6379, "redis", status=FindingStatus.RESOLVED)
     mail = render(customer_report(closed))
-    assert mail.subject == "[prod] the exposed ports we reported are closed now"
+    assert mail.subject == "[prod] Closed: 1 port on 1 server"
     assert "Closed since our last report" in mail.text
+    assert "found closed the exposed service listed below" in mail.text
     assert "What is exposed" not in mail.text
+
+
+def test_an_empty_report_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one finding"):
+        render(customer_report())
+
+
+CLOSED = (
+    finding("198.51.100.7", 6379, "redis", status=FindingStatus.RESOLVED),
+    finding("198.51.100.7", 9200, "elasticsearch", status=FindingStatus.RESOLVED),
+    finding("198.51.100.8", 6379, "redis", server_id="srv-2", status=FindingStatus.RESOLVED),
+)
+EXPOSED = (finding("198.51.100.9", 27017, "mongodb", server_id="srv-3", status=FindingStatus.OPEN),)
+NOBODY = Owner(name="no mail", email=None)
+
+
+@pytest.mark.parametrize("environment", ["prod", "stage"])
+@pytest.mark.parametrize("send_to_customers", [True, False])
+@pytest.mark.parametrize("owner", [ACME, NOBODY], ids=["customer", "not-found"])
+@pytest.mark.parametrize(
+    "findings",
+    [CLOSED[:1], CLOSED, (*CLOSED, *EXPOSED), EXPOSED],
+    ids=["one-closed", "only-closed", "closed-and-open", "only-open"],
+)
+def test_no_mail_on_any_path_says_0_dangerous_open_ports(
+    environment: str, send_to_customers: bool, owner: Owner, findings: tuple[Finding, ...]
+) -> None:
+    """DESIGN.md §6: customer mail, NOT FOUND to ops, stage and customer-mail-off rerouting."""
+    settings = Settings.model_validate(
+        {
+            "environment": environment,
+            "scan": {"allowed_networks": ["198.51.100.0/24"]},
+            "notify": {"ops_email": "security@example.com", "send_to_customers": send_to_customers},
+        }
+    )
+    owned = [replace(f, target=replace(f.target, owner=owner)) for f in findings]
+    composed = list(
+        iter_messages(owned, settings=settings, catalog=load_catalog(), run_id="r", now=NOW)
+    )
+    ((report, message),) = composed
+    subject, text, html = (message.payload[part] for part in ("subject", "text", "html"))
+    for words in (subject, text, html):
+        assert re.search(r"\b0 (dangerous|exposed|open)", words) is None, words
+    exposed = sum(f.status != FindingStatus.RESOLVED for f in findings)
+    if not exposed:
+        closed = len(findings)
+        servers = len({f.target.server_id for f in findings})
+        says = f"{closed} port{'s' * (closed != 1)} on {servers} server{'s' * (servers != 1)}"
+        expected = f"OWNER NOT FOUND: closed {says} in" if report.not_found else f"Closed: {says}"
+        assert expected in subject
+        assert "dangerous" not in subject
+        assert "Closed since our last report (thank you)" in text
+    else:
+        assert f"{exposed} dangerous open port" in subject
+    assert report.not_found is (owner is NOBODY)
+    assert ("for admin@acme.example:" in subject) is (
+        owner is ACME and (environment == "stage" or not send_to_customers)
+    )
 
 
 def tick(findings: tuple[Finding, ...], **overrides: object) -> TickReport:
@@ -392,3 +455,24 @@ def test_summary_of_a_static_inventory_says_nothing_of_billing() -> None:
     summary = render_summary(tick((), inventory_source="static"))
     assert "Owner lookup" not in summary
     assert "Owners:" not in summary
+
+
+def test_summary_counts_findings_no_longer_monitored_by_reason() -> None:
+    off_list = replace(
+        finding("203.0.113.5", 9200, "elasticsearch", status=FindingStatus.UNMONITORED),
+        unmonitored_reason="port no longer on the scan list",
+    )
+    timed_out = [
+        replace(
+            finding(f"203.0.113.{n}", 6379, "redis", status=FindingStatus.UNMONITORED),
+            unmonitored_reason="host not scanned: <nmap> host timeout",
+        )
+        for n in (6, 7)
+    ]
+    summary = render_summary(tick((), unmonitored=(off_list, *timed_out)))
+    assert (
+        "<b>No longer monitored: 3</b> (host not scanned: &lt;nmap&gt; host timeout (2); "
+        "port no longer on the scan list (1))"
+    ) in summary
+    assert "<b>Open findings: 0</b> (new: 0, resolved: 0)" in summary
+    assert "No longer monitored" not in render_summary(tick(()))

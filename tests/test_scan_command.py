@@ -103,6 +103,12 @@ async def cloud(tmp_path: Path) -> AsyncIterator[Cloud]:
         yield Cloud(tmp_path, smtp, telegram)
 
 
+def plain(mail: Any) -> str:
+    body = mail.message.get_body(preferencelist=("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
 def by_recipient(smtp: SmtpSink) -> dict[str, Any]:
     return {mail.rcpt_tos[0]: mail for mail in smtp.messages}
 
@@ -233,3 +239,102 @@ async def test_findings_command_reads_the_store(cloud: Cloud) -> None:
         "MAILED",
     ]
     assert "NOT FOUND (lost-project)" in out
+
+
+async def test_a_port_off_the_list_is_unmonitored_never_thanked_for(cloud: Cloud) -> None:
+    """DESIGN.md §6 "Nothing false": every listener keeps running while the list shrinks."""
+    code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
+    assert code == 0, err
+    mailed = len(cloud.smtp.messages)
+
+    # 9200 off the list, beta's cache-1 excluded: neither was scanned, so neither is closed.
+    shrunk = cloud.config(**{
+        "scan.ports": [p for p in PORTS if p["port"] != 9200],
+        "scan.exclude": ["127.44.0.15", "127.44.0.12"],
+    })  # fmt: skip
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=shrunk)
+    assert code == 0, err
+    assert len(cloud.smtp.messages) == mailed  # no thank-you, and no reminder due yet
+    report = json.loads(out)
+    assert report["resolved"] == []
+    assert {(f["address"], f["port"]): f["unmonitored_reason"] for f in report["unmonitored"]} == {
+        ("127.44.0.11", 9200): "port no longer on the scan list",
+        ("127.44.0.12", 11211): "address out of scope (in scan.exclude)",
+    }
+    summary = cloud.telegram.messages[-1].plain
+    assert "No longer monitored: 2" in summary and "port no longer on the scan list" in summary
+
+    code, out, err = await cloud.goalkeeper("findings", "--json", config=shrunk)
+    assert code == 0, err
+    rows = {(r["address"], r["port"]): r for r in json.loads(out)}
+    assert len(rows) == 5  # nothing was resolved or dropped
+    assert rows[("127.44.0.11", 9200)]["status"] == "unmonitored"
+    assert rows[("127.44.0.11", 9200)]["unmonitored_reason"] == "port no longer on the scan list"
+    assert rows[("127.44.0.11", 9200)]["resolved_at"] is None
+    assert rows[("127.44.0.12", 11211)]["status"] == "unmonitored"
+    assert rows[("127.44.0.10", 6379)]["status"] == "open"
+    code, out, _ = await cloud.goalkeeper("findings", config=shrunk)
+    assert "unmonitored (port no longer on the scan list)" in out
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=shrunk)
+    assert code == 0, err
+    assert (
+        "NO LONGER MONITORED 127.44.0.11 9200/tcp elasticsearch: port no longer on the scan list"
+        in out
+    )
+    assert "No longer monitored: 2" in out  # the summary that would be posted
+
+    # Back on the list and still listening: open again, not new, and no second "new" mail.
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=cloud.config())
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["unmonitored"] == [] and report["resolved"] == []
+    statuses = {(f["address"], f["port"]): f["status"] for f in report["findings"]}
+    assert statuses[("127.44.0.11", 9200)] == statuses[("127.44.0.12", 11211)] == "open"
+    assert len(cloud.smtp.messages) == mailed
+    assert not any("thank you" in plain(m) for m in cloud.smtp.messages)
+
+
+async def test_a_port_scanned_and_found_closed_is_thanked_for_by_what_closed(
+    cloud: Cloud,
+) -> None:
+    mysql = [(ip_address("127.44.0.14"), 3306, Transport.TCP)]
+    async with PortListeners(mysql):
+        code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
+        assert code == 0, err
+    mailed = len(cloud.smtp.messages)
+
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=cloud.config())
+    assert code == 0, err
+    (thanks,) = cloud.smtp.messages[mailed:]
+    assert thanks.rcpt_tos == ("ops@beta.example",)
+    assert thanks.message["Subject"] == "[prod] Closed: 1 port on 1 server"
+    assert "Closed since our last report (thank you)" in plain(thanks)
+    assert "dangerous" not in plain(thanks)
+    report = json.loads(out)
+    assert [(f["address"], f["port"]) for f in report["resolved"]] == [("127.44.0.14", 3306)]
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="a UDP scan needs raw sockets: run as root (CI does)")
+async def test_udp_skipped_without_privileges_is_unmonitored_not_closed(cloud: Cloud) -> None:
+    dns = {"port": 53, "protocol": "udp", "service": "dns"}
+    udp = [(ip_address("127.44.0.14"), 53, Transport.UDP)]
+    async with PortListeners(udp):  # answers every datagram: nmap calls it open
+        code, out, err = await cloud.goalkeeper("scan", "--json", config=cloud.config(**{
+            "scan.ports": [*PORTS, dns], "scan.privileged": True,
+        }))  # fmt: skip
+        assert code == 0, err
+        assert ("127.44.0.14", 53, "udp") in {
+            (f["address"], f["port"], f["protocol"]) for f in json.loads(out)["findings"]
+        }
+        mailed = len(cloud.smtp.messages)
+
+        unprivileged = cloud.config(**{"scan.ports": [*PORTS, dns], "scan.privileged": False})
+        code, out, err = await cloud.goalkeeper("scan", "--json", config=unprivileged)
+        assert code == 0, err
+    assert len(cloud.smtp.messages) == mailed
+    report = json.loads(out)
+    assert report["resolved"] == []
+    assert [(f["port"], f["unmonitored_reason"]) for f in report["unmonitored"]] == [
+        (53, "UDP not scanned (scan.privileged: false)")
+    ]

@@ -23,8 +23,8 @@ from sqlalchemy import Executable, inspect, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from goalkeeper.lifecycle import FindingRecord, plan_lifecycle
-from goalkeeper.model import Finding, OutgoingMail, Owner, Target, Transport
+from goalkeeper.lifecycle import Coverage, FindingRecord, plan_lifecycle
+from goalkeeper.model import Finding, IPAddress, OutgoingMail, Owner, Target, Transport
 from goalkeeper.state import NewMessage, StateError, StateStore, StateUnavailable
 from goalkeeper.state import store as store_module
 from goalkeeper.state.migrate import HEAD_REVISION, MIGRATIONS, alembic_config, create_engine
@@ -59,6 +59,11 @@ def finding(address: str, port: int = 6379, owner: Owner = ACME) -> Finding:
         last_seen=T0,
         evidence="open (syn-ack)",
     )
+
+
+def covering(addresses: set[IPAddress]) -> Coverage:
+    """A tick that scanned `addresses` for 6379/tcp, the port every finding here is on."""
+    return Coverage(scanned=frozenset(addresses), ports=frozenset({(6379, Transport.TCP)}))
 
 
 def record(address: str, port: int = 6379, *, at: datetime = T0) -> FindingRecord:
@@ -260,6 +265,30 @@ async def test_alembic_finds_a_fresh_database_at_head(
     await on_database(state_url, upgrade_with_alembic)  # a no-op: a migration would fail, re-run
     assert alembic_upgrades == ["head"]
     assert await on_database(state_url, reflected_schema) == before
+
+
+async def test_a_database_from_0001_keeps_its_findings_as_monitored(state_url: str) -> None:
+    def at_0001_with_a_finding(connection: Connection) -> None:
+        command.upgrade(alembic_config(connection), "0001")
+        connection.execute(
+            text(
+                "INSERT INTO findings (address, port, protocol, service, state, evidence,"
+                " server_id, server_name, project_id, project_name, first_seen, last_seen,"
+                " times_notified) VALUES ('203.0.113.5', 6379, 'tcp', 'redis', 'open', '',"
+                " 's', 'web-1', 'p1', 'acme', '2026-11-01 06:00:00', '2026-11-01 06:00:00', 1)"
+            )
+        )
+
+    await on_database(state_url, at_0001_with_a_finding)
+    opened = await StateStore.open(state_url)
+    try:
+        (kept,) = await opened.list_findings()
+    finally:
+        await opened.aclose()
+    assert (kept.key, kept.status, kept.times_notified) == (("203.0.113.5", 6379, "tcp"), "open", 1)
+    assert (kept.unmonitored_since, kept.unmonitored_reason) == (None, None)
+    assert await on_database(state_url, current_revision) == HEAD_REVISION
+    assert await on_database(state_url, schema_differences) == []
 
 
 def _nothing(connection: Connection) -> None:
@@ -503,7 +532,7 @@ async def test_a_tick_planned_before_a_send_keeps_the_count(store: StateStore) -
     stale = await store.load_findings()  # the next tick reads before the mail goes out
     await store.mark_sent(message.id, now=T0)
     plan = plan_lifecycle(
-        stale, [finding("203.0.113.5")], {rec.address}, now=T0 + DAY, reminder_days=1,
+        stale, [finding("203.0.113.5")], covering({rec.address}), now=T0 + DAY, reminder_days=1,
         notify_resolved=True,
     )  # fmt: skip
     await store.commit_tick(run_id="run-2", started_at=T0 + DAY, upserts=plan.upserts, messages=[])
@@ -561,6 +590,18 @@ async def test_pending_by_channel_oldest_first(store: StateStore) -> None:
         telegram.mail()
 
 
+async def test_unmonitored_is_stored_and_listed_with_its_reason(store: StateStore) -> None:
+    rec = replace(
+        record("203.0.113.5"),
+        unmonitored_since=T0 + DAY,
+        unmonitored_reason="port no longer on the scan list",
+    )
+    await store.commit_tick(run_id="run-1", started_at=T0, upserts=[rec], messages=[])
+    (listed,) = await store.list_findings()
+    assert listed == rec
+    assert listed.status == "unmonitored"
+
+
 async def test_resolve_and_reopen_through_the_store(store: StateStore) -> None:
     a, b = finding("203.0.113.5"), finding("203.0.113.6")
     scanned = {a.address, b.address}
@@ -568,7 +609,7 @@ async def test_resolve_and_reopen_through_the_store(store: StateStore) -> None:
     async def tick(now: datetime, seen: list[Finding], run: str) -> Any:
         previous = await store.load_findings(scanned)
         plan = plan_lifecycle(
-            previous, seen, scanned, now=now, reminder_days=1, notify_resolved=True
+            previous, seen, covering(scanned), now=now, reminder_days=1, notify_resolved=True
         )
         await store.commit_tick(run_id=run, started_at=now, upserts=plan.upserts, messages=[])
         return plan
@@ -608,6 +649,16 @@ async def test_list_and_load_findings(store: StateStore) -> None:
     on_nine = await store.load_findings([ip_address("203.0.113.9")])
     assert sorted(on_nine) == [("203.0.113.9", 6379, "tcp"), ("203.0.113.9", 11211, "tcp")]
     assert await store.load_findings([]) == {}
+    # What a tick loads: everything on its addresses, and every open record anywhere (the
+    # lifecycle marks those on hosts it did not scan as unmonitored); resolved elsewhere: not.
+    for_tick = await store.load_findings([ip_address("203.0.113.10")], open_anywhere=True)
+    assert sorted(for_tick) == [
+        ("2001:db8::1", 6379, "tcp"),
+        ("203.0.113.10", 6379, "tcp"),
+        ("203.0.113.9", 11211, "tcp"),
+    ]
+    on_nine = await store.load_findings([ip_address("203.0.113.9")], open_anywhere=True)
+    assert len(on_nine) == 4
 
 
 async def test_finish_run_records_the_summary(store: StateStore, state_url: str) -> None:

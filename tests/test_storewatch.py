@@ -136,6 +136,7 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
     failed = TickRecord(
         "failure", targets=41, owners_unresolved=2, open_findings=good.open_findings,
         owner_resolved_share=0.25, owner_lookup_incident=True,
+        unmonitored={"port no longer on the scan list": 2, "host not scanned: nmap failed": 1},
     )  # fmt: skip
     await store.finish_run("r2", finished_at=T0 + timedelta(days=1), summary=failed.summary())
 
@@ -154,6 +155,18 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
         (("port", "6379"), ("protocol", "tcp"), ("service", "redis")): 3,
         (("port", "123"), ("protocol", "udp"), ("service", "ntp")): 1,
     }
+    unmonitored = {labels: value for (name, labels), value in gauges.items()
+                   if name == "goalkeeper_unmonitored_findings" and value}  # fmt: skip
+    assert unmonitored == {
+        (("reason", "port no longer on the scan list"),): 2,
+        (("reason", "host not scanned"),): 1,
+    }
+
+
+def test_a_tick_record_from_before_unmonitored_findings_reads_as_none() -> None:
+    old = {"outcome": "success", "targets": 3, "open_findings": [], "owners_unresolved": 0}
+    record = TickRecord.from_summary(old)
+    assert record is not None and record.unmonitored == {}
 
 
 async def test_a_record_from_before_owner_lookups_restores_no_incident(store: StateStore) -> None:

@@ -13,7 +13,7 @@ import pytest
 from goalkeeper.lifecycle import plan_lifecycle
 from goalkeeper.state import OutboxChanged, OutboxMessage, StateStore
 from goalkeeper.state.supersede import SUPERSEDED_BY
-from tests.test_state import DAY, T0, finding, mail, record
+from tests.test_state import DAY, T0, covering, finding, mail, record
 
 pytest_plugins = ["tests.db"]  # the state_url and postgres_server fixtures
 
@@ -89,7 +89,7 @@ async def test_a_second_tick_makes_one_report_per_owner_with_everything_still_wa
 ) -> None:
     """The pipeline's rule end to end on the store: run 2 scanned only one of run 1's hosts."""
     one, two = finding("203.0.113.5"), finding("203.0.113.6")
-    plan = plan_lifecycle({}, [one, two], {one.address, two.address}, now=T0,
+    plan = plan_lifecycle({}, [one, two], covering({one.address, two.address}), now=T0,
                           reminder_days=1, notify_resolved=True)  # fmt: skip
     await store.commit_tick(
         run_id="run-1",
@@ -100,7 +100,7 @@ async def test_a_second_tick_makes_one_report_per_owner_with_everything_still_wa
     waiting = {k for keys in (await store.waiting_mails()).values() for k in keys}
     later = T0 + DAY / 24  # an hour later: no reminder due, only the waiting mail makes it due
     previous = await store.load_findings()
-    plan = plan_lifecycle(previous, [one], {one.address}, now=later, reminder_days=1,
+    plan = plan_lifecycle(previous, [one], covering({one.address}), now=later, reminder_days=1,
                           notify_resolved=True, pending=waiting)  # fmt: skip
     told = sorted(str(f.address) for f in plan.to_notify)
     assert told == ["203.0.113.5", "203.0.113.6"]  # the unscanned host is carried over

@@ -100,6 +100,10 @@ def render_owner_report(
     """One multipart mail for one recipient, listing every exposed server and port."""
     recipient = _single_address(report.recipient, "recipient")
     _single_address(sender, "sender")
+    if not report.findings:
+        raise ValueError("a report mail needs at least one finding: it would say nothing true")
+    # Anything not seen closed is exposed as far as anyone knows (an unmonitored finding in a
+    # mail rerouted after the tick included): only RESOLVED is ever thanked for.
     open_findings = [f for f in report.findings if f.status != FindingStatus.RESOLVED]
     resolved = [f for f in report.findings if f.status == FindingStatus.RESOLVED]
     services = sorted({f.service for f in open_findings})
@@ -122,6 +126,7 @@ def render_owner_report(
         "open_count": len(open_findings),
         "resolved_count": len(resolved),
         "server_count": len({_server_key(f) for f in open_findings}),
+        "resolved_server_count": len({_server_key(f) for f in resolved}),
     }
     env = _environment(templates_dir)
     prefix = f"[{environment}] "

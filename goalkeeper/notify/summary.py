@@ -43,6 +43,9 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
+    if report.unmonitored:  # open when last seen, not scanned now: not fixed, not forgotten
+        reasons = _tally(f.unmonitored_reason or "unknown" for f in report.unmonitored)
+        lines.append(f"<b>No longer monitored: {len(report.unmonitored)}</b> ({e(reasons)})")
     delivered = sum(1 for m in report.mails if m.delivered)
     queued = sum(1 for m in report.mails if m.queued)
     failed = [m for m in report.mails if not m.delivered and not m.queued]

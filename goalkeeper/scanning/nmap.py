@@ -38,7 +38,7 @@ import structlog
 
 from goalkeeper.aio import Closing
 from goalkeeper.config import ScanSettings
-from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
+from goalkeeper.model import UDP_SKIPPED, IPAddress, OpenPort, PortSpec, ScanResult, Transport
 from goalkeeper.scanning.planner import Batch, Pace, plan_pace, plan_scan
 from goalkeeper.scope import unscannable
 
@@ -159,6 +159,11 @@ class NmapScanner(Closing):
         if never:
             log.error("nmap.unscannable_targets", addresses=sorted(map(str, never)))
             addresses = [a for a in addresses if a not in never]
+        # Told to the lifecycle: a host scanned without these says nothing about them.
+        skipped: dict[tuple[int, Transport], str] = {}
+        if not self._settings.privileged:
+            udp = (p for p in ports if p.protocol is Transport.UDP)
+            skipped = {(p.port, p.protocol): UDP_SKIPPED for p in udp}
         plan = plan_scan(
             addresses,
             subnet_prefix=self._settings.subnet_prefix,
@@ -171,6 +176,7 @@ class NmapScanner(Closing):
                 scanned=frozenset(),
                 open_ports=(),
                 not_scanned=dict.fromkeys(plan.addresses, reason) | never,
+                skipped=skipped,
                 warnings=warnings,
             )
         pace = self.pace_for(len(plan.batches))
@@ -195,6 +201,7 @@ class NmapScanner(Closing):
             not_scanned={a: why for o in outcomes for a, why in o.not_scanned.items()} | never,
             failed_batches=sum(o.failed for o in outcomes),
             nmap_runs=sum(o.runs for o in outcomes),
+            skipped=skipped,
             warnings=warnings,
         )
         log.info(

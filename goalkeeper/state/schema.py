@@ -89,6 +89,8 @@ findings = Table(
     Column("last_notified_at", UtcDateTime, nullable=True),
     Column("grade", String(64), nullable=True),
     Column("cause", Text, nullable=True),
+    Column("unmonitored_since", UtcDateTime, nullable=True),
+    Column("unmonitored_reason", Text, nullable=True),
     Index(None, "resolved_at"),
 )
 

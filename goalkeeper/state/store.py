@@ -183,12 +183,14 @@ class StateStore:
 
     @_translated
     async def load_findings(
-        self, addresses: Collection[IPAddress] | None = None
+        self, addresses: Collection[IPAddress] | None = None, *, open_anywhere: bool = False
     ) -> dict[FindingKey, FindingRecord]:
-        """Every record (open or resolved) on `addresses`, or every record when None.
+        """Every record (open or resolved) on `addresses`, or every record when None;
+        with `open_anywhere`, every open record elsewhere too.
 
-        Pass the addresses scanned in a tick plus those with findings: that is all
-        `plan_lifecycle` needs, and records elsewhere are left alone anyway.
+        A tick passes the addresses it scanned plus those with findings, and `open_anywhere`:
+        that is all `plan_lifecycle` needs (an open record on a host not scanned becomes
+        unmonitored; resolved records elsewhere are left alone).
         """
         query = select(findings)
         loaded: dict[FindingKey, FindingRecord] = {}
@@ -197,10 +199,14 @@ class StateStore:
                 queries = [query]
             else:
                 wanted = sorted({str(a) for a in addresses})
+                # With every open record read at once, only the resolved are read by address.
+                on = query.where(findings.c.resolved_at.is_not(None)) if open_anywhere else query
                 queries = [
-                    query.where(findings.c.address.in_(wanted[start : start + _BATCH]))
+                    on.where(findings.c.address.in_(wanted[start : start + _BATCH]))
                     for start in range(0, len(wanted), _BATCH)
                 ]
+                if open_anywhere:
+                    queries.append(query.where(findings.c.resolved_at.is_(None)))
             for chunk_query in queries:
                 result = await connection.stream(chunk_query)
                 async for rows in result.mappings().partitions(_BATCH):

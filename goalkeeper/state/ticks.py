@@ -9,7 +9,7 @@ reads it back; the two queries that read them are here too, each given a connect
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
@@ -34,6 +34,7 @@ class TickRecord:
     # The owner lookup gauges (metrics.owner_gauges); a record older than them reads as no incident.
     owner_resolved_share: float = 1.0
     owner_lookup_incident: bool = False
+    unmonitored: Mapping[str, int] = field(default_factory=dict)  # reason -> findings
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -44,6 +45,7 @@ class TickRecord:
             "owners_unresolved": self.owners_unresolved,
             "owner_resolved_share": self.owner_resolved_share,
             "owner_lookup_incident": self.owner_lookup_incident,
+            "unmonitored": dict(self.unmonitored),
         }
 
     @classmethod
@@ -63,8 +65,12 @@ class TickRecord:
                 owners_unresolved=int(summary["owners_unresolved"]),
                 owner_resolved_share=float(summary.get("owner_resolved_share", 1.0)),
                 owner_lookup_incident=summary.get("owner_lookup_incident") is True,
+                # Not in records written before findings could be unmonitored: none then.
+                unmonitored={
+                    str(reason): int(n) for reason, n in summary.get("unmonitored", {}).items()
+                },
             )
-        except (KeyError, TypeError, ValueError):
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
 
 
