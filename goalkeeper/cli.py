@@ -1,8 +1,9 @@
 """Command line: argv → settings → one command → exit code.
 
-Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed, 2 a usage or
-configuration error (one message listing every problem). Command output goes to stdout, logs to
-stderr. Nothing here holds logic a test would want to reach another way.
+Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed or the state store
+cannot be opened, 2 a usage or configuration error (one message listing every problem), 3 a
+tick done whose messages were not all delivered (they stay in the outbox). Command output goes
+to stdout, logs to stderr. Nothing here holds logic a test would want to reach another way.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import Channel, StateError
+from goalkeeper.state import Channel, StateError, StateUnavailable
 from goalkeeper.views import record_as_dict, report_as_dict
 from goalkeeper.wiring import one_tick, scope_problem, state_store
 
-EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,6 +136,9 @@ def run(settings: Settings, path: Path) -> int:
     except BindError as err:
         print(f"goalkeeper: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except StateUnavailable as err:  # at start: said in one line, not a traceback
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     return EXIT_OK
 
 
@@ -142,6 +146,9 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
     try:
         async with state_store(settings) as store:
             records = await store.list_findings(include_resolved=include_resolved)
+    except StateUnavailable as err:
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     except StateError as err:
         print(f"goalkeeper: cannot read the state store: {err}", file=sys.stderr)
         return EXIT_TICK_FAILED
@@ -213,8 +220,11 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
     except ConfigError as err:  # the static inventory file changed since the check
         _print_problems(err, sys.stderr)
         return EXIT_USAGE
+    except StateUnavailable as err:  # not a failure of the tick's code: no traceback
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     except Exception as err:  # any failure of the tick is exit 1, said plainly
-        logs.get_logger(__name__).error("tick failed", error=err)
+        logs.get_logger(__name__).exception("tick failed", error=err)
         print(f"goalkeeper: the tick failed: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
         return EXIT_TICK_FAILED
     if as_json:

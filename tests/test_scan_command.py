@@ -24,6 +24,7 @@ from goalkeeper.model import Transport
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.sim.telegram import FakeTelegram
+from tests.daemon_process import free_port
 
 EVIL = "<script>alert(1)</script>\r\nBcc: victim@evil.example"
 INVENTORY = [
@@ -84,8 +85,14 @@ class Cloud:
         path.write_text(yaml.safe_dump(data))
         return path
 
-    async def goalkeeper(self, *args: str, config: Path) -> tuple[int, str, str]:
-        env = {**os.environ, "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token}
+    async def goalkeeper(
+        self, *args: str, config: Path, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        env = {
+            **os.environ,
+            "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token,
+            **(env or {}),
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "goalkeeper", "--config", str(config), *args,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -233,3 +240,47 @@ async def test_findings_command_reads_the_store(cloud: Cloud) -> None:
         "MAILED",
     ]
     assert "NOT FOUND (lost-project)" in out
+
+
+# A directory that cannot be made (its parent is a file), and a host that never resolves (.invalid
+# is reserved, RFC 2606): neither is reached over the network. The password must not be printed.
+BAD_STATE_URLS = [
+    "sqlite+aiosqlite:///{tmp}/inventory.yaml/state.db",
+    "postgresql+asyncpg://goalkeeper:Sup3rSecretPw@nohost.invalid/goalkeeper",
+]
+
+
+@pytest.mark.parametrize("command", ["run", "scan", "findings"])
+@pytest.mark.parametrize("url", BAD_STATE_URLS)
+async def test_a_state_store_that_cannot_be_opened_is_one_line_and_exit_1(
+    cloud: Cloud, command: str, url: str
+) -> None:
+    config = cloud.config(**{"http.host": "127.0.0.1", "http.port": free_port()})
+    state_url = url.format(tmp=cloud.tmp)
+    code, out, err = await cloud.goalkeeper(
+        command, config=config, env={"GOALKEEPER_STATE__URL": state_url}
+    )
+    assert code == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("goalkeeper: cannot ") and "state" in lines[0]
+    assert ("inventory.yaml" in lines[0]) or (
+        "nohost.invalid" in lines[0] and "gaierror" in lines[0]
+    )
+    assert "Sup3rSecretPw" not in out + err
+    assert cloud.smtp.messages == [] and cloud.telegram.messages == []
+
+
+async def test_a_failing_tick_exits_1_and_logs_its_traceback(cloud: Cloud) -> None:
+    # OpenStack with no credentials at all: the inventory is unavailable, and so the tick fails.
+    config = cloud.config(**{"inventory.source": "openstack"})
+    clean = {k: "" for k in os.environ if k.startswith("OS_")}
+    code, out, err = await cloud.goalkeeper("scan", config=config, env=clean)
+    assert code == 1, err
+    failed = [json.loads(line) for line in err.splitlines() if '"tick failed"' in line]
+    assert len(failed) == 1, err
+    trace = failed[0]["exception"]
+    assert trace.startswith("Traceback (most recent call last):"), trace
+    assert "InventoryUnavailable" in trace
+    assert "goalkeeper: the tick failed: inventory unavailable" in err
+    assert out == ""
