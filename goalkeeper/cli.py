@@ -48,12 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="goalkeeper",
         parents=[common],
         description="Finds dangerous services exposed by cloud servers and tells their owners.",
+        epilog="exit codes: 0 done; 1 a tick failed, or the state store cannot be opened; "
+        "2 invalid configuration or usage; 3 (scan) the tick is done but some messages were "
+        "not delivered: they are kept in the outbox and sent again later",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    scan = commands.add_parser("scan", parents=[common], help="run one full tick now, then exit")
+    scan = commands.add_parser(
+        "scan",
+        parents=[common],
+        help="run one full tick now, then exit",
+        description="Run one full tick now, wait for its messages, then exit.",
+        epilog="exit codes: 0 done; 1 the tick failed (no inventory, no host scanned, state store "
+        "unavailable); 2 invalid configuration or usage; 3 done, but some messages were not "
+        "delivered (kept in the outbox, sent again later)",
+    )
     scan.add_argument("--dry-run", action="store_true", help="send nothing; print the report")
     scan.add_argument("--json", action="store_true", help="print the tick report as JSON")
-    commands.add_parser("run", parents=[common], help="the daemon: scan on schedule, serve probes")
+    commands.add_parser(
+        "run",
+        parents=[common],
+        help="the daemon: scan on schedule, serve probes",
+        epilog="exit codes: 0 after a clean shutdown; 1 the state store cannot be opened; "
+        "2 invalid configuration",
+    )
     findings = commands.add_parser(
         "findings", parents=[common], help="open findings from the state store"
     )
@@ -236,7 +253,29 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
     if why:
         print(f"goalkeeper: the tick did not do its job: {why}", file=sys.stderr)
         return EXIT_TICK_FAILED
+    unsent = undelivered(report)
+    if unsent:
+        print(
+            f"goalkeeper: the tick is done, but {unsent} were not delivered; they are kept in "
+            "the outbox (a pending one is sent again by the next scan or the daemon)",
+            file=sys.stderr,
+        )
+        return EXIT_UNDELIVERED
     return EXIT_OK
+
+
+def undelivered(report: TickReport) -> str | None:
+    """What of the tick's messages did not reach anyone, in words; None when all did.
+
+    A dry run sends nothing on purpose: nothing of it counts as undelivered.
+    """
+    if report.dry_run:
+        return None
+    mails = sum(1 for m in report.mails if not m.delivered and not m.queued)
+    parts = [f"{mails} of {len(report.mails)} mails"] if mails else []
+    if report.summary_delivered is False:
+        parts.append("the Telegram summary")
+    return " and ".join(parts) or None
 
 
 def print_report(report: TickReport, out: TextIO) -> None:

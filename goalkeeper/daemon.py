@@ -157,6 +157,7 @@ class Daemon:
             chat=parts.chat,
             metrics=self.metrics,
             wait=False,
+            backoff_base=settings.notify.retry_backoff,
             reroute=owner_check(
                 owners=self._current_owners,
                 store=store,

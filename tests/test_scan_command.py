@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from goalkeeper.cli import main
 from goalkeeper.model import Transport
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.smtp import SmtpSink
@@ -284,3 +285,48 @@ async def test_a_failing_tick_exits_1_and_logs_its_traceback(cloud: Cloud) -> No
     assert "InventoryUnavailable" in trace
     assert "goalkeeper: the tick failed: inventory unavailable" in err
     assert out == ""
+
+
+def no_smtp_config(cloud: Cloud) -> Path:
+    """Mail to a port where nothing listens, retried at once (no backoff) so the test is quick."""
+    return cloud.config(
+        **{"notify.email.port": free_port(), "notify.email.retry_backoff": 0,
+           "notify.retry_backoff": 0}
+    )  # fmt: skip
+
+
+async def test_undelivered_mail_exits_3_and_stays_in_the_outbox(cloud: Cloud) -> None:
+    config = no_smtp_config(cloud)
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=config)
+    assert code == 3, err
+    report = json.loads(out)
+    assert report["findings"]  # the tick itself did its job
+    assert "3 of 3 mails were not delivered" in err and "outbox" in err
+    assert len(cloud.telegram.messages) == 1  # the summary went out; only mail failed
+    # Kept, not lost: with SMTP back, the next scan sends them first.
+    code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
+    assert code == 0, err
+    assert len(cloud.smtp.messages) == 3
+
+
+async def test_smtp_answering_4xx_exits_3(cloud: Cloud) -> None:
+    cloud.smtp.fail_next(451, count=100)
+    config = cloud.config(**{"notify.email.retry_backoff": 0, "notify.retry_backoff": 0})
+    code, _, err = await cloud.goalkeeper("scan", config=config)
+    assert code == 3, err
+    assert "3 of 3 mails were not delivered" in err
+    assert cloud.smtp.messages == []
+
+
+async def test_a_dry_run_does_not_count_unsent_mail_as_undelivered(cloud: Cloud) -> None:
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=no_smtp_config(cloud))
+    assert code == 0, err
+    assert "not delivered" not in err
+    assert "mail to admin@acme.example" in out
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "3 done, but some messages were not delivered" in text
