@@ -94,6 +94,23 @@ async def test_servers_without_a_public_address_are_not_targets(
     assert private.isdisjoint(t.address for t in targets)
 
 
+async def test_ipv6_fixed_ips_of_external_ports_are_targets(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    v6 = world.public_ipv6_addresses()
+    assert v6, "the simulated world has dual-stack ports"
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    targets = {t.address: t for t in await inventory.targets()}
+    inventory.close()
+    assert {a for a in targets if a.version == 6} == set(v6)
+    for address, server in v6.items():
+        assert (targets[address].server_id, targets[address].server_name) == (
+            server.id,
+            server.name,
+        )
+
+
 async def test_application_credential_from_clouds_yaml(
     cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -330,3 +330,21 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
         main(["scan", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "3 done, but some messages were not delivered" in text
+
+
+async def test_ipv6_in_the_static_inventory_is_reported_not_scanned(cloud: Cloud) -> None:
+    config = cloud.config()
+    v6 = {"address": "fd00:44::10", "server_name": "db-1", "project_id": "p-acme"}
+    dual_stack = [*INVENTORY, v6]
+    (cloud.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": dual_stack}))
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=config)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["not_scanned"] == {"fd00:44::10": "IPv6 is not scanned yet"}
+    assert report["family_not_scanned"] == {"ipv6": 1}
+    assert report["targets"] == report["hosts_scanned"] == 5
+    summary = "\n".join(m.plain for m in cloud.telegram.messages)
+    assert "Why not scanned: IPv6 is not scanned yet (1)" in summary
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=config)
+    assert code == 0, err
+    assert "NOT SCANNED fd00:44::10: IPv6 is not scanned yet" in out

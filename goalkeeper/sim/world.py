@@ -190,7 +190,8 @@ class World:
 
     def inventory_addresses(self) -> dict[IPAddress, Server]:
         """Every public address of a server, IPv4 and IPv6: what a correct inventory lists."""
-        return {**self.public_addresses(), **self.public_ipv6_addresses()}
+        both = (self.public_addresses(), self.public_ipv6_addresses())
+        return {address: server for found in both for address, server in found.items()}
 
     def exposed(self) -> list[tuple[IPv4Address, int, Transport]]:
         """Every (address, port, transport) that answers: what the listeners must play."""
