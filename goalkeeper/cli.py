@@ -256,8 +256,8 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
     unsent = undelivered(report)
     if unsent:
         print(
-            f"goalkeeper: the tick is done, but {unsent} were not delivered; they are kept in "
-            "the outbox (a pending one is sent again by the next scan or the daemon)",
+            f"goalkeeper: the tick is done, but not delivered: {unsent}; kept in the outbox "
+            "(a pending message is sent again by the next scan or the daemon)",
             file=sys.stderr,
         )
         return EXIT_UNDELIVERED
@@ -272,7 +272,8 @@ def undelivered(report: TickReport) -> str | None:
     if report.dry_run:
         return None
     mails = sum(1 for m in report.mails if not m.delivered and not m.queued)
-    parts = [f"{mails} of {len(report.mails)} mails"] if mails else []
+    total = len(report.mails)
+    parts = [f"{mails} of {total} mail{'s' * (total != 1)}"] if mails else []
     if report.summary_delivered is False:
         parts.append("the Telegram summary")
     return " and ".join(parts) or None

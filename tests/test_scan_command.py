@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from goalkeeper.cli import main
-from goalkeeper.model import Transport
+from goalkeeper.cli import main, undelivered
+from goalkeeper.model import MailOutcome, TickReport, Transport
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.sim.telegram import FakeTelegram
@@ -301,7 +302,7 @@ async def test_undelivered_mail_exits_3_and_stays_in_the_outbox(cloud: Cloud) ->
     assert code == 3, err
     report = json.loads(out)
     assert report["findings"]  # the tick itself did its job
-    assert "3 of 3 mails were not delivered" in err and "outbox" in err
+    assert "not delivered: 3 of 3 mails;" in err and "outbox" in err
     assert len(cloud.telegram.messages) == 1  # the summary went out; only mail failed
     # Kept, not lost: with SMTP back, the next scan sends them first.
     code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
@@ -314,7 +315,7 @@ async def test_smtp_answering_4xx_exits_3(cloud: Cloud) -> None:
     config = cloud.config(**{"notify.email.retry_backoff": 0, "notify.retry_backoff": 0})
     code, _, err = await cloud.goalkeeper("scan", config=config)
     assert code == 3, err
-    assert "3 of 3 mails were not delivered" in err
+    assert "not delivered: 3 of 3 mails;" in err
     assert cloud.smtp.messages == []
 
 
@@ -348,3 +349,34 @@ async def test_ipv6_in_the_static_inventory_is_reported_not_scanned(cloud: Cloud
     code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=config)
     assert code == 0, err
     assert "NOT SCANNED fd00:44::10: IPv6 is not scanned yet" in out
+
+
+def mail(*, delivered: bool, queued: bool = False) -> MailOutcome:
+    error = None if delivered else "not sent yet: will be retried"
+    to = "a@customer.example"
+    return MailOutcome(to, to, "A", 1, "<id>", delivered, error, queued=queued)
+
+
+@pytest.mark.parametrize(
+    ("mails", "summary", "dry_run", "expected"),
+    [
+        ((mail(delivered=True),), True, False, None),
+        ((mail(delivered=True),), None, False, None),  # no chat configured
+        ((mail(delivered=False), mail(delivered=True)), True, False, "1 of 2 mails"),
+        ((mail(delivered=True),), False, False, "the Telegram summary"),
+        ((mail(delivered=False),), False, False, "1 of 1 mail and the Telegram summary"),
+        ((mail(delivered=False),), None, True, None),  # a dry run sends nothing on purpose
+        ((mail(delivered=False, queued=True),), None, False, None),  # handed on, not failed
+    ],
+)
+def test_what_counts_as_undelivered(
+    mails: tuple[MailOutcome, ...], summary: bool | None, dry_run: bool, expected: str | None
+) -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    report = TickReport(
+        run_id="r", environment="prod", started_at=now, finished_at=now, inventory_source="s",
+        inventory_age_seconds=0, inventory_stale_reason=None, targets=1, refused=(), excluded=0,
+        hosts_scanned=1, not_scanned={}, findings=(), mails=mails, dry_run=dry_run,
+        summary_delivered=summary,
+    )  # fmt: skip
+    assert undelivered(report) == expected
