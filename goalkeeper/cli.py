@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
         help="the daemon: scan on schedule, serve probes",
         epilog="exit codes: 0 after a clean shutdown; 1 the state store cannot be opened; "
-        "2 invalid configuration",
+        "2 invalid configuration, or the HTTP port cannot be opened",
     )
     findings = commands.add_parser(
         "findings", parents=[common], help="open findings from the state store"
