@@ -1,8 +1,9 @@
 """Command line: argv → settings → one command → exit code.
 
-Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed, 2 a usage or
-configuration error (one message listing every problem). Command output goes to stdout, logs to
-stderr. Nothing here holds logic a test would want to reach another way.
+Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed or the state store
+cannot be opened, 2 a usage or configuration error (one message listing every problem), 3 a
+tick done whose messages were not all delivered (they stay in the outbox). Command output goes
+to stdout, logs to stderr. Nothing here holds logic a test would want to reach another way.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import Channel, StateError
+from goalkeeper.state import Channel, StateError, StateUnavailable
 from goalkeeper.views import record_as_dict, report_as_dict
 from goalkeeper.wiring import one_tick, scope_problem, state_store
 
-EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +48,29 @@ def build_parser() -> argparse.ArgumentParser:
         prog="goalkeeper",
         parents=[common],
         description="Finds dangerous services exposed by cloud servers and tells their owners.",
+        epilog="exit codes: 0 done; 1 a tick failed, or the state store cannot be opened; "
+        "2 invalid configuration or usage; 3 (scan) the tick is done but some messages were "
+        "not delivered: they are kept in the outbox and sent again later",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    scan = commands.add_parser("scan", parents=[common], help="run one full tick now, then exit")
+    scan = commands.add_parser(
+        "scan",
+        parents=[common],
+        help="run one full tick now, then exit",
+        description="Run one full tick now, wait for its messages, then exit.",
+        epilog="exit codes: 0 done; 1 the tick failed (no inventory, no host scanned, state store "
+        "unavailable); 2 invalid configuration or usage; 3 done, but some messages were not "
+        "delivered (kept in the outbox, sent again later)",
+    )
     scan.add_argument("--dry-run", action="store_true", help="send nothing; print the report")
     scan.add_argument("--json", action="store_true", help="print the tick report as JSON")
-    commands.add_parser("run", parents=[common], help="the daemon: scan on schedule, serve probes")
+    commands.add_parser(
+        "run",
+        parents=[common],
+        help="the daemon: scan on schedule, serve probes",
+        epilog="exit codes: 0 after a clean shutdown; 1 the state store cannot be opened; "
+        "2 invalid configuration, or the HTTP port cannot be opened",
+    )
     findings = commands.add_parser(
         "findings", parents=[common], help="open findings from the state store"
     )
@@ -135,6 +153,9 @@ def run(settings: Settings, path: Path) -> int:
     except BindError as err:
         print(f"goalkeeper: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except StateUnavailable as err:  # at start: said in one line, not a traceback
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     return EXIT_OK
 
 
@@ -142,6 +163,9 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
     try:
         async with state_store(settings) as store:
             records = await store.list_findings(include_resolved=include_resolved)
+    except StateUnavailable as err:
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     except StateError as err:
         print(f"goalkeeper: cannot read the state store: {err}", file=sys.stderr)
         return EXIT_TICK_FAILED
@@ -215,8 +239,11 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
     except ConfigError as err:  # the static inventory file changed since the check
         _print_problems(err, sys.stderr)
         return EXIT_USAGE
+    except StateUnavailable as err:  # not a failure of the tick's code: no traceback
+        print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
+        return EXIT_TICK_FAILED
     except Exception as err:  # any failure of the tick is exit 1, said plainly
-        logs.get_logger(__name__).error("tick failed", error=err)
+        logs.get_logger(__name__).exception("tick failed", error=err)
         print(f"goalkeeper: the tick failed: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
         return EXIT_TICK_FAILED
     if as_json:
@@ -228,7 +255,30 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
     if why:
         print(f"goalkeeper: the tick did not do its job: {why}", file=sys.stderr)
         return EXIT_TICK_FAILED
+    unsent = undelivered(report)
+    if unsent:
+        print(
+            f"goalkeeper: the tick is done, but not delivered: {unsent}; kept in the outbox "
+            "(a pending message is sent again by the next scan or the daemon)",
+            file=sys.stderr,
+        )
+        return EXIT_UNDELIVERED
     return EXIT_OK
+
+
+def undelivered(report: TickReport) -> str | None:
+    """What of the tick's messages did not reach anyone, in words; None when all did.
+
+    A dry run sends nothing on purpose: nothing of it counts as undelivered.
+    """
+    if report.dry_run:
+        return None
+    mails = sum(1 for m in report.mails if not m.delivered and not m.queued)
+    total = len(report.mails)
+    parts = [f"{mails} of {total} mail{'s' * (total != 1)}"] if mails else []
+    if report.summary_delivered is False:
+        parts.append("the Telegram summary")
+    return " and ".join(parts) or None
 
 
 def print_report(report: TickReport, out: TextIO) -> None:

@@ -338,6 +338,8 @@ class EmailSettings(Model):
     username: str | None = None
     password: SecretStr | None = None
     timeout: float = Field(default=30, gt=0, le=600)
+    # Seconds before the SMTP client's own second try of a send, doubling for each next one.
+    retry_backoff: float = Field(default=1, ge=0, le=600)
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> EmailSettings:
@@ -378,6 +380,9 @@ class NotifySettings(Model):
     reminder_days: float = Field(default=1, ge=0, le=365)
     notify_resolved: bool = True
     templates_dir: Path | None = None  # overrides the built-in mail templates, file by file
+    # Seconds before a message that failed is tried again in the same pass (doubling, with
+    # jitter); past its attempts it stays pending for the next pass or run.
+    retry_backoff: float = Field(default=10, ge=0, le=3600)
     email: EmailSettings = EmailSettings()
     telegram: TelegramSettings = TelegramSettings()
 

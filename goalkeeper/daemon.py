@@ -136,18 +136,20 @@ class Daemon:
         stack.callback(self._remove_signal_handlers, loop)
 
         settings = self.settings
-        app = build_app(self, registry=self.metrics.registry, admin_token=self._admin_token)
-        self.http = await start_http(app, host=settings.http.host, port=settings.http.port)
-        stack.push_async_callback(self.http.aclose)  # registered first: stops last
-
-        stack.push_async_callback(self._close_inventory)
-        await self._inventory_for(settings)
+        # The store first: one that cannot be opened stops the start before anything listens,
+        # with StateUnavailable naming it (the CLI turns that into one line and an exit code).
         self._store = store = await stack.enter_async_context(state_store(settings))
         # Before "started": what the store holds shows from the first scrape on, not zero.
         self._watch = StoreWatch(store, self.metrics, timeout=READINESS_TIMEOUT_SECONDS)
         await self._watch.restore()
         await self._watch.check()
         await self._watch.refresh()
+        app = build_app(self, registry=self.metrics.registry, admin_token=self._admin_token)
+        self.http = await start_http(app, host=settings.http.host, port=settings.http.port)
+        stack.push_async_callback(self.http.aclose)  # stops before the store closes
+
+        stack.push_async_callback(self._close_inventory)
+        await self._inventory_for(settings)
         parts = await stack.enter_async_context(notifiers(settings))
         self._delivery = Delivery(
             store=store,
@@ -155,6 +157,7 @@ class Daemon:
             chat=parts.chat,
             metrics=self.metrics,
             wait=False,
+            backoff_base=settings.notify.retry_backoff,
             reroute=owner_check(
                 owners=self._current_owners,
                 store=store,
@@ -274,7 +277,8 @@ class Daemon:
             raise
         except Exception as err:  # a commit the store refused too (StateError): not a success
             self.metrics.ticks.labels(outcome="failure").inc()
-            log.error("tick failed", tick=run_id, error=err)
+            # With its traceback: a failure that is not an outage (a bug) must be findable.
+            log.exception("tick failed", tick=run_id, error=err)
         finally:
             self._tick_started = None
         if self._watch is not None:

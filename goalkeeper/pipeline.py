@@ -27,7 +27,7 @@ from goalkeeper.crashpoints import crash_point
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
 from goalkeeper.lifecycle import Coverage, plan_lifecycle
 from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
-from goalkeeper.metrics import Metrics, owner_gauges
+from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
 from goalkeeper.model import (
     AddressesKnown,
     Inventory,
@@ -43,7 +43,7 @@ from goalkeeper.model import (
 )
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.scope import OUTSIDE, Selection, in_scope, select_targets
+from goalkeeper.scope import IPV6_NOT_SCANNED, OUTSIDE, Selection, in_scope, select_targets
 from goalkeeper.state import NewMessage, OutboxChanged, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
@@ -149,6 +149,10 @@ async def _inventory_and_scan(
             exclude=scope.exclude,
             loopback=scope.allow_loopback,
         )
+        if selection.ipv6:
+            log.warning(
+                "ipv6 addresses not scanned: IPv6 is not scanned yet", count=len(selection.ipv6)
+            )
         for target in selection.refused:
             log.warning(
                 "target refused",
@@ -299,6 +303,8 @@ async def _to_outbox(
     if snapshot.stale_reason:
         log.warning("using the last good inventory", age_s=round(age), reason=snapshot.stale_reason)
     by_address = {t.address: t for t in selection.targets}
+    # Counted as not scanned with the reason, beside what the scanner could not scan.
+    not_scanned = {t.address: IPV6_NOT_SCANNED for t in selection.ipv6} | dict(result.not_scanned)
     seen = build_findings(result, by_address, ports, now=now)
 
     async def decide(check: bool) -> TickReport | _Committed:
@@ -350,7 +356,12 @@ async def _to_outbox(
                 refused=tuple(str(t.address) for t in selection.refused),
                 excluded=len(selection.excluded),
                 hosts_scanned=len(result.scanned),
-                not_scanned={str(a): why for a, why in sorted(result.not_scanned.items())},
+                not_scanned={
+                    str(a): why
+                    for a, why in sorted(
+                        not_scanned.items(), key=lambda i: (i[0].version, int(i[0]))
+                    )
+                },
                 findings=plan.current,
                 resolved=plan.resolved,
                 unmonitored=plan.unmonitored,
@@ -361,6 +372,7 @@ async def _to_outbox(
                 dry_run=dry_run,
                 notification_failures=failures,
                 owner_lookup=snapshot.owners,
+                family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
             )
 
         if dry_run:
@@ -463,7 +475,10 @@ def _unmonitored_counts(report: TickReport) -> dict[str, int]:
 def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.targets.set(report.targets)
     metrics.hosts_scanned.inc(report.hosts_scanned)
-    metrics.hosts_not_scanned.inc(len(report.not_scanned))
+    skipped = report.family_not_scanned
+    metrics.hosts_not_scanned.inc(len(report.not_scanned) - sum(skipped.values()))
+    for family in FAMILIES_NOT_SCANNED:
+        metrics.addresses_skipped.labels(family=family).set(skipped.get(family, 0))
     metrics.inventory_age.set(report.inventory_age_seconds)
     metrics.owners_unresolved.set(len(report.owners_not_found))
     metrics.set_owner_lookup(report.owner_lookup)

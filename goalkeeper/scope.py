@@ -9,7 +9,10 @@ IPv4 `exclude` that an IPv6 comparison would not see. Other embeddings of IPv4 i
 2002::/16, NAT64 64:ff9b::/96, Teredo) are not recognised here: they are compared as the IPv6
 addresses they are, and an IPv4 exclude does not cover them. Subnet-directed broadcasts cannot
 be known from an address alone. Every address the scanner sees has passed through
-`select_targets`; the scanner checks `unscannable` again. Pure: no I/O, no clock.
+`select_targets`; the scanner checks `unscannable` again. IPv6 addresses that may be targets
+are not scanned yet (DESIGN.md §11 is a later issue): they are set apart, each to be counted as
+not scanned with `IPV6_NOT_SCANNED` as the reason, never dropped and never "refused" (which says
+the inventory is wrong). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ OUTSIDE = "outside scan.allowed_networks"
 EXCLUDED = "inside scan.exclude"
 _THIS_NETWORK = IPv4Network("0.0.0.0/8")
 _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
+IPV6_NOT_SCANNED = "IPv6 is not scanned yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class Selection:
     excluded: tuple[Target, ...]  # inside exclude
     duplicates: int = 0  # the same address listed again (the first entry wins)
     why: Mapping[IPAddress, str] = field(default_factory=dict)  # refused address -> reason
+    ipv6: tuple[Target, ...] = ()  # not excluded, but not scanned yet (IPV6_NOT_SCANNED)
 
 
 def unscannable(address: IPAddress, *, loopback: bool = False) -> str | None:
@@ -49,6 +54,11 @@ def unscannable(address: IPAddress, *, loopback: bool = False) -> str | None:
     if address.is_link_local:
         return "a link-local address"
     return None
+
+
+def scannable(address: IPAddress) -> bool:
+    """Whether the scanner takes this address family at all (IPv4 only, for now)."""
+    return address.version == 4
 
 
 def contains(networks: Iterable[Network], address: IPAddress) -> bool:
@@ -80,7 +90,7 @@ def in_scope(
     chosen = {
         a
         for a in addresses
-        if refusal(a, allowed=allowed, exclude=exclude, loopback=loopback) is None
+        if scannable(a) and refusal(a, allowed=allowed, exclude=exclude, loopback=loopback) is None
     }
     return sorted(chosen, key=lambda a: (a.version, int(a)))
 
@@ -96,6 +106,7 @@ def select_targets(
     refused: list[Target] = []
     excluded: list[Target] = []
     why: dict[IPAddress, str] = {}
+    ipv6: list[Target] = []
     seen: set[IPAddress] = set()
     duplicates = 0
     for target in targets:
@@ -103,6 +114,9 @@ def select_targets(
             duplicates += 1
             continue
         seen.add(target.address)
+        if not scannable(target.address) and unscannable(target.address, loopback=loopback) is None:
+            (excluded if contains(exclude, target.address) else ipv6).append(target)
+            continue
         reason = refusal(target.address, allowed=allowed, exclude=exclude, loopback=loopback)
         if reason is None:
             selected.append(target)
@@ -111,4 +125,4 @@ def select_targets(
         else:
             refused.append(target)
             why[target.address] = reason
-    return Selection(tuple(selected), tuple(refused), tuple(excluded), duplicates, why)
+    return Selection(tuple(selected), tuple(refused), tuple(excluded), duplicates, why, tuple(ipv6))

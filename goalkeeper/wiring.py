@@ -72,7 +72,11 @@ async def notifiers(settings: Settings) -> AsyncIterator[Notifiers]:
             stack.push_async_callback(telegram.aclose)
             chat = telegram
         # One SMTP connection carries many mails (about 5x faster with 2,000 owners).
-        mailer = SmtpMailer(settings.notify.email, reuse_connection=True)
+        mailer = SmtpMailer(
+            settings.notify.email,
+            reuse_connection=True,
+            backoff=settings.notify.email.retry_backoff,
+        )
         stack.push_async_callback(mailer.aclose)
         yield Notifiers(mailer=mailer, chat=chat)
 
@@ -143,6 +147,7 @@ async def one_tick(
             metrics=metrics,
             wait=True,
             owner_check_attempts=3,  # then the mail stays pending: a one-off run must end
+            backoff_base=settings.notify.retry_backoff,
             reroute=owner_check(
                 owners=inventory.owners, store=store, settings=lambda: settings, catalog=catalog
             ),

@@ -478,3 +478,20 @@ async def test_a_replaced_state_file_is_not_ready_and_its_tick_fails(
     assert (await daemon.request("GET", "/readyz"))[0] == 503  # and it never claims 200 again
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit(seconds=15) == 0
+
+
+async def test_a_failing_tick_logs_its_traceback(
+    setup: Setup, daemon_factory: Callable[[Path], Awaitable[DaemonProcess]]
+) -> None:
+    daemon = await daemon_factory(setup.write_config([6379]))
+    # The static file is read at every tick: broken now, the tick itself fails.
+    (setup.tmp / "inventory.yaml").write_text("targets: [{bogus: 1}]\n")
+    mark = len(daemon.lines)
+    status, body = await daemon.request("POST", "/scan", token=setup.admin_token)
+    assert status == 202, body
+    failed = await daemon.wait_for("tick failed", after=mark)
+    assert failed["level"] == "error"
+    assert "targets[0]" in failed["error"]
+    trace = failed["exception"]
+    assert trace.startswith("Traceback (most recent call last):"), trace
+    assert "read_static_targets" in trace and "ConfigError" in trace

@@ -10,7 +10,7 @@ import pytest
 from goalkeeper.findings import build_findings, group_reports, unresolved_projects
 from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import OpenPort, Owner, PortSpec, ScanResult, Target, Transport
-from goalkeeper.scope import select_targets
+from goalkeeper.scope import in_scope, select_targets
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 ACME = Owner(name="ACME Ltd", email="admin@acme.example", client_id="7")
@@ -39,9 +39,32 @@ def test_scope_refuses_outside_and_skips_excluded() -> None:
         targets, allowed=[ip_network("203.0.113.0/24")], exclude=[ip_network("203.0.113.9/32")]
     )
     assert [str(t.address) for t in selection.targets] == ["203.0.113.5"]
-    assert [str(t.address) for t in selection.refused] == ["198.51.100.1", "2001:db8::1"]
+    assert [str(t.address) for t in selection.refused] == ["198.51.100.1"]
     assert [str(t.address) for t in selection.excluded] == ["203.0.113.9"]
+    assert [str(t.address) for t in selection.ipv6] == ["2001:db8::1"]
     assert selection.duplicates == 1
+
+
+@pytest.mark.parametrize(
+    ("allowed", "exclude", "bucket"),
+    [
+        (["203.0.113.0/24"], [], "ipv6"),  # not an inventory mistake: a family not scanned yet
+        (["2001:db8::/32"], [], "ipv6"),  # allowed or not, it is not handed to the scanner
+        (["2001:db8::/32"], ["2001:db8::/64"], "excluded"),  # the operator's exclude still wins
+    ],
+)
+def test_ipv6_is_set_apart_never_scanned_nor_refused(
+    allowed: list[str], exclude: list[str], bucket: str
+) -> None:
+    v6 = target("2001:db8::1")
+    selection = select_targets(
+        [v6],
+        allowed=[ip_network(n) for n in allowed],
+        exclude=[ip_network(n) for n in exclude],
+    )
+    assert getattr(selection, bucket) == (v6,)
+    assert selection.targets == () and selection.refused == ()
+    assert in_scope([v6.address], allowed=[ip_network(n) for n in allowed], exclude=[]) == []
 
 
 def test_empty_allowed_networks_admit_nothing() -> None:

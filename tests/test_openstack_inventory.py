@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -44,11 +43,11 @@ async def cloud(world: World) -> AsyncIterator[SimulatedCloud]:
         yield sim
 
 
-def _expected(world: World) -> dict[IPv4Address, tuple[str, str, str, str]]:
+def _expected(world: World) -> dict[IPAddress, tuple[str, str, str, str]]:
     names = {p.id: p.name for p in world.projects}
     return {
         address: (server.name, server.id, server.project_id, names[server.project_id])
-        for address, server in world.public_addresses().items()
+        for address, server in world.inventory_addresses().items()
     }
 
 
@@ -79,7 +78,7 @@ async def test_neutrons_own_ports_on_external_networks_are_not_kept(
     assert neutrons.isdisjoint(listings.ports)
     servers = {p.id for p in on_external if p.device_owner.startswith("compute:")}
     assert servers and servers <= listings.ports.keys()  # public fixed IPs: kept
-    assert {t.address for t in build_targets(listings)} == set(world.public_addresses())
+    assert {t.address for t in build_targets(listings)} == set(world.inventory_addresses())
     inventory.close()
 
 
@@ -95,6 +94,23 @@ async def test_servers_without_a_public_address_are_not_targets(
     assert private.isdisjoint(t.address for t in targets)
 
 
+async def test_ipv6_fixed_ips_of_external_ports_are_targets(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    v6 = world.public_ipv6_addresses()
+    assert v6, "the simulated world has dual-stack ports"
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    targets = {t.address: t for t in await inventory.targets()}
+    inventory.close()
+    assert {a for a in targets if a.version == 6} == set(v6)
+    for address, server in v6.items():
+        assert (targets[address].server_id, targets[address].server_name) == (
+            server.id,
+            server.name,
+        )
+
+
 async def test_application_credential_from_clouds_yaml(
     cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -102,7 +118,7 @@ async def test_application_credential_from_clouds_yaml(
     cloud.write_clouds_yaml(tmp_path / "clouds.yaml", cloud="prod-sim", application_credential=True)
     inventory = OpenStackInventory(OpenStackSettings(cloud="prod-sim", api_timeout=10))
     targets = await inventory.targets()
-    assert {t.address for t in targets} == set(world.public_addresses())
+    assert {t.address for t in targets} == set(world.inventory_addresses())
     inventory.close()
 
 
@@ -131,7 +147,7 @@ async def test_a_failing_listing_is_named_and_the_next_read_reconnects(
         await inventory.targets()
     del cloud.openstack.faults["/network/v2.0/floatingips"]
     tokens_before = cloud.openstack.requests["/identity/v3/auth/tokens"]
-    assert {t.address for t in await inventory.targets()} == set(world.public_addresses())
+    assert {t.address for t in await inventory.targets()} == set(world.inventory_addresses())
     assert cloud.openstack.requests["/identity/v3/auth/tokens"] == tokens_before + 1
     inventory.close()
 
@@ -195,7 +211,7 @@ async def test_the_addresses_are_announced_before_nova_is_read(
     announced: list[frozenset[IPAddress]] = []
     targets = await inventory.targets(announced.append)
     assert announced == [frozenset(t.address for t in targets)]
-    assert announced[0] == set(world.public_addresses())
+    assert announced[0] == set(world.inventory_addresses())
 
     # With Nova hung, the addresses are still known: a scan can start on them meanwhile.
     announced.clear()
@@ -203,7 +219,7 @@ async def test_the_addresses_are_announced_before_nova_is_read(
     stalled = OpenStackInventory(OpenStackSettings(api_timeout=0.5))
     with pytest.raises(OpenStackError, match="while listing Nova servers"):
         await stalled.targets(announced.append)
-    assert announced == [set(world.public_addresses())]
+    assert announced == [set(world.inventory_addresses())]
     inventory.close()
     stalled.close()
 
@@ -243,7 +259,7 @@ async def test_a_project_listing_cut_short_is_said_and_the_rest_still_read(
     inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
     with capture_logs() as logs:
         targets = await inventory.targets()
-    assert {t.address for t in targets} == set(world.public_addresses())
+    assert {t.address for t in targets} == set(world.inventory_addresses())
     warning = next(e for e in logs if e["event"] == "openstack cut a listing short")
     assert (warning["path"], warning["items"], warning["log_level"]) == (
         "/identity/v3/projects",
@@ -360,12 +376,13 @@ def test_build_targets_follows_floating_ips_and_external_ports() -> None:
         FloatingIpRecord("127.64.1.4", "port-lb", "p2"),  # a load balancer is exposed too
     ]
     targets = {str(t.address): t for t in build_targets(_listings(ports, fips, [web, db]))}
-    assert sorted(targets) == ["127.64.1.1", "127.64.1.4", "127.64.9.7", "127.64.9.9"]
+    # The IPv6 address is a target too (counted not scanned by the tick), never dropped here.
+    assert list(targets) == ["127.64.1.1", "127.64.1.4", "127.64.9.7", "127.64.9.9", "fd00::9"]
     rows = {
         a: (t.server_name, t.server_id, t.project_id, t.project_name) for a, t in targets.items()
     }
     assert rows["127.64.1.1"] == ("web-1", "s1", "p1", "acme")
-    assert rows["127.64.9.9"] == ("db-1", "s2", "p2", "globex")
+    assert rows["127.64.9.9"] == rows["fd00::9"] == ("db-1", "s2", "p2", "globex")
     assert rows["127.64.1.4"] == ("(Octavia)", "lb1", "p2", "globex")
     # a device on an external network that is not a server (bare metal): exposed all the same
     assert rows["127.64.9.7"] == ("(baremetal:none)", "node-7", "p1", "acme")

@@ -11,7 +11,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
@@ -58,7 +58,7 @@ class Announcing:
         assert on_addresses is not None
         await asyncio.to_thread(on_addresses, self.announce)
         await asyncio.wait_for(self.scanning.wait(), timeout=10)
-        targets = tuple(target(a) for a in sorted(self.holds))
+        targets = tuple(target(a) for a in sorted(self.holds, key=lambda a: (a.version, int(a))))
         return Inventory(targets=targets, fetched_at=NOW, source="fake")
 
 
@@ -107,12 +107,12 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     await opened.aclose()
 
 
-def settings() -> Settings:
+def settings(*more_allowed: str) -> Settings:
     return Settings.model_validate(
         {
             "scan": {
                 "ports": [{"port": 6379, "service": "redis"}],
-                "allowed_networks": ["127.46.0.0/16"],
+                "allowed_networks": ["127.46.0.0/16", *more_allowed],
                 "allow_loopback": True,
             },
             "notify": {"ops_email": "ops@provider.example", "send_to_customers": True},
@@ -180,3 +180,31 @@ async def test_an_owner_lookup_incident_reaches_the_report_the_summary_and_the_m
     lookup = json.loads(json.dumps(report_as_dict(report)))["inventory"]["owner_lookup"]
     assert lookup == {"state": "on", "projects": 1, "resolved": 0, "listed": 5, "share": 0.0,
                       "min_share": 0.5, "incident": True}  # fmt: skip
+
+
+V6_ALLOWED, V6_OUTSIDE = IPv6Address("fd00:46::1"), IPv6Address("fd00:99::1")
+
+
+async def test_ipv6_addresses_are_counted_not_scanned_with_the_reason(store: StateStore) -> None:
+    scanner = Recording()
+    held: set[IPAddress] = {A, V6_ALLOWED, V6_OUTSIDE}
+    inventory = Announcing(held, held, scanner.started)
+    metrics = Metrics()
+
+    report = await run_tick(
+        now=NOW, run_id="r4", settings=settings("fd00:46::/64"), inventory=inventory,
+        scanner=scanner, store=store, dispatch=Kept(), catalog=load_catalog(), metrics=metrics,
+    )  # fmt: skip
+
+    assert scanner.calls == [[A]]  # IPv6 is never handed to the scanner, allowed or not
+    why = "IPv6 is not scanned yet"
+    assert report.not_scanned == {str(V6_ALLOWED): why, str(V6_OUTSIDE): why}
+    assert report.family_not_scanned == {"ipv6": 2}
+    assert report.refused == ()  # not an inventory mistake
+    assert (report.targets, report.hosts_scanned) == (1, 1)
+    summary = render_summary(report)
+    assert "not scanned: 2" in summary and f"Why not scanned: {why} (2)" in summary
+    registry = metrics.registry
+    assert registry.get_sample_value("goalkeeper_addresses_skipped", {"family": "ipv6"}) == 2
+    # A known gap, not an outage: the hosts-not-scanned alert does not fire on it.
+    assert registry.get_sample_value("goalkeeper_hosts_not_scanned_total") == 0

@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from typing import Any
 import pytest
 import yaml
 
-from goalkeeper.model import Transport
+from goalkeeper.cli import main, undelivered
+from goalkeeper.model import MailOutcome, TickReport, Transport
 from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.sim.telegram import FakeTelegram
+from tests.daemon_process import free_port
 
 EVIL = "<script>alert(1)</script>\r\nBcc: victim@evil.example"
 INVENTORY = [
@@ -84,8 +87,14 @@ class Cloud:
         path.write_text(yaml.safe_dump(data))
         return path
 
-    async def goalkeeper(self, *args: str, config: Path) -> tuple[int, str, str]:
-        env = {**os.environ, "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token}
+    async def goalkeeper(
+        self, *args: str, config: Path, env: dict[str, str] | None = None
+    ) -> tuple[int, str, str]:
+        env = {
+            **os.environ,
+            "GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token,
+            **(env or {}),
+        }
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "goalkeeper", "--config", str(config), *args,
             env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -338,3 +347,141 @@ async def test_udp_skipped_without_privileges_is_unmonitored_not_closed(cloud: C
     assert [(f["port"], f["unmonitored_reason"]) for f in report["unmonitored"]] == [
         (53, "UDP not scanned (scan.privileged: false)")
     ]
+
+
+# A directory that cannot be made (its parent is a file), and a host that never resolves (.invalid
+# is reserved, RFC 2606): neither is reached over the network. The password must not be printed.
+BAD_STATE_URLS = [
+    "sqlite+aiosqlite:///{tmp}/inventory.yaml/state.db",
+    "postgresql+asyncpg://goalkeeper:Sup3rSecretPw@nohost.invalid/goalkeeper",
+]
+
+
+@pytest.mark.parametrize("command", ["run", "scan", "findings"])
+@pytest.mark.parametrize("url", BAD_STATE_URLS)
+async def test_a_state_store_that_cannot_be_opened_is_one_line_and_exit_1(
+    cloud: Cloud, command: str, url: str
+) -> None:
+    config = cloud.config(**{"http.host": "127.0.0.1", "http.port": free_port()})
+    state_url = url.format(tmp=cloud.tmp)
+    code, out, err = await cloud.goalkeeper(
+        command, config=config, env={"GOALKEEPER_STATE__URL": state_url}
+    )
+    assert code == 1, err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("goalkeeper: cannot ") and "state" in lines[0]
+    assert ("inventory.yaml" in lines[0]) or (
+        "nohost.invalid" in lines[0] and "gaierror" in lines[0]
+    )
+    assert "Sup3rSecretPw" not in out + err
+    assert cloud.smtp.messages == [] and cloud.telegram.messages == []
+
+
+async def test_a_failing_tick_exits_1_and_logs_its_traceback(cloud: Cloud) -> None:
+    # OpenStack with no credentials at all: the inventory is unavailable, and so the tick fails.
+    config = cloud.config(**{"inventory.source": "openstack"})
+    clean = {k: "" for k in os.environ if k.startswith("OS_")}
+    code, out, err = await cloud.goalkeeper("scan", config=config, env=clean)
+    assert code == 1, err
+    failed = [json.loads(line) for line in err.splitlines() if '"tick failed"' in line]
+    assert len(failed) == 1, err
+    trace = failed[0]["exception"]
+    assert trace.startswith("Traceback (most recent call last):"), trace
+    assert "InventoryUnavailable" in trace
+    assert "goalkeeper: the tick failed: inventory unavailable" in err
+    assert out == ""
+
+
+def no_smtp_config(cloud: Cloud) -> Path:
+    """Mail to a port where nothing listens, retried at once (no backoff) so the test is quick."""
+    return cloud.config(
+        **{"notify.email.port": free_port(), "notify.email.retry_backoff": 0,
+           "notify.retry_backoff": 0}
+    )  # fmt: skip
+
+
+async def test_undelivered_mail_exits_3_and_stays_in_the_outbox(cloud: Cloud) -> None:
+    config = no_smtp_config(cloud)
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=config)
+    assert code == 3, err
+    report = json.loads(out)
+    assert report["findings"]  # the tick itself did its job
+    assert "not delivered: 3 of 3 mails;" in err and "outbox" in err
+    assert len(cloud.telegram.messages) == 1  # the summary went out; only mail failed
+    # Kept, not lost: with SMTP back, the next scan sends them first.
+    code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
+    assert code == 0, err
+    assert len(cloud.smtp.messages) == 3
+
+
+async def test_smtp_answering_4xx_exits_3(cloud: Cloud) -> None:
+    cloud.smtp.fail_next(451, count=100)
+    config = cloud.config(**{"notify.email.retry_backoff": 0, "notify.retry_backoff": 0})
+    code, _, err = await cloud.goalkeeper("scan", config=config)
+    assert code == 3, err
+    assert "not delivered: 3 of 3 mails;" in err
+    assert cloud.smtp.messages == []
+
+
+async def test_a_dry_run_does_not_count_unsent_mail_as_undelivered(cloud: Cloud) -> None:
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=no_smtp_config(cloud))
+    assert code == 0, err
+    assert "not delivered" not in err
+    assert "mail to admin@acme.example" in out
+
+
+def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["scan", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "3 done, but some messages were not delivered" in text
+
+
+async def test_ipv6_in_the_static_inventory_is_reported_not_scanned(cloud: Cloud) -> None:
+    config = cloud.config()
+    v6 = {"address": "fd00:44::10", "server_name": "db-1", "project_id": "p-acme"}
+    dual_stack = [*INVENTORY, v6]
+    (cloud.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": dual_stack}))
+    code, out, err = await cloud.goalkeeper("scan", "--json", config=config)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["not_scanned"] == {"fd00:44::10": "IPv6 is not scanned yet"}
+    assert report["family_not_scanned"] == {"ipv6": 1}
+    assert report["targets"] == report["hosts_scanned"] == 5
+    summary = "\n".join(m.plain for m in cloud.telegram.messages)
+    assert "Why not scanned: IPv6 is not scanned yet (1)" in summary
+    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=config)
+    assert code == 0, err
+    assert "NOT SCANNED fd00:44::10: IPv6 is not scanned yet" in out
+
+
+def mail(*, delivered: bool, queued: bool = False) -> MailOutcome:
+    error = None if delivered else "not sent yet: will be retried"
+    to = "a@customer.example"
+    return MailOutcome(to, to, "A", 1, "<id>", delivered, error, queued=queued)
+
+
+@pytest.mark.parametrize(
+    ("mails", "summary", "dry_run", "expected"),
+    [
+        ((mail(delivered=True),), True, False, None),
+        ((mail(delivered=True),), None, False, None),  # no chat configured
+        ((mail(delivered=False), mail(delivered=True)), True, False, "1 of 2 mails"),
+        ((mail(delivered=True),), False, False, "the Telegram summary"),
+        ((mail(delivered=False),), False, False, "1 of 1 mail and the Telegram summary"),
+        ((mail(delivered=False),), None, True, None),  # a dry run sends nothing on purpose
+        ((mail(delivered=False, queued=True),), None, False, None),  # handed on, not failed
+    ],
+)
+def test_what_counts_as_undelivered(
+    mails: tuple[MailOutcome, ...], summary: bool | None, dry_run: bool, expected: str | None
+) -> None:
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    report = TickReport(
+        run_id="r", environment="prod", started_at=now, finished_at=now, inventory_source="s",
+        inventory_age_seconds=0, inventory_stale_reason=None, targets=1, refused=(), excluded=0,
+        hosts_scanned=1, not_scanned={}, findings=(), mails=mails, dry_run=dry_run,
+        summary_delivered=summary,
+    )  # fmt: skip
+    assert undelivered(report) == expected

@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 from typing import Any
 
 import aiohttp
 import pytest
 
 from goalkeeper.model import Transport
+from goalkeeper.sim import openstack_json
 from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, build_world, move_floating_ip
+from goalkeeper.sim.world import (
+    DEFAULT_ADDRESS_BASE,
+    DEFAULT_IPV6_BASE,
+    build_world,
+    move_floating_ip,
+)
 
 
 def test_one_seed_gives_one_world() -> None:
@@ -35,6 +41,27 @@ def test_sizes_and_shares_are_exact() -> None:
     assert len([p for p in world.projects if p.service_id is None]) == 1  # unknown share 0.1
     assert len([s for s in world.servers if s.services]) == 12  # open_share 0.3 of 40 public
     assert len(world.public_addresses()) == 40
+
+
+def test_half_the_public_fixed_ports_are_dual_stack_as_neutron_lists_them() -> None:
+    world = build_world(3, projects=10, servers_per_project=5)
+    v6 = world.public_ipv6_addresses()
+    assert len(v6) == 5  # ipv6_share 0.5 of the 10 public fixed ports
+    assert all(a in IPv6Network(DEFAULT_IPV6_BASE) for a in v6)
+    assert world.inventory_addresses().keys() == world.public_addresses().keys() | v6.keys()
+    assert {a for a, _, _ in world.exposed()} <= set(world.public_addresses())  # IPv4 only
+    networks = {n.id: n for n in world.networks}
+    port = next(p for p in world.ports if p.address6 is not None)
+    net = networks[port.network_id]
+    body = openstack_json.port(port, networks)
+    # Neutron's port: one fixed_ips entry per address, each with the subnet it came from.
+    assert body["fixed_ips"] == [
+        {"subnet_id": net.subnet_id, "ip_address": str(port.address)},
+        {"subnet_id": net.subnet6_id, "ip_address": str(port.address6)},
+    ]
+    assert openstack_json.network(net)["subnets"] == [net.subnet_id, net.subnet6_id]
+    with pytest.raises(ValueError, match=r"outside fd00::/8"):
+        build_world(5, ipv6_base="2001:db8::/64")
 
 
 def test_every_address_is_on_loopback_inside_the_base() -> None:

@@ -179,3 +179,28 @@ async def test_static_source_rereads_the_file(tmp_path: Path) -> None:
     assert [t.address for t in (await source.fetch()).targets] == [ip_address("127.77.0.1")]
     path.write_text("targets:\n  - {address: 127.77.0.2}\n")
     assert [t.address for t in (await source.fetch()).targets] == [ip_address("127.77.0.2")]
+
+
+def test_ipv6_entries_are_kept_for_the_tick_to_count_not_scanned(tmp_path: Path) -> None:
+    # IPv6 is not scanned yet, so it is not held to the (IPv4) allowed networks: not an error,
+    # and not dropped either.
+    path = write(
+        tmp_path,
+        """
+targets:
+  - address: 127.77.0.10
+  - address: fd00:77::10
+    server_name: web-1-v6
+  - network: fd00:77::100/126
+""",
+    )
+    targets = read_static_targets(path, allowed=ALLOWED)
+    assert [str(t.address) for t in targets] == [
+        "127.77.0.10",
+        "fd00:77::10",
+        "fd00:77::100",
+        "fd00:77::101",
+        "fd00:77::102",
+        "fd00:77::103",
+    ]
+    assert targets[1].server_name == "web-1-v6"

@@ -12,8 +12,8 @@ all projects, Neutron floating IPs, external networks, and the ports on those (a
 when floating IPs lack `port_details`). openstacksdk is blocking, so worker threads read whole
 lists, side by side (a refresh takes its slowest API, not their sum); the event loop only
 awaits them, and `api_timeout` bounds every HTTP call. Targets are floating IPs (through their
-port to the server and project) and fixed IPv4 addresses of server ports on external networks.
-Owners are left UNKNOWN here: the billing side fills them in.
+port to the server and project) and fixed addresses (IPv4 and IPv6) of ports on external
+networks. Owners are left UNKNOWN here: the billing side fills them in.
 
 It never writes to OpenStack, and no credential (password, application credential secret,
 token) ever reaches an exception or a log line it produces.

@@ -1,9 +1,11 @@
 """From OpenStack's listings to targets: which public address reaches which server.
 
 Pure: the records the OpenStack client reduces its listings to, and the join that turns them
-into targets (floating IPs through their port to the server and project, then fixed IPv4
-addresses of ports on external networks that belong to a device, a server's or another's). No
-I/O and no openstacksdk here, so the join is tested with tables.
+into targets (floating IPs through their port to the server and project, then fixed addresses
+of ports on external networks that belong to a device, a server's or another's). IPv6 addresses
+are targets like any other: they are not scanned yet, and the pipeline counts each as not
+scanned with that reason (never dropped here, so nothing is skipped silently). No I/O and no
+openstacksdk here, so the join is tested with tables.
 
 Which addresses are targets depends on Neutron's listings alone; Nova's servers and Keystone's
 projects only name them. So the addresses are known (`build_targets` without servers) while Nova
@@ -14,11 +16,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from ipaddress import IPv4Address, ip_address
+from ipaddress import ip_address
 
 import structlog
 
-from goalkeeper.model import Target
+from goalkeeper.model import IPAddress, Target
 
 log = structlog.get_logger(__name__)
 
@@ -65,7 +67,7 @@ class Listings:
 
 def build_targets(listings: Listings) -> tuple[Target, ...]:
     """Floating IPs through their port to the server, then public fixed IPs; one per address."""
-    found: dict[IPv4Address, Target] = {}
+    found: dict[IPAddress, Target] = {}
     unresolved = 0
     for fip in listings.floating_ips:
         if fip.port_id is None:
@@ -78,7 +80,7 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         # A floating IP on a port that is not a server (a load balancer, say) is still a
         # public exposure of that project: keep it, with the port's device as the server.
         project_id = server.project_id if server else fip.project_id
-        for address in _ipv4(fip.address):
+        for address in _addresses(fip.address):
             found.setdefault(address, _target(address, server, port, project_id, listings))
     for port in listings.ports.values():
         if (
@@ -91,15 +93,15 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         # address is as exposed as a server: kept, like a floating IP on such a port.
         server = listings.servers.get(port.device_id)
         project_id = server.project_id if server else port.project_id
-        for address in _ipv4(*port.addresses):
+        for address in _addresses(*port.addresses):
             found.setdefault(address, _target(address, server, port, project_id, listings))
     if unresolved:
         log.warning("floating ips with a vanished port skipped", count=unresolved)
-    return tuple(sorted(found.values(), key=lambda t: t.address))
+    return tuple(sorted(found.values(), key=lambda t: (t.address.version, int(t.address))))
 
 
 def _target(
-    address: IPv4Address,
+    address: IPAddress,
     server: ServerRecord | None,
     port: PortRecord,
     project_id: str,
@@ -114,12 +116,10 @@ def _target(
     )
 
 
-def _ipv4(*texts: str | None) -> Iterable[IPv4Address]:
-    """IPv4 only: IPv6 targets are a later feature (DESIGN.md §7), and not scanned yet."""
+def _addresses(*texts: str | None) -> Iterable[IPAddress]:
+    """IPv4 and IPv6 alike; text that is not an address (none at all, say) is no target."""
     for text in texts:
         try:
-            address = ip_address(text or "")
+            yield ip_address(text or "")
         except ValueError:
             continue
-        if isinstance(address, IPv4Address):
-            yield address

@@ -3,7 +3,9 @@
 The file is read on every tick, so edits apply without a restart. Any entry outside
 `scan.allowed_networks` makes the whole file invalid (a configuration error naming the entry):
 a static file is written by the operator, so a wrong address there is a mistake to fix, not
-something to skip quietly. This module reads one local file; it never touches the network.
+something to skip quietly. IPv6 entries are kept but not scanned yet (each tick counts them as
+not scanned, with the reason), so they are not held to `allowed_networks` until they are. This
+module reads one local file; it never touches the network.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import ConfigError, Network, Problem, Settings, section_check
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
-from goalkeeper.scope import contains
+from goalkeeper.scope import contains, scannable
 from goalkeeper.yamlfile import UnreadableFile, read_yaml
 
 log = logs.get_logger(__name__)
@@ -110,7 +112,9 @@ def read_static_targets(
         except ValueError as err:
             problems.append(Problem(source=source, key=key, message=str(err)))
             continue
-        outside = [t.address for t in expanded if not contains(allowed, t.address)]
+        outside = [
+            t.address for t in expanded if scannable(t.address) and not contains(allowed, t.address)
+        ]
         if outside:
             what = entry.address or entry.network
             problems.append(

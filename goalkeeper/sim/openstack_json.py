@@ -15,6 +15,7 @@ import secrets
 import uuid
 from collections.abc import Mapping
 from datetime import datetime
+from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
 from goalkeeper.sim.world import FloatingIp, Network, Port, SecurityGroup, Server, World
@@ -227,10 +228,14 @@ def server(
     addresses: dict[str, list[Json]] = {}
     for port in (ports[port_id] for port_id in server.port_ids):
         fip = fip_by_port.get(port.id)
-        pairs = [(port.address, "fixed")] + ([(fip.address, "floating")] if fip else [])
+        pairs: list[tuple[IPv4Address | IPv6Address, str]] = [(port.address, "fixed")]
+        if port.address6 is not None:
+            pairs.append((port.address6, "fixed"))
+        if fip:
+            pairs.append((fip.address, "floating"))
         addresses.setdefault(networks[port.network_id].name, []).extend(
             {
-                "version": 4,
+                "version": a.version,
                 "addr": str(a),
                 "OS-EXT-IPS:type": kind,
                 "OS-EXT-IPS-MAC:mac_addr": port.mac,
@@ -263,7 +268,12 @@ def _owned(project_id: str) -> Json:
 
 
 def port(port: Port, networks: Mapping[str, Network]) -> Json:
-    fixed = {"subnet_id": networks[port.network_id].subnet_id, "ip_address": str(port.address)}
+    net = networks[port.network_id]
+    # Neutron's port reference: one fixed_ips entry per address, each naming its subnet; a
+    # dual-stack port lists its IPv4 and its IPv6 address side by side.
+    fixed = [{"subnet_id": net.subnet_id, "ip_address": str(port.address)}]
+    if port.address6 is not None and net.subnet6_id is not None:
+        fixed.append({"subnet_id": net.subnet6_id, "ip_address": str(port.address6)})
     return {
         **_owned(port.project_id),
         **_PORT_CONSTANT,
@@ -272,7 +282,7 @@ def port(port: Port, networks: Mapping[str, Network]) -> Json:
         "mac_address": port.mac,
         "device_id": port.device_id,
         "device_owner": port.device_owner,
-        "fixed_ips": [fixed],
+        "fixed_ips": fixed,
         "security_groups": list(port.security_group_ids),
     }
 
@@ -304,7 +314,7 @@ def network(network: Network) -> Json:
         **_NETWORK_CONSTANT,
         "id": network.id,
         "name": network.name,
-        "subnets": [network.subnet_id],
+        "subnets": [network.subnet_id, *([network.subnet6_id] if network.subnet6_id else [])],
         "shared": external,
         "router:external": external,
         "is_default": external and network.name == "public",

@@ -5,7 +5,9 @@ benchmarks agree on what "right" is. This module is pure: it draws from its own
 `random.Random(seed)`, never reads the clock, the network or the environment, and never serves
 anything (sim/openstack.py and sim/fleio.py do). Every address it hands out, public or private,
 lies inside `address_base`, which must be in 127.0.0.0/8: whatever scans this world only ever
-reaches loopback.
+reaches loopback. Some public fixed ports also carry an IPv6 address, from `ipv6_base` inside
+fd00::/8 (unique local, never routed): targets the inventory must report, which are not scanned
+yet and so are never played by listeners (`exposed` is IPv4 only).
 """
 
 from __future__ import annotations
@@ -16,13 +18,18 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-from goalkeeper.model import PortSpec, Transport
+from goalkeeper.model import IPAddress, PortSpec, Transport
 from goalkeeper.scanning.catalog import load_catalog
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
 DEFAULT_ADDRESS_BASE = "127.64.0.0/14"  # clear of 127.0.0.0/16 and of other suites' 127.42.0.0/16
+UNIQUE_LOCAL = IPv6Network("fd00::/8")
+DEFAULT_IPV6_BASE = "fd00:64::/64"  # the public-direct network's IPv6 subnet
+# Subnet ids of IPv6 subnets are derived from their network's id, not drawn: adding them left
+# every other value a seed gives as it was.
+_IPV6_SUBNET_IDS = uuid.UUID("6b6a2f1e-5d4c-4b3a-9f8e-7d6c5b4a3f2e")
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _NAMES = "acme globex initech umbrella hooli stark wayne tyrell wonka cyberdyne soylent aperture"
 _WORDS = tuple(f"{_NAMES} massive vandelay pied oscorp".split())
@@ -63,7 +70,7 @@ class BillingService:
 
 @dataclass(frozen=True, slots=True)
 class Network:
-    """A Neutron network with its one IPv4 subnet."""
+    """A Neutron network with its IPv4 subnet, and maybe an IPv6 one."""
 
     id: str
     name: str
@@ -71,11 +78,14 @@ class Network:
     external: bool
     subnet_id: str
     cidr: IPv4Network
+    subnet6_id: str | None = None
+    cidr6: IPv6Network | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Port:
-    """A Neutron port with one IPv4 address; `device_owner` says what it belongs to."""
+    """A Neutron port with one IPv4 address, maybe an IPv6 one; `device_owner` says what it
+    belongs to."""
 
     id: str
     network_id: str
@@ -85,6 +95,7 @@ class Port:
     mac: str
     address: IPv4Address
     security_group_ids: tuple[str, ...] = ()
+    address6: IPv6Address | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +161,8 @@ class World:
     security_groups: tuple[SecurityGroup, ...]
 
     def public_addresses(self) -> dict[IPv4Address, Server]:
-        """Every public address that reaches a server: the targets a correct inventory finds."""
+        """Every public IPv4 address that reaches a server: the targets a correct inventory
+        finds and scans (`public_ipv6_addresses` are the others)."""
         by_port = {port.id: port for port in self.ports}
         servers = {server.id: server for server in self.servers}
         external = {network.id for network in self.networks if network.external}
@@ -163,6 +175,23 @@ class World:
             if port.network_id in external and port.device_id in servers:
                 found[port.address] = servers[port.device_id]
         return found
+
+    def public_ipv6_addresses(self) -> dict[IPv6Address, Server]:
+        """Every public IPv6 address of a server: targets too, but not scanned yet."""
+        servers = {server.id: server for server in self.servers}
+        external = {network.id for network in self.networks if network.external}
+        return {
+            port.address6: servers[port.device_id]
+            for port in self.ports
+            if port.address6 is not None
+            and port.network_id in external
+            and port.device_id in servers
+        }
+
+    def inventory_addresses(self) -> dict[IPAddress, Server]:
+        """Every public address of a server, IPv4 and IPv6: what a correct inventory lists."""
+        both = (self.public_addresses(), self.public_ipv6_addresses())
+        return {address: server for found in both for address, server in found.items()}
 
     def exposed(self) -> list[tuple[IPv4Address, int, Transport]]:
         """Every (address, port, transport) that answers: what the listeners must play."""
@@ -193,6 +222,8 @@ def build_world(
     unassociated_floating_ips: int = 2,
     address_base: str = DEFAULT_ADDRESS_BASE,
     services: Sequence[PortSpec] | None = None,
+    ipv6_share: float = 0.5,
+    ipv6_base: str = DEFAULT_IPV6_BASE,
 ) -> World:
     """A world of `projects` x `servers_per_project` servers. Shares are exact, rounded counts.
 
@@ -200,15 +231,19 @@ def build_world(
     or the other); `open_share` is the share of servers with a public address that leave one or
     two of `services` (default: the dangerous-port catalog; ports below 1024 need root to be
     played by the listeners). `address_base` is split in four: floating IPs, public fixed IPs,
-    tenant networks, unused.
+    tenant networks, unused. `ipv6_share` of the public fixed ports (the first ones) also get an
+    address from `ipv6_base`, as a dual-stack external network gives them.
     """
     base = IPv4Network(address_base)
     if not base.subnet_of(LOOPBACK):
         raise ValueError(f"address_base {base} is outside 127.0.0.0/8: the sim stays on loopback")
+    base6 = IPv6Network(ipv6_base)
+    if not base6.subnet_of(UNIQUE_LOCAL):
+        raise ValueError(f"ipv6_base {base6} is outside fd00::/8: the sim stays unroutable")
     if not 0 <= servers_per_project <= 250:
         raise ValueError("servers_per_project must be between 0 and 250 (one /24 per project)")
     rng = random.Random(seed)
-    builder = _Builder(rng, base)
+    builder = _Builder(rng, base, base6)
     project_ids = [uuid.UUID(int=rng.getrandbits(128), version=4).hex for _ in range(projects)]
     unknown = _take(rng, project_ids, round(projects * unknown_project_share))
     clients = [builder.client(number) for number in range(1, max(1, round(projects * 0.7)) + 1)]
@@ -222,7 +257,7 @@ def build_world(
     with_fip = _take(rng, server_ids, round(len(server_ids) * floating_ip_share))
     rest = [server_id for server_id in server_ids if server_id not in with_fip]
     with_fixed = _take(rng, rest, round(len(server_ids) * public_fixed_share))
-    builder.expose(with_fip, with_fixed)
+    builder.expose(with_fip, with_fixed, dual_stack=round(len(with_fixed) * ipv6_share))
     for _ in range(unassociated_floating_ips):
         builder.floating_ip(rng.choice(project_ids), None)
     exposed = with_fip | with_fixed
@@ -284,7 +319,7 @@ def _next(hosts: Iterator[IPv4Address], what: str) -> IPv4Address:
 class _Builder:
     """Draws the world in a fixed order, so that one seed always gives the same world."""
 
-    def __init__(self, rng: random.Random, base: IPv4Network) -> None:
+    def __init__(self, rng: random.Random, base: IPv4Network, base6: IPv6Network) -> None:
         floating_pool, fixed_pool, private_pool, _ = base.subnets(prefixlen_diff=2)
         self.rng = rng
         self.admin_project = uuid.UUID(int=rng.getrandbits(128), version=4).hex
@@ -294,7 +329,12 @@ class _Builder:
         self.servers: list[Server] = []
         self.floating_ips: list[FloatingIp] = []
         self.floating_net = self._network("public", self.admin_project, True, floating_pool)
-        self.fixed_net = self._network("public-direct", self.admin_project, True, fixed_pool)
+        fixed_net = self._network("public-direct", self.admin_project, True, fixed_pool)
+        self.fixed_net = dataclasses.replace(
+            fixed_net, subnet6_id=str(uuid.uuid5(_IPV6_SUBNET_IDS, fixed_net.id)), cidr6=base6
+        )
+        self.networks[-1] = self.fixed_net
+        self.fixed6_hosts = base6.hosts()
         self.floating_hosts = floating_pool.hosts()
         self.fixed_hosts = fixed_pool.hosts()
         # Tenant networks overlap once there are many, as in real clouds: they are never targets.
@@ -327,7 +367,7 @@ class _Builder:
             self.servers.append(Server(server_id, server_name, project_id, created, (port.id,)))
         return Project(project_id, name, 500 + index, service_id)
 
-    def expose(self, with_fip: set[str], with_fixed: set[str]) -> None:
+    def expose(self, with_fip: set[str], with_fixed: set[str], *, dual_stack: int = 0) -> None:
         for index, server in enumerate(self.servers):
             if server.id in with_fip:
                 self.floating_ip(server.project_id, self.ports[server.port_ids[0]])
@@ -341,6 +381,10 @@ class _Builder:
                     address,
                     self.ports[server.port_ids[0]].security_group_ids,
                 )
+                if dual_stack > 0:  # the first ones: no draw, so the rest of the world stays
+                    dual_stack -= 1
+                    port = dataclasses.replace(port, address6=next(self.fixed6_hosts))
+                    self.ports[port.id] = port
                 self.servers[index] = dataclasses.replace(
                     server, port_ids=(*server.port_ids, port.id)
                 )
