@@ -421,13 +421,13 @@ class StateSettings(Model):
             raise ValueError(
                 f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
             )
-        try:
-            urlsplit(value).port  # noqa: B018 - parsing it is the check
-        except ValueError:
-            raise ValueError("the port is not a number from 0 to 65535") from None
         url = _database_url(value)  # never echoed: it may hold the password
-        if url is None:
-            raise ValueError("not a URL SQLAlchemy can read")
+        if url is None or not 0 <= (url.port or 0) <= 65535:
+            raise ValueError(
+                "the port is not a number from 0 to 65535"
+                if _bad_port(value)
+                else "not a URL SQLAlchemy can read"
+            )
         if "@" in (url.host or ""):
             raise ValueError("an @ in the user name or password must be written %40")
         return value
@@ -621,6 +621,15 @@ def redact_url(url: str) -> str:
         scheme, found, _ = url.partition("://")
         return f"{scheme}://(unreadable, not shown)" if found else "(unreadable, not shown)"
     return parsed.render_as_string(hide_password=True)
+
+
+def _bad_port(url: str) -> bool:
+    """Why SQLAlchemy could not read `url`, told apart only to name the port in the message."""
+    try:
+        urlsplit(url).port  # noqa: B018 - parsing it is the check
+    except ValueError:
+        return True
+    return False
 
 
 def _database_url(url: str) -> URL | None:
