@@ -30,6 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from goalkeeper.state import StateStore
+
 URL_VARIABLE = "TEST_GOALKEEPER_POSTGRES_URL"
 REQUIRE_VARIABLE = "TEST_GOALKEEPER_REQUIRE_POSTGRES"  # set in CI: never skip, fail instead
 _SYSTEM_USER = "postgres"
@@ -151,6 +153,16 @@ async def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     """A URL of an empty database: a SQLite file, or a fresh database on PostgreSQL."""
     async with _empty_database(request.param, tmp_path / "state", request) as url:
         yield url
+
+
+@pytest.fixture
+async def store(state_url: str) -> AsyncIterator[StateStore]:
+    """The state store on `state_url`, opened (and so migrated) and closed after the test."""
+    opened = await StateStore.open(state_url)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
 
 
 @pytest.fixture

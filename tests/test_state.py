@@ -6,7 +6,7 @@ import ast
 import asyncio
 import sqlite3
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
@@ -96,15 +96,6 @@ def mail(recipient_key: str, records: list[FindingRecord], run: str = "run-1") -
         recipient_key=recipient_key,
         finding_keys=[r.key for r in records],
     )
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[StateStore]:
-    opened = await StateStore.open(state_url)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 async def query(url: str, statement: Executable) -> list[Any]:

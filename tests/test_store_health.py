@@ -33,15 +33,6 @@ def mail(key: str, run: str) -> NewMessage:
 
 
 @pytest.fixture
-async def store(state_url: str) -> AsyncIterator[StateStore]:
-    opened = await StateStore.open(state_url)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
-
-
-@pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "state" / "goalkeeper.db"
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -45,15 +44,6 @@ def samples(metrics: Metrics) -> Samples:
 
 def email(name: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     return name, (("channel", "email"),)
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[StateStore]:
-    opened = await StateStore.open(state_url)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 async def commit_mail(store: StateStore) -> None:

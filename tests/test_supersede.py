@@ -6,7 +6,7 @@ that sends nothing, so the earlier run's mails stay pending as after a crash or 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -16,15 +16,6 @@ from goalkeeper.state.supersede import SUPERSEDED_BY
 from tests.test_state import DAY, T0, covering, finding, mail, record
 
 pytest_plugins = ["tests.db"]  # the state_url and postgres_server fixtures
-
-
-@pytest.fixture
-async def store(state_url: str) -> AsyncIterator[StateStore]:
-    opened = await StateStore.open(state_url)
-    try:
-        yield opened
-    finally:
-        await opened.aclose()
 
 
 async def test_a_new_mail_supersedes_the_pending_one_to_the_same_owner(store: StateStore) -> None:
