@@ -24,8 +24,8 @@ from pydantic import SecretStr
 
 from goalkeeper.config import FleioSettings, InventorySettings, OpenStackSettings
 from goalkeeper.inventory.cloud import CloudInventory
-from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.world import build_world
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.world import build_world
 
 
 def serve(channel: Connection, projects: int, per_project: int, page_size: int) -> None:

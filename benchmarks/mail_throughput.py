@@ -27,7 +27,7 @@ from goalkeeper.model import Finding, OutgoingMail, Owner, Target, Transport
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.notify.render import render_owner_report
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper_sim.smtp import SmtpSink
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 BASE = int(IPv4Address("198.18.0.0"))

@@ -1,15 +1,15 @@
 """Scan speed side by side: plain nmap, Goalkeeper's scan stage, Goalkeeper's whole tick.
 
-Run by `python -m benchmarks` inside a network namespace that the benchmark creates (as root),
-or on the host's loopback with connect scans (not root). For each size it builds a simulated
-cloud (sim/world.py: every public address a floating IP in 127.64.0.0/16, a few percent of host
-and port pairs open), serves it from a child process (fake OpenStack and Fleio, the listeners,
-an SMTP sink, a fake Telegram), and measures, `repeats` times in turn: default nmap, the best
-tuned single nmap, NmapScanner.scan(), and goalkeeper.wiring.one_tick(). Scenario `dropped`
-loads an nftables ruleset in the namespace that silences every closed port (no RST, no ICMP),
-as an OpenStack security group does. Ground truth is the listeners that were opened. This module
-only ever sends to 127.0.0.0/8 inside the namespace it is run in, and refuses to run a `dropped`
-scenario anywhere but in a namespace named by benchmarks.netns.
+Run by `python -m benchmarks` inside a network namespace that the benchmark creates (as root), or on
+the host's loopback with connect scans (not root). For each size it builds a simulated cloud
+(goalkeeper_sim/world.py: every public address a floating IP in 127.64.0.0/16, a few percent of host
+and port pairs open), serves it from a child process (fake OpenStack and Fleio, the listeners, an
+SMTP sink, a fake Telegram), and measures, `repeats` times in turn: default nmap, the best tuned
+single nmap, NmapScanner.scan(), and goalkeeper.wiring.one_tick(). Scenario `dropped` loads an
+nftables ruleset in the namespace that silences every closed port (no RST, no ICMP), as an OpenStack
+security group does. Ground truth is the listeners that were opened. This module only ever sends to
+127.0.0.0/8 inside the namespace it is run in, and refuses to run a `dropped` scenario anywhere but
+in a namespace named by benchmarks.netns.
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from typing import Any
 from benchmarks.measure import Port, Run, run_goalkeeper, run_nmap
 from goalkeeper.model import Transport
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
-from goalkeeper.sim.world import World, build_world
+from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
+from goalkeeper_sim.world import World, build_world
 
 TARGETS = "127.64.0.0/14"  # the simulated world's address base: floating IPs in 127.64.0.0/16
 SOURCES = ("127.63.0.1", "127.63.0.2")  # one per core: each nmap run captures only its replies

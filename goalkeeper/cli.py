@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         # Imported here only: the simulated cloud never loads into the daemon's process.
-        from goalkeeper.demo import run_demo
+        from goalkeeper_sim.demo import run_demo
 
         logs.configure(level="warning", fmt="console")
         asyncio.run(

@@ -92,7 +92,7 @@ async def _run_scenario(spec: dict[str, Any]) -> list[dict[str, Any]]:
     from goalkeeper.config import ScanSettings
     from goalkeeper.model import PortSpec, Transport
     from goalkeeper.scanning.nmap import NmapScanner
-    from goalkeeper.sim.listeners import PortListeners
+    from goalkeeper_sim.listeners import PortListeners
 
     endpoints = [(ip_address(a), int(p), Transport(t)) for a, p, t in spec["listeners"]]
     results = []

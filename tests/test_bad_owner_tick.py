@@ -15,11 +15,11 @@ import pytest
 
 from goalkeeper.config import Settings
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
-from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, Client, World, build_world
 from goalkeeper.wiring import one_tick
+from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
+from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, Client, World, build_world
 
 OPS = "security@provider.example"
 

@@ -22,7 +22,7 @@ from benchmarks.mail_throughput import rendered_mails
 from benchmarks.netns import PREFIX
 from goalkeeper.config import EmailSettings
 from goalkeeper.notify.email import SmtpMailer
-from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper_sim.smtp import SmtpSink
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 IS_ROOT = os.geteuid() == 0

@@ -15,8 +15,8 @@ from structlog.testing import capture_logs
 from goalkeeper.config import FleioSettings, InventorySettings, OpenStackSettings
 from goalkeeper.inventory.cloud import CloudInventory, InventoryUnavailable
 from goalkeeper.model import InventorySource, OwnerLookupState
-from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.world import World, build_world, move_floating_ip
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.world import World, build_world, move_floating_ip
 from tests.openstack_env import use_os_environment
 
 T0 = datetime(2025, 3, 1, 6, 0, tzinfo=UTC)

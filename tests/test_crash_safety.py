@@ -43,8 +43,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from goalkeeper.crashpoints import CRASH_VARIABLE
 from goalkeeper.model import Transport
-from goalkeeper.sim.listeners import PortListeners
 from goalkeeper.state import StateStore
+from goalkeeper_sim.listeners import PortListeners
 from tests.daemon_process import DaemonProcess, free_port
 
 OWNERS = 8

@@ -23,9 +23,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from goalkeeper.model import Transport
-from goalkeeper.sim.listeners import PortListeners
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
+from goalkeeper_sim.listeners import PortListeners
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
 from tests.daemon_process import DaemonProcess, children, free_port
 
 HOST = "127.43.0.5"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from structlog.testing import capture_logs
 
-from goalkeeper.demo import run_demo
+from goalkeeper_sim.demo import run_demo
 
 
 async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: Path) -> None:
@@ -56,7 +56,7 @@ async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: P
 def test_the_simulator_never_loads_into_the_daemons_process() -> None:
     code = (
         "import sys, goalkeeper.cli; "
-        "print(sorted(m for m in sys.modules if m.startswith(('goalkeeper.sim', 'aiosmtpd'))))"
+        "print(sorted(m for m in sys.modules if m.startswith(('goalkeeper_sim', 'aiosmtpd'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from goalkeeper.config import EmailSettings
 from goalkeeper.model import DeliveryError, OutgoingMail
 from goalkeeper.notify.email import SmtpMailer
-from goalkeeper.sim.smtp import SmtpSink
+from goalkeeper_sim.smtp import SmtpSink
 from tests.recorded_sleep import RecordedSleep
 
 PASSWORD = "s3cret-Pa55word"

@@ -12,10 +12,10 @@ from pydantic import SecretStr
 from goalkeeper.config import FleioSettings
 from goalkeeper.inventory.fleio import FleioClient, FleioError, join_billing, reference_id
 from goalkeeper.model import UNKNOWN_OWNER, Owner
-from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.faults import STALL
-from goalkeeper.sim.fleio import API_ROOT
-from goalkeeper.sim.world import World, build_world
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.faults import STALL
+from goalkeeper_sim.fleio import API_ROOT
+from goalkeeper_sim.world import World, build_world
 from tests.daemon_process import free_port as unused_port
 
 LISTINGS = (

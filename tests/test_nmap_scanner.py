@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from goalkeeper.config import ScanSettings
 from goalkeeper.model import IPAddress, PortSpec, ScanResult, Transport
 from goalkeeper.scanning.nmap import HOST_TIMEOUT_REASON, NmapScanner, ScannerSetupError
-from goalkeeper.sim.listeners import PortListeners
+from goalkeeper_sim.listeners import PortListeners
 from tests.netns import (
     NamespaceScan,
     NamespaceScenario,

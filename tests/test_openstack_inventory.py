@@ -20,9 +20,9 @@ from goalkeeper.inventory.openstack_targets import (
     build_targets,
 )
 from goalkeeper.model import IPAddress
-from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.faults import STALL
-from goalkeeper.sim.world import World, build_world
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.faults import STALL
+from goalkeeper_sim.world import World, build_world
 from tests.openstack_env import use_os_environment
 
 LISTINGS = (

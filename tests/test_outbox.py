@@ -28,12 +28,12 @@ from goalkeeper.metrics import Metrics
 from goalkeeper.model import Transport
 from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.listeners import PortListeners
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
 from goalkeeper.state import OutboxMessage, StateError, StateStore
 from goalkeeper.storewatch import StoreWatch
 from goalkeeper.wiring import inventory_source, notifiers, one_tick, owner_check, scanner
+from goalkeeper_sim.listeners import PortListeners
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
 
 T0 = datetime(2026, 11, 2, 6, 0, tzinfo=UTC)
 HOST = "127.45.0.7"

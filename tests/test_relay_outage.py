@@ -1,6 +1,6 @@
 """A relay that refuses everyone is an outage of the relay, not of every address.
 
-A real SMTP server (aiosmtpd, goalkeeper.sim.smtp) answers 550 to every recipient for a while,
+A real SMTP server (aiosmtpd, goalkeeper_sim.smtp) answers 550 to every recipient for a while,
 then recovers. Before, each mail was marked permanently failed and never tried again; now, once
 RELAY_OUTAGE_AFTER distinct recipients are refused in a row with the same code, the messages go
 back to pending, the pass stops and the worker backs off; the next pass after recovery delivers
@@ -21,8 +21,8 @@ from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.relay import RELAY_OUTAGE_AFTER, RefusalStreak
-from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.state import NewMessage, StateStore
+from goalkeeper_sim.smtp import SmtpSink
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 MAILERS: dict[Delivery, SmtpMailer] = {}  # closed after each pass: it keeps its connection

@@ -34,7 +34,7 @@ from goalkeeper.model import (
 from goalkeeper.notify.render import header_text, render_owner_report, to_mime
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.telegram import parse_telegram_html
+from goalkeeper_sim.telegram import parse_telegram_html
 
 NOW = datetime(2024, 5, 6, 6, 0, tzinfo=UTC)
 SENDER = "Goalkeeper <security@example.com>"

@@ -19,8 +19,8 @@ import yaml
 
 from goalkeeper.messages import OWNER_CHANGED
 from goalkeeper.model import OutgoingMail
-from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+from goalkeeper_sim.smtp import SmtpSink
 from tests.daemon_process import DaemonProcess
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)

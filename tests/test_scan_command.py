@@ -23,9 +23,9 @@ import yaml
 
 from goalkeeper.cli import main, undelivered
 from goalkeeper.model import MailOutcome, TickReport, Transport
-from goalkeeper.sim.listeners import PortListeners
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
+from goalkeeper_sim.listeners import PortListeners
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
 from tests.daemon_process import free_port
 
 EVIL = "<script>alert(1)</script>\r\nBcc: victim@evil.example"

@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 
 from goalkeeper.model import Transport
-from goalkeeper.sim import openstack_json
-from goalkeeper.sim.cloud import SimulatedCloud
-from goalkeeper.sim.world import (
+from goalkeeper_sim import openstack_json
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.world import (
     DEFAULT_ADDRESS_BASE,
     DEFAULT_IPV6_BASE,
     build_world,

@@ -3,7 +3,8 @@
 Before, the send-time owner check let the inventory error end the mail workers, so the daemon
 exited within a fraction of a second of every start: a crash loop that sent nothing. Now the
 check waits and retries with backoff (logged, counted in a metric), and the mail goes out once
-the source answers again. The simulated APIs fail through their fault injection (sim/faults.py).
+the source answers again. The simulated APIs fail through their fault injection
+(goalkeeper_sim/faults.py).
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from goalkeeper.delivery import Delivery
 from goalkeeper.inventory.cloud import InventoryUnavailable
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
-from goalkeeper.sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
-from goalkeeper.sim.fleio import API_ROOT
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, build_world
 from goalkeeper.state import NewMessage, OutboxMessage, StateStore
+from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.fleio import API_ROOT
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, build_world
 from tests.daemon_process import DaemonProcess
 
 CUSTOMER = "pending@customer.example"

@@ -21,9 +21,9 @@ from goalkeeper.delivery import Delivery
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
 from goalkeeper.notify.email import SmtpMailer
-from goalkeeper.sim.smtp import SmtpSink
 from goalkeeper.state import NewMessage, StateStore, TickRecord
 from goalkeeper.storewatch import StoreWatch
+from goalkeeper_sim.smtp import SmtpSink
 from tests.daemon_process import free_port
 from tests.recorded_sleep import RecordedSleep
 

@@ -18,7 +18,7 @@ from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError, Finding, Owner, Target, TickReport, Transport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.notify.telegram import TelegramNotifier, split_message, utf16_length
-from goalkeeper.sim.telegram import FakeTelegram, parse_telegram_html
+from goalkeeper_sim.telegram import FakeTelegram, parse_telegram_html
 from tests.recorded_sleep import RecordedSleep
 
 NOW = datetime(2024, 5, 6, 6, 0, tzinfo=UTC)

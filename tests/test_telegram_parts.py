@@ -20,9 +20,9 @@ from goalkeeper.delivery import Delivery
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
 from goalkeeper.notify.telegram import TelegramNotifier, split_message
-from goalkeeper.sim.telegram import FakeTelegram
 from goalkeeper.state import NewMessage, StateStore
 from goalkeeper.state.migrate import alembic_config
+from goalkeeper_sim.telegram import FakeTelegram
 from tests.recorded_sleep import RecordedSleep
 from tests.test_state import on_database
 from tests.test_telegram import settings

@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from goalkeeper.sim.faults import Faults, Handler
-from goalkeeper.sim.world import Client, FloatingIp, Network, World
+from goalkeeper_sim.faults import Faults, Handler
+from goalkeeper_sim.world import Client, FloatingIp, Network, World
 
 Json = dict[str, Any]
 API_ROOT = "/backend/staffapi"

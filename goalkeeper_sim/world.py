@@ -3,7 +3,7 @@
 One seed and a few sizes give the same world every time, so the demo, the tests and the
 benchmarks agree on what "right" is. This module is pure: it draws from its own
 `random.Random(seed)`, never reads the clock, the network or the environment, and never serves
-anything (sim/openstack.py and sim/fleio.py do). Every address it hands out, public or private,
+anything (openstack.py and fleio.py beside it do). Every address it hands out, public or private,
 lies inside `address_base`, which must be in 127.0.0.0/8: whatever scans this world only ever
 reaches loopback. Some public fixed ports also carry an IPv6 address, from `ipv6_base` inside
 fd00::/8 (unique local, never routed): targets the inventory must report, which are not scanned

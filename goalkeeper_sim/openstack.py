@@ -28,10 +28,10 @@ from typing import Any, TypeAlias
 from aiohttp import web
 from multidict import MultiDict, MultiMapping
 
-from goalkeeper.sim import openstack_json as shapes
-from goalkeeper.sim.faults import Faults, Handler
-from goalkeeper.sim.openstack_json import NOVA_MAX_VERSION, Json
-from goalkeeper.sim.world import World
+from goalkeeper_sim import openstack_json as shapes
+from goalkeeper_sim.faults import Faults, Handler
+from goalkeeper_sim.openstack_json import NOVA_MAX_VERSION, Json
+from goalkeeper_sim.world import World
 
 _DISCOVERY = {"/identity", "/identity/v3", "/compute", "/compute/v2.1", "/network"}
 _NEUTRON = ("floatingips", "ports", "networks", "security-groups")

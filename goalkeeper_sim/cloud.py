@@ -15,10 +15,10 @@ import yaml
 from aiohttp import web
 
 from goalkeeper.aio import Running
-from goalkeeper.sim.fleio import API_ROOT, FleioSim
-from goalkeeper.sim.listeners import PortListeners
-from goalkeeper.sim.openstack import OpenStackSim
-from goalkeeper.sim.world import World
+from goalkeeper_sim.fleio import API_ROOT, FleioSim
+from goalkeeper_sim.listeners import PortListeners
+from goalkeeper_sim.openstack import OpenStackSim
+from goalkeeper_sim.world import World
 
 SIM_CLOUD_NAME = "goalkeeper-sim"
 

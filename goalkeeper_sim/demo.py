@@ -23,11 +23,11 @@ from goalkeeper import config
 from goalkeeper.config import Settings
 from goalkeeper.model import TickReport
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
-from goalkeeper.sim.smtp import SmtpSink
-from goalkeeper.sim.telegram import FakeTelegram
-from goalkeeper.sim.world import DEFAULT_ADDRESS_BASE, build_world
 from goalkeeper.wiring import one_tick
+from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.smtp import SmtpSink
+from goalkeeper_sim.telegram import FakeTelegram
+from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, build_world
 
 OPS = "security@provider.example"
 

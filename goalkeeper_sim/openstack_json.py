@@ -2,7 +2,7 @@
 
 Keystone's version documents, tokens and projects; Nova's version document and servers;
 Neutron's ports, floating IPs, networks and security groups (with their rules); and the error
-body each service writes. `sim/openstack.py` serves these; they live apart so that the server
+body each service writes. `openstack.py` beside it serves these; they live apart so that the server
 stays about routing, auth and paging. Functions of the simulated world and their arguments
 only: no HTTP, no state, no clock (times are arguments; only a token's audit id is random, as
 Keystone's is). The daemon never imports this module.
@@ -18,7 +18,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from goalkeeper.sim.world import FloatingIp, Network, Port, SecurityGroup, Server, World
+from goalkeeper_sim.world import FloatingIp, Network, Port, SecurityGroup, Server, World
 
 Json = dict[str, Any]
 NOVA_MAX_VERSION = "2.96"

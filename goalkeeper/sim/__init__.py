@@ -1,1 +1,0 @@
-"""A simulated cloud on loopback for demo, tests and benchmarks; the daemon never imports it."""
