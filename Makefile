@@ -29,7 +29,7 @@ system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,sim]'
 	touch $@
 
 venv: system $(VENV)/.installed

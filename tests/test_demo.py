@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from goalkeeper_sim.demo import run_demo
@@ -62,3 +63,37 @@ def test_the_simulator_never_loads_into_the_daemons_process() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def demo_command(*argv: str, block: str | None = None) -> subprocess.CompletedProcess[str]:
+    """`goalkeeper demo` in a fresh process; `block` makes a package unimportable there, as in an
+    install without the `sim` extra (None in sys.modules is the import system's "not here")."""
+    blocking = f"sys.modules[{block!r}] = None; " if block else ""
+    code = f"import sys; {blocking}from goalkeeper.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, "demo", *argv],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def test_the_demo_command_loads_the_simulator_in_the_dev_install(tmp_path: Path) -> None:
+    result = demo_command("--out", str(tmp_path / "demo"), "--projects", "2")
+    assert result.returncode == 0, result.stderr
+    assert "Simulated cloud: 2 projects" in result.stdout
+    assert "Telegram summary (1 message(s))" in result.stdout
+
+
+@pytest.mark.parametrize("package", ["goalkeeper_sim", "aiosmtpd"])
+def test_without_the_simulator_demo_says_so_in_one_line_and_exits_2(
+    tmp_path: Path, package: str
+) -> None:
+    result = demo_command("--out", str(tmp_path / "demo"), block=package)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"goalkeeper: the simulator is not installed (no module {package}): pip install -e '.[sim]'"
+    ]
+    assert not (tmp_path / "demo").exists()
