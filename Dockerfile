@@ -2,7 +2,8 @@
 # Goalkeeper's image: the daemon in a virtualenv, nmap from Debian, tini as PID 1.
 #
 # The build stage installs the package and its dependencies; the final stage gets only the
-# virtualenv, so no compiler, pip cache or source tree ships. No secret is baked in: they come
+# virtualenv, so no compiler, pip cache or source tree ships. The simulated cloud (goalkeeper_sim/
+# and its `sim` extra, aiosmtpd) is a development tool and is neither copied nor installed. No secret is baked in: they come
 # from the environment at run time (docs/operations.md).
 #
 # nmap ships twice. /usr/bin/nmap is Debian's, untouched: the "restricted" profile runs it for

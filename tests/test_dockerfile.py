@@ -183,12 +183,10 @@ def setuptools_major() -> int:
         return 0
 
 
-# pyproject's `license = "Apache-2.0"` (PEP 639) needs setuptools 77; the build is offline.
-@pytest.mark.skipif(setuptools_major() < 77, reason="needs setuptools>=77 (dev extras)")
-def test_package_built_from_the_context_carries_every_file(tmp_path: Path) -> None:
-    # The build stage runs `pip install .` on the context: a file left out of the wheel (a
-    # folder without __init__.py, data missing from package-data) would be missing in the
-    # image while every test here, run from the source tree, still passes.
+@pytest.fixture(scope="module")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The build context as .dockerignore leaves it, and the wheel `pip install .` makes of it."""
+    tmp_path = tmp_path_factory.mktemp("image")
     patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     context = tmp_path / "context"
     for name in exclude_paths(str(ROOT), patterns):
@@ -205,6 +203,21 @@ def test_package_built_from_the_context_carries_every_file(tmp_path: Path) -> No
     )
     assert build.returncode == 0, build.stderr
     (wheel,) = (tmp_path / "dist").glob("goalkeeper-*.whl")
+    return context, wheel
+
+
+# pyproject's `license = "Apache-2.0"` (PEP 639) needs setuptools 77; the build is offline.
+needs_setuptools_77 = pytest.mark.skipif(
+    setuptools_major() < 77, reason="needs setuptools>=77 (dev extras)"
+)
+
+
+@needs_setuptools_77
+def test_package_built_from_the_context_carries_every_file(built_wheel: tuple[Path, Path]) -> None:
+    # The build stage runs `pip install .` on the context: a file left out of the wheel (a
+    # folder without __init__.py, data missing from package-data) would be missing in the
+    # image while every test here, run from the source tree, still passes.
+    context, wheel = built_wheel
     with zipfile.ZipFile(wheel) as archive:
         shipped = set(archive.namelist())
     sources = {
@@ -215,6 +228,30 @@ def test_package_built_from_the_context_carries_every_file(tmp_path: Path) -> No
     }
     assert sources
     assert sorted(sources - shipped) == []
+
+
+@needs_setuptools_77
+def test_the_image_holds_no_simulator(built_wheel: tuple[Path, Path]) -> None:
+    # goalkeeper_sim is a tool for the demo, tests and benchmarks: neither it nor its SMTP
+    # server (aiosmtpd, the `sim` extra) belongs in what the daemon runs from.
+    context, wheel = built_wheel
+    assert (ROOT / "goalkeeper_sim").is_dir()
+    assert not (context / "goalkeeper_sim").exists()
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.namelist()
+        (metadata_name,) = [n for n in shipped if n.endswith(".dist-info/METADATA")]
+        requires = [
+            line.removeprefix("Requires-Dist: ")
+            for line in archive.read(metadata_name).decode().splitlines()
+            if line.startswith("Requires-Dist: ")
+        ]
+    assert [name for name in shipped if name.startswith("goalkeeper_sim")] == []
+    smtpd = [r for r in requires if re.match(r"aiosmtpd\b", r)]
+    assert smtpd
+    assert all('extra == "sim"' in r or 'extra == "dev"' in r for r in smtpd)
+    installs = [c for c in commands() if c.cmd == "RUN" and "pip install" in " ".join(c.value)]
+    assert installs
+    assert all("sim" not in " ".join(c.value) for c in installs)
 
 
 @pytest.fixture
