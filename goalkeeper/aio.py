@@ -1,4 +1,4 @@
-"""Small asyncio building blocks: blocking calls in threads, backoff arithmetic, `async with`.
+"""Small asyncio building blocks: guarded tasks, blocking calls in threads, backoff, `async with`.
 
 Kept free of any outside library so every layer can use it. Nothing here sleeps on its own
 initiative: callers pass the sleep they want, so tests can pass a fake one.
@@ -10,7 +10,7 @@ import asyncio
 import contextvars
 import functools
 import random
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from concurrent.futures import Executor
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, Self, TypeVar
@@ -20,6 +20,31 @@ T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], datetime]
+Died = Callable[[str, BaseException | None], None]  # a task's name, and its error or None
+
+
+def start_guarded(
+    coro: Coroutine[Any, Any, None], *, name: str, died: Died, finishable: bool = False
+) -> asyncio.Task[None]:
+    """Start a long-lived task whose death is never silent (kopf's `aiotasks.guard`).
+
+    An error, or (unless `finishable`) a plain return, is handed to `died` with the task's name,
+    from inside the except block so a logger there gets the traceback; then the task ends
+    quietly, its error retrieved. A cancellation is an ordinary stop, and is not reported.
+    """
+
+    async def guarded() -> None:
+        try:
+            await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            died(name, err)
+            return
+        if not finishable:
+            died(name, None)
+
+    return asyncio.create_task(guarded(), name=name)
 
 
 def utc_now() -> datetime:

@@ -1,6 +1,6 @@
 """The HTTP face of the daemon: probes for Kubernetes, metrics for Prometheus, admin calls.
 
-Probes are cheap and honest: they read flags the daemon keeps, never call OpenStack. The admin
+Probes are cheap and honest: they read the daemon's `Health`, never call OpenStack. The admin
 endpoints are off unless `http.admin_token` is set, and compare the bearer token in constant
 time. The server never installs signal handlers: the daemon owns signals.
 """
@@ -18,17 +18,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from goalkeeper import logs
+from goalkeeper.health import Health
 
 log = logs.get_logger(__name__)
 REQUEST_HEADER_TIMEOUT_SECONDS = 5.0  # also how long an idle keep-alive connection stays open
 
 
 class Controls(Protocol):
-    """What the HTTP layer may ask of the daemon."""
-
-    def liveness(self) -> tuple[bool, dict[str, Any]]: ...
-
-    async def readiness(self) -> tuple[bool, dict[str, Any]]: ...
+    """What the admin API may ask of the daemon."""
 
     def request_tick(self, reason: str) -> str | None: ...  # a run id, or None while one runs
 
@@ -49,16 +46,20 @@ class HttpServer:
 
 
 def build_app(
-    controls: Controls, *, registry: CollectorRegistry, admin_token: Callable[[], str | None]
+    controls: Controls,
+    *,
+    health: Health,
+    registry: CollectorRegistry,
+    admin_token: Callable[[], str | None],
 ) -> web.Application:
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
-        ok, details = controls.liveness()
+        ok, details = health.liveness()
         return _json({"ok": ok, **details}, status=200 if ok else 503)
 
     async def readyz(request: web.Request) -> web.Response:
-        ok, details = await controls.readiness()
+        ok, details = await health.readiness()
         return _json({"ok": ok, **details}, status=200 if ok else 503)
 
     async def scan(request: web.Request) -> web.Response:

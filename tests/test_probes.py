@@ -5,28 +5,51 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import pytest
 
+from goalkeeper.health import Health
 from goalkeeper.metrics import Metrics
 from goalkeeper.probes import HttpServer, build_app, start_http
 
 
+class FakeSchedule:
+    running = True
+
+    def next_run_time(self) -> datetime | None:
+        return None
+
+    def overdue(self, now: datetime) -> float | None:
+        return None
+
+
+class FakeStoreCheck:
+    problem: str | None = None
+
+    async def check(self) -> str | None:
+        return self.problem
+
+
+def health(schedule: FakeSchedule | None = None) -> Health:
+    started = Health(
+        schedule=schedule or FakeSchedule(),
+        store=FakeStoreCheck(),
+        max_tick_seconds=lambda: 3600.0,
+        clock=lambda: datetime(2026, 11, 27, 12, 0, tzinfo=UTC),
+        monotonic=lambda: 0.0,
+    )
+    started.started = True
+    return started
+
+
 class FakeControls:
     def __init__(self) -> None:
-        self.alive = True
-        self.ready = True
         self.busy = False
         self.ticks: list[str] = []
         self.retries: list[tuple[str | None, list[int] | None, str]] = []
-
-    def liveness(self) -> tuple[bool, dict[str, Any]]:
-        return self.alive, {"problems": [] if self.alive else ["scheduler not running"]}
-
-    async def readiness(self) -> tuple[bool, dict[str, Any]]:
-        return self.ready, {}
 
     def request_tick(self, reason: str) -> str | None:
         if self.busy:
@@ -44,8 +67,12 @@ class FakeControls:
         return {"moved": ids or [], "skipped": {}}
 
 
-async def serve(controls: FakeControls, token: str | None) -> HttpServer:
-    app = build_app(controls, registry=Metrics().registry, admin_token=lambda: token)
+async def serve(
+    controls: FakeControls, token: str | None, *, flags: Health | None = None
+) -> HttpServer:
+    app = build_app(
+        controls, health=flags or health(), registry=Metrics().registry, admin_token=lambda: token
+    )
     return await start_http(app, host="127.0.0.1", port=0)
 
 
@@ -56,13 +83,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def test_probes_reflect_the_daemons_flags(session: aiohttp.ClientSession) -> None:
-    controls = FakeControls()
-    server = await serve(controls, None)
+    schedule = FakeSchedule()
+    flags = health(schedule)
+    server = await serve(FakeControls(), None, flags=flags)
     base = f"http://127.0.0.1:{server.port}"
     try:
         async with session.get(base + "/healthz") as r:
             assert r.status == 200
-        controls.alive, controls.ready = False, False
+        schedule.running, flags.started = False, False
         async with session.get(base + "/healthz") as r:
             assert r.status == 503
             assert (await r.json())["problems"] == ["scheduler not running"]
@@ -171,7 +199,9 @@ CUT_OFF_GUARD_SECONDS = 15  # far above the 0.5 s bound: only so a failure canno
 async def test_slow_header_senders_are_cut_off_and_probes_still_answer(
     session: aiohttp.ClientSession,
 ) -> None:
-    app = build_app(FakeControls(), registry=Metrics().registry, admin_token=lambda: None)
+    app = build_app(
+        FakeControls(), health=health(), registry=Metrics().registry, admin_token=lambda: None
+    )
     server = await start_http(app, host="127.0.0.1", port=0, request_timeout=0.5)
     request = b"GET /healthz HTTP/1.1\r\nHost: goalkeeper\r\nX-Padding: " + b"a" * 4000
 

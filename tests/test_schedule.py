@@ -8,8 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from goalkeeper.config import Settings
-from goalkeeper.crontab import crontab_weekdays
-from goalkeeper.daemon import cron_trigger
+from goalkeeper.schedule import cron_trigger, crontab_weekdays
 
 # Friday 27 November 2026, 12:00 UTC
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -54,4 +53,4 @@ def test_bad_weekday_fields_are_refused(field: str) -> None:
 )
 def test_next_run_is_the_crontab_one(cron: str, expected: datetime) -> None:
     settings = Settings.model_validate({"schedule": {"cron": cron, "timezone": "UTC"}})
-    assert cron_trigger(settings).get_next_fire_time(None, NOW) == expected
+    assert cron_trigger(settings.schedule).get_next_fire_time(None, NOW) == expected
