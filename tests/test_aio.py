@@ -1,10 +1,13 @@
-"""The `async with` building blocks of goalkeeper/aio.py."""
+"""The building blocks of goalkeeper/aio.py: `async with`, guarded tasks."""
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 import pytest
 
-from goalkeeper.aio import Closing, Running
+from goalkeeper.aio import Closing, Running, start_guarded
 
 
 class Resource(Closing):
@@ -59,3 +62,47 @@ async def test_running_closes_what_a_failed_start_left_behind() -> None:
         async with service:
             pytest.fail("the block must not run when starting failed")
     assert service.events == ["start", "close"]
+
+
+async def test_a_guarded_task_that_fails_is_reported_with_its_traceback() -> None:
+    reported: list[tuple[str, str, bool]] = []
+
+    def died(name: str, error: BaseException | None) -> None:
+        # Called inside the guard's except block, so a logger here gets the traceback.
+        reported.append((name, repr(error), sys.exc_info()[1] is error))
+
+    async def fails() -> None:
+        raise ValueError("boom")
+
+    task = start_guarded(fails(), name="worker", died=died)
+    await task
+    assert task.get_name() == "worker"
+    assert reported == [("worker", "ValueError('boom')", True)]
+
+
+async def test_a_guarded_task_may_not_end_unless_finishable() -> None:
+    reported: list[tuple[str, BaseException | None]] = []
+
+    async def returns() -> None:
+        return None
+
+    await start_guarded(returns(), name="loop", died=lambda n, e: reported.append((n, e)))
+    await start_guarded(returns(), name="tick", died=lambda n, e: reported.append((n, e)),
+                        finishable=True)  # fmt: skip
+    assert reported == [("loop", None)]
+
+
+async def test_a_cancelled_guarded_task_is_an_ordinary_stop() -> None:
+    reported: list[str] = []
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    task = start_guarded(forever(), name="watch", died=lambda n, e: reported.append(n))
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert reported == []

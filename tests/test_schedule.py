@@ -1,14 +1,14 @@
 """The cron schedule means what a standard crontab means (APScheduler 3 numbers weekdays from
-Monday; crontab from Sunday)."""
+Monday; crontab from Sunday); one that never fires is refused; a run too late is overdue."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from goalkeeper.config import Settings
-from goalkeeper.schedule import cron_trigger, crontab_weekdays
+from goalkeeper.config import ScheduleSettings, Settings
+from goalkeeper.schedule import cron_trigger, crontab_weekdays, overdue_seconds, schedule_problems
 
 # Friday 27 November 2026, 12:00 UTC
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -54,3 +54,33 @@ def test_bad_weekday_fields_are_refused(field: str) -> None:
 def test_next_run_is_the_crontab_one(cron: str, expected: datetime) -> None:
     settings = Settings.model_validate({"schedule": {"cron": cron, "timezone": "UTC"}})
     assert cron_trigger(settings.schedule).get_next_fire_time(None, NOW) == expected
+
+
+@pytest.mark.parametrize(
+    ("cron", "problems"),
+    [
+        ("0 6 * * 1", []),
+        ("0 0 30 2 *", ["never fires: no date matches it in the next 100 years"]),
+        ("0 6 * * 8", ["weekday 8 is not 0-7 in '8'"]),
+        ("61 6 * * *", ["Error validating expression '61': the last value (61) is higher "
+                        "than the maximum value (59)"]),
+    ],
+)  # fmt: skip
+def test_schedule_problems(cron: str, problems: list[str]) -> None:
+    schedule = ScheduleSettings.model_validate({"cron": cron})
+    assert schedule_problems(schedule, now=NOW) == problems
+
+
+@pytest.mark.parametrize(
+    ("next_run", "overdue"),
+    [
+        (None, None),  # nothing scheduled (the scheduler is not running)
+        (NOW + timedelta(hours=1), None),  # due later
+        (NOW - timedelta(hours=6), None),  # late, but a misfire may still run
+        (NOW - timedelta(hours=7), 7 * 3600.0),  # too late: something is stuck
+    ],
+)
+def test_a_next_run_is_overdue_past_the_misfire_grace(
+    next_run: datetime | None, overdue: float | None
+) -> None:
+    assert overdue_seconds(next_run, NOW) == overdue
