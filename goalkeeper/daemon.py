@@ -19,21 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from goalkeeper import config, logs
+from goalkeeper.admin import AdminApi
 from goalkeeper.aio import Clock, start_guarded, utc_now
 from goalkeeper.config import ConfigError, Problem, Settings
 from goalkeeper.delivery import Delivery
 from goalkeeper.health import Health, Monotonic
 from goalkeeper.inventory.static import static_inventory_problems
-from goalkeeper.messages import retry_failed
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import IPAddress, Target
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.schedule import Schedule, schedule_problems
-from goalkeeper.state import Channel, StateStore
+from goalkeeper.state import StateStore
 from goalkeeper.storewatch import StoreWatch
 from goalkeeper.ticks import InventoryCache, Ticks
-from goalkeeper.views import record_as_dict
 from goalkeeper.wiring import notifiers, owner_check, scope_problem, state_store
 
 log = logs.get_logger(__name__)
@@ -69,36 +68,6 @@ class Started:
     background: tuple[asyncio.Task[None], ...]  # store watch, resend pass, scheduler
 
 
-@dataclass(frozen=True)
-class AdminApi:
-    """The admin endpoints' side of the daemon (goalkeeper.probes.Controls)."""
-
-    store: StateStore
-    delivery: Delivery
-    ticks: Ticks
-
-    def request_tick(self, reason: str) -> str | None:
-        return self.ticks.request(reason)
-
-    async def findings(self, *, include_resolved: bool) -> list[dict[str, Any]]:
-        records = await self.store.list_findings(include_resolved=include_resolved)
-        return [record_as_dict(r) for r in records]
-
-    async def retry_failed(
-        self, *, channel: str | None, ids: list[int] | None, who: str
-    ) -> dict[str, Any]:
-        """POST /outbox/retry: failed messages back to pending, and sent now (not in 5 min)."""
-        wanted: Channel | None = None
-        if channel == "email":
-            wanted = "email"
-        elif channel == "telegram":
-            wanted = "telegram"
-        retried = await retry_failed(self.store, channel=wanted, ids=ids, who=who)
-        if retried.moved:
-            await self.delivery.resend_pending()
-        return retried.as_dict()
-
-
 class Daemon:
     def __init__(
         self,
@@ -125,7 +94,7 @@ class Daemon:
     async def serve(self) -> None:
         async with AsyncExitStack() as stack:
             started = await self._startup(stack)
-            await self._main_loop(started)
+            await self._main_loop()
             await self._shutdown(started)
         if self._died is not None:
             raise RuntimeError(f"{self._died} died: see the log above")
@@ -189,7 +158,7 @@ class Daemon:
             died=self._task_died,
         )
         app = build_app(
-            AdminApi(store, delivery, ticks),
+            AdminApi(store, delivery, request_tick=ticks.request),
             health=health,
             registry=self.metrics.registry,
             admin_token=self._admin_token,
@@ -234,7 +203,7 @@ class Daemon:
         inventory = await self.inventory.get(self.settings)
         return await inventory.owners()
 
-    async def _main_loop(self, started: Started) -> None:
+    async def _main_loop(self) -> None:
         while not self._stop.is_set():
             stop = asyncio.create_task(self._stop.wait())
             reload = asyncio.create_task(self._reload.wait())
