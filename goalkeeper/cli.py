@@ -22,8 +22,7 @@ import yaml
 
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
-from goalkeeper.daemon import load_settings, serve
-from goalkeeper.inventory.static import static_inventory_warnings
+from goalkeeper.daemon import serve
 from goalkeeper.messages import retry_failed
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
@@ -31,8 +30,9 @@ from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import Channel, StateError, StateUnavailable
+from goalkeeper.validity import load_settings, scope_problem, static_inventory_warnings
 from goalkeeper.views import record_as_dict, report_as_dict
-from goalkeeper.wiring import one_tick, scope_problem, state_store
+from goalkeeper.wiring import one_tick, state_store
 
 EXIT_OK, EXIT_TICK_FAILED, EXIT_USAGE, EXIT_UNDELIVERED = 0, 1, 2, 3
 

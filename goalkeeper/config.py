@@ -12,7 +12,6 @@ import os
 import re
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from email.utils import parseaddr
 from ipaddress import (
     IPv4Address,
@@ -24,7 +23,7 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Any, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -33,24 +32,17 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
 from goalkeeper.mailaddress import checked_mail_address
-from goalkeeper.yamlfile import UnreadableFile, parse_yaml, read_yaml
 
 ENV_PREFIX = "GOALKEEPER_"
 CONFIG_PATH_VARIABLE = "GOALKEEPER_CONFIG"
-SECRET_KEYS = (
-    "inventory.fleio.token",
-    "notify.email.password",
-    "notify.telegram.token",
-    "http.admin_token",
-)
 Network: TypeAlias = IPv4Network | IPv6Network
 _IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 _THIS_NETWORK = IPv4Network("0.0.0.0/8")  # RFC 1122 "this network": not a destination
@@ -410,8 +402,13 @@ class NotifySettings(Model):
         return value
 
 
+# Marks a URL field whose password, if any, is a secret: refused in the file, hidden in output.
+_HOLDS_PASSWORD = object()
+PasswordUrl: TypeAlias = Annotated[str, _HOLDS_PASSWORD]
+
+
 class StateSettings(Model):
-    url: str = "sqlite+aiosqlite:///./goalkeeper-state.db"
+    url: PasswordUrl = "sqlite+aiosqlite:///./goalkeeper-state.db"
 
     @field_validator("url")
     @classmethod
@@ -421,7 +418,7 @@ class StateSettings(Model):
             raise ValueError(
                 f"use sqlite+aiosqlite:///PATH or postgresql+asyncpg://..., not {scheme!r}"
             )
-        url = _database_url(value)  # never echoed: it may hold the password
+        url = database_url(value)  # never echoed: it may hold the password
         if url is None or not 0 <= (url.port or 0) <= 65535:
             raise ValueError(
                 "the port is not a number from 0 to 65535"
@@ -465,7 +462,20 @@ class DaemonSettings(Model):
     max_tick_seconds: float = Field(default=6 * 3600, gt=0, le=7 * 86400)
 
 
-class Settings(Model):
+class Settings(BaseSettings):
+    """The whole configuration. `GOALKEEPER_<SECTION>__<KEY>` names a key in the environment;
+    goalkeeper.configsources reads the file and those variables (constructing Settings in code
+    reads neither, so tests and the demo get exactly what they pass)."""
+
+    model_config = SettingsConfigDict(
+        frozen=True,
+        extra="forbid",
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+        env_parse_none_str="null",
+    )
+
     environment: Literal["stage", "prod"] = "stage"
     schedule: ScheduleSettings = ScheduleSettings()
     scan: ScanSettings = ScanSettings()
@@ -476,23 +486,38 @@ class Settings(Model):
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
     def secrets(self) -> list[str]:
         """Every configured secret value, for the log redactor."""
-        values = self.state_passwords()
-        for key in SECRET_KEYS:
-            node: Any = self
-            for part in key.split("."):
-                node = getattr(node, part)
+        values: list[str] = []
+        for key in password_url_keys(type(self)):
+            values += url_passwords(self.value_at(key))
+        for key in secret_keys(type(self)):
+            node = self.value_at(key)
             if isinstance(node, SecretStr):
                 values.append(node.get_secret_value())
         return [value for value in values if value]
 
     def state_passwords(self) -> list[str]:
         """The database password as SQLAlchemy reads it, and as it may be written in the URL."""
-        url = _database_url(self.state.url)
-        if url is None or not url.password:
-            return []
-        return list(dict.fromkeys((url.password, quote(url.password, safe=""))))
+        return url_passwords(self.state.url)
+
+    def value_at(self, key: str) -> Any:
+        """The value at a dotted key such as "notify.email.password"."""
+        node: Any = self
+        for part in key.split("."):
+            node = getattr(node, part)
+        return node
 
 
 class Problem(Model):
@@ -516,107 +541,58 @@ class ConfigError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
 
-Check: TypeAlias = Callable[[Settings, Path], Iterable[Problem]]
-
-
-@dataclass(frozen=True)
-class SectionCheck:
-    """A Check that reads only some top-level sections. When another section is invalid it
-    still runs, on those sections, so its problems are reported with every other one."""
-
-    sections: frozenset[str]
-    check: Check
-
-    def __call__(self, settings: Settings, path: Path) -> list[Problem]:
-        return list(self.check(settings, path))
-
-
-def section_check(*sections: str) -> Callable[[Check], SectionCheck]:
-    """Declare which sections a check reads: `@section_check("schedule")`."""
-    unknown = set(sections) - Settings.model_fields.keys()
-    assert not unknown, f"no such section: {unknown}"
-    return lambda check: SectionCheck(frozenset(sections), check)
-
-
-def load(
-    path: Path,
-    *,
-    environ: Mapping[str, str] | None = None,
-    checks: Sequence[Check] = (),
-) -> Settings:
-    """Read `path`, apply environment overrides, validate; raise ConfigError listing everything."""
-    environ = os.environ if environ is None else environ
-    source = str(path)
-    data, problems = _read_yaml(path)
-    overrides, from_env, env_problems = _environment_overrides(environ)
-    problems += env_problems
-    problems += _secrets_in_file(data, source)
-    if problems:
-        raise ConfigError(problems)
-    merged = _deep_merge(data, overrides)
-    try:
-        settings = Settings.model_validate(merged)
-    except ValidationError as err:
-        problems = _problems_from(err, source, from_env)
-        problems += _checks_on_valid_sections(merged, err, checks, path)
-        raise ConfigError(problems) from None
-    problems += _billing_problems(settings, source)
-    for check in checks:
-        problems += check(settings, path)
-    if problems:
-        raise ConfigError(problems)
-    return settings
-
-
-def _billing_problems(settings: Settings, source: str) -> list[Problem]:
-    """Fleio half configured: owners would silently all be NOT FOUND, so refuse to start."""
-    fleio = settings.inventory.fleio
-    if settings.inventory.source != "openstack" or not fleio.wanted:
-        return []
-    off = "or set inventory.fleio.enabled: false to run without owners (all NOT FOUND)"
-    problems = []
-    if fleio.url is None:
-        problems.append(
-            Problem(
-                source=source,
-                key="inventory.fleio.url",
-                message=f"Fleio's staff API URL is needed for owner lookups; set it, {off}",
-            )
-        )
-    if fleio.token is None:
-        problems.append(
-            Problem(
-                source=source,
-                key="inventory.fleio.token",
-                message=f"set GOALKEEPER_INVENTORY__FLEIO__TOKEN (Fleio's staff API token), {off}",
-            )
-        )
-    return problems
-
-
 def resolve_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
     return Path(explicit or environ.get(CONFIG_PATH_VARIABLE) or "config.yaml")
 
 
+def secret_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """The dotted keys of every SecretStr field: only the environment may set them."""
+    return _keys_of(model, prefix, lambda kinds, _: SecretStr in kinds)
+
+
+def password_url_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """The dotted keys of every URL that may hold a password (a PasswordUrl field)."""
+    return _keys_of(model, prefix, lambda _, metadata: any(m is _HOLDS_PASSWORD for m in metadata))
+
+
+def _keys_of(
+    model: type[BaseModel], prefix: str, wanted: Callable[[tuple[Any, ...], list[Any]], bool]
+) -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        kinds = get_args(field.annotation) or (field.annotation,)
+        if wanted(kinds, field.metadata):
+            keys.append(prefix + name)
+        for kind in kinds:
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                keys += _keys_of(kind, f"{prefix}{name}.", wanted)
+    return keys
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The effective settings as plain data, secrets replaced, for printing."""
     data = settings.model_dump(mode="json")
-    for key in SECRET_KEYS:
+    for key in secret_keys(type(settings)):
         *parents, leaf = key.split(".")
         node = data
         for part in parents:
             node = node[part]
         if node[leaf] is not None:
             node[leaf] = "***"
-    data["state"]["url"] = redact_url(settings.state.url)
+    for key in password_url_keys(type(settings)):
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        node[leaf] = redact_url(node[leaf])
     return data
 
 
 def redact_url(url: str) -> str:
     """`url` with its password hidden, read as SQLAlchemy reads it (urllib would not: a `#`, `/`
     or `?` in the password ends its netloc early and leaves the password in the text)."""
-    parsed = _database_url(url)
+    parsed = database_url(url)
     if parsed is None:
         scheme, found, _ = url.partition("://")
         return f"{scheme}://(unreadable, not shown)" if found else "(unreadable, not shown)"
@@ -632,149 +608,16 @@ def _bad_port(url: str) -> bool:
     return False
 
 
-def _database_url(url: str) -> URL | None:
+def url_passwords(url: str) -> list[str]:
+    """A URL's password as SQLAlchemy reads it, and as it may be written in the URL."""
+    parsed = database_url(url)
+    if parsed is None or not parsed.password:
+        return []
+    return list(dict.fromkeys((parsed.password, quote(parsed.password, safe=""))))
+
+
+def database_url(url: str) -> URL | None:
     try:
         return make_url(url)
     except (ArgumentError, ValueError):
         return None
-
-
-def _read_yaml(path: Path) -> tuple[dict[str, Any], list[Problem]]:
-    source = str(path)
-    try:
-        data = read_yaml(path, max_bytes=MAX_CONFIG_BYTES, max_nodes=MAX_CONFIG_VALUES)
-    except UnreadableFile as err:
-        return {}, [Problem(source=source, key="", message=str(err))]
-    if data is None:
-        return {}, []
-    if not isinstance(data, dict):
-        return {}, [Problem(source=source, key="", message="the top level must be a mapping")]
-    return data, []
-
-
-def _environment_overrides(
-    environ: Mapping[str, str],
-) -> tuple[dict[str, Any], dict[tuple[str, ...], str], list[Problem]]:
-    overrides: dict[str, Any] = {}
-    origin: dict[tuple[str, ...], str] = {}
-    problems: list[Problem] = []
-    for name in sorted(environ):
-        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_PATH_VARIABLE:
-            continue
-        path = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
-        if not all(path):
-            problems.append(Problem(source=f"environment {name}", key="", message="malformed name"))
-            continue
-        node = overrides
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                problems.append(
-                    Problem(
-                        source=f"environment {name}",
-                        key=".".join(path),
-                        message="conflicts with another variable",
-                    )
-                )
-                break
-            node = child
-        else:
-            node[path[-1]] = _env_value(environ[name])
-            origin[path] = name
-    return overrides, origin, problems
-
-
-def _env_value(raw: str) -> Any:
-    text = raw.strip()
-    if text == "null":
-        return None
-    if text[:1] in ("[", "{"):
-        try:
-            return parse_yaml(text, max_nodes=MAX_CONFIG_VALUES)
-        except UnreadableFile:
-            return raw
-    return raw
-
-
-def _secrets_in_file(data: Mapping[str, Any], source: str) -> list[Problem]:
-    problems = []
-    for key in SECRET_KEYS:
-        node: Any = data
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
-            variable = ENV_PREFIX + key.upper().replace(".", "__")
-            problems.append(
-                Problem(
-                    source=source,
-                    key=key,
-                    message=f"secrets may not be written in the file; set {variable}",
-                )
-            )
-    state = data.get("state")
-    url = (
-        _database_url(state["url"])
-        if isinstance(state, dict) and isinstance(state.get("url"), str)
-        else None
-    )
-    if url is not None and url.password:
-        problems.append(
-            Problem(
-                source=source,
-                key="state.url",
-                message="holds a password; set GOALKEEPER_STATE__URL instead",
-            )
-        )
-    return problems
-
-
-def _checks_on_valid_sections(
-    merged: Mapping[str, Any], err: ValidationError, checks: Sequence[Check], path: Path
-) -> list[Problem]:
-    invalid = {str(e["loc"][0]) for e in err.errors(include_url=False) if e["loc"]}
-    valid = {k: v for k, v in merged.items() if k in Settings.model_fields and k not in invalid}
-    try:
-        partial = Settings.model_validate(valid)  # the invalid sections at their defaults
-    except ValidationError:
-        return []
-    problems: list[Problem] = []
-    for check in checks:
-        if isinstance(check, SectionCheck) and not check.sections & invalid:
-            problems += check(partial, path)
-    return problems
-
-
-def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _problems_from(
-    err: ValidationError, source: str, from_env: Mapping[tuple[str, ...], str]
-) -> list[Problem]:
-    problems = []
-    for error in err.errors(include_url=False, include_input=False):
-        loc = tuple(str(part) for part in error["loc"])
-        key = _dotted(loc)
-        origin = next(
-            (from_env[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in from_env), None
-        )
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        problems.append(
-            Problem(source=f"environment {origin}" if origin else source, key=key, message=message)
-        )
-    return problems
-
-
-def _dotted(loc: tuple[str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if part.isdigit() else (f".{part}" if out else part)
-    return out

@@ -18,41 +18,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from goalkeeper import config, logs
+from goalkeeper import logs
 from goalkeeper.admin import AdminApi
 from goalkeeper.aio import Clock, start_guarded, utc_now
 from goalkeeper.config import ConfigError, Problem, Settings
 from goalkeeper.delivery import Delivery
 from goalkeeper.health import Health, Monotonic
-from goalkeeper.inventory.static import static_inventory_problems
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import IPAddress, Target
 from goalkeeper.probes import HttpServer, build_app, start_http
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.schedule import Schedule, schedule_problems
+from goalkeeper.schedule import Schedule
 from goalkeeper.state import StateStore
 from goalkeeper.storewatch import StoreWatch
 from goalkeeper.ticks import InventoryCache, Ticks
-from goalkeeper.wiring import notifiers, owner_check, scope_problem, state_store
+from goalkeeper.validity import load_settings, scope_problem
+from goalkeeper.wiring import notifiers, owner_check, state_store
 
 log = logs.get_logger(__name__)
 TICK_SHARE_OF_SHUTDOWN = 0.6  # of the shutdown deadline a running tick may use to finish
 RESEND_INTERVAL_SECONDS = 300  # how often messages left pending are tried again
 READINESS_TIMEOUT_SECONDS = 2.0  # also bounds each read of the store's gauges
 STORE_WATCH_INTERVAL_SECONDS = 30  # how stale the store's gauges and state_store_up may be
-
-
-@config.section_check("schedule")
-def _schedule_check(settings: Settings, config_path: Path) -> list[Problem]:
-    return [
-        Problem(source=str(config_path), key="schedule.cron", message=message)
-        for message in schedule_problems(settings.schedule)
-    ]
-
-
-def load_settings(path: Path) -> Settings:
-    """Load and validate everything a tick depends on; raise ConfigError listing every problem."""
-    return config.load(path, checks=(_schedule_check, static_inventory_problems))
 
 
 @dataclass(frozen=True)

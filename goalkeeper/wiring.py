@@ -29,16 +29,6 @@ from goalkeeper.scanning.nmap import NmapScanner
 from goalkeeper.state import OutboxMessage, StateStore
 
 
-def scope_problem(settings: Settings) -> str | None:
-    """Why nothing could be scanned with these settings, or None."""
-    if not settings.scan.allowed_networks:
-        return (
-            "scan.allowed_networks is empty: nothing may be scanned. "
-            "List the cloud's public ranges there (CIDRs)."
-        )
-    return None
-
-
 def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 

@@ -27,7 +27,7 @@ from helm_python.chart import Chart, lint
 from helm_python.errors import HelmError
 from pydantic import BaseModel
 
-from goalkeeper.config import SECRET_KEYS, Settings
+from goalkeeper.config import Settings, secret_keys
 
 CHART = Path(__file__).resolve().parents[1] / "deploy" / "helm" / "goalkeeper"
 RELEASE, NAMESPACE, KUBE_VERSION = "goalkeeper", "security", "1.30"
@@ -151,7 +151,7 @@ def value_leaves(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def test_values_config_mirrors_every_settings_key_except_secrets() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
-    expected = leaf_keys(Settings) - set(SECRET_KEYS)
+    expected = leaf_keys(Settings) - set(secret_keys())
     found = set(value_leaves(values["config"]))
     assert found == expected, (
         f"missing from values.yaml: {sorted(expected - found)}; "

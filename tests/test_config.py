@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
-from goalkeeper import config
+from goalkeeper import config, configsources
 from goalkeeper.config import ConfigError
+from goalkeeper import validity
+from goalkeeper.validity import load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -23,18 +26,18 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def problems(path: Path, environ: dict[str, str] | None = None) -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ=environ or {})
+        load_settings(path, environ=environ or {})
     return [str(p) for p in caught.value.problems]
 
 
 def test_repository_config_is_valid_and_matches_defaults() -> None:
-    settings = config.load(Path(__file__).parent.parent / "config.yaml", environ={})
+    settings = configsources.load(Path(__file__).parent.parent / "config.yaml", environ={})
     assert settings == config.Settings()
 
 
 def test_environment_overrides_nested_keys_and_lists(tmp_path: Path) -> None:
     path = write(tmp_path, "environment: stage\nnotify: {email: {port: 25}}\n")
-    settings = config.load(
+    settings = configsources.load(
         path,
         environ={
             "GOALKEEPER_ENVIRONMENT": "prod",
@@ -174,13 +177,13 @@ def test_fleio_may_be_off_by_choice_or_unused(
     tmp_path: Path, fleio: dict[str, object], source: str
 ) -> None:
     text = yaml.safe_dump({"inventory": {"source": source, "fleio": fleio}})
-    settings = config.load(write(tmp_path, text), environ={})
+    settings = configsources.load(write(tmp_path, text), environ={})
     assert settings.inventory.fleio.wanted is False or source == "static"
 
 
 def test_fleio_with_url_and_token_loads(tmp_path: Path) -> None:
     text = yaml.safe_dump({"inventory": {"fleio": {"url": FLEIO_URL, "min_resolved_share": 0.8}}})
-    settings = config.load(
+    settings = configsources.load(
         write(tmp_path, text), environ={"GOALKEEPER_INVENTORY__FLEIO__TOKEN": "tok-2"}
     )
     assert settings.inventory.fleio.wanted is True
@@ -220,26 +223,80 @@ def test_check_config_exits_2_for_a_fleio_url_without_a_token(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
 
 
-def test_a_section_check_reports_together_with_other_sections_problems(tmp_path: Path) -> None:
+def test_a_section_check_reports_together_with_other_sections_problems(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[str] = []
 
-    @config.section_check("schedule")
-    def schedule_check(settings: config.Settings, path: Path) -> list[config.Problem]:
-        seen.append(settings.schedule.cron)
-        return [config.Problem(source=str(path), key="schedule.cron", message="never fires")]
+    def schedule_check(schedule: config.ScheduleSettings) -> list[str]:
+        seen.append(schedule.cron)
+        return ["never fires"]
 
-    @config.section_check("scan")
-    def scan_check(settings: config.Settings, path: Path) -> list[config.Problem]:
-        raise AssertionError("scan is invalid: its check must not run")
-
-    def whole_check(settings: config.Settings, path: Path) -> list[config.Problem]:
-        raise AssertionError("a check of unknown sections runs only on valid settings")
-
+    monkeypatch.setattr(validity, "schedule_problems", schedule_check)
     path = write(tmp_path, "schedule: {cron: '0 0 30 2 *'}\nscan: {batch_size: 0}\n")
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={}, checks=(schedule_check, scan_check, whole_check))
+        load_settings(path, environ={})
     assert {p.key for p in caught.value.problems} == {"scan.batch_size", "schedule.cron"}
     assert seen == ["0 0 30 2 *"]
+
+
+def test_a_bad_cron_shows_with_every_other_problem(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "schedule: {cron: '0 0 30 2 *'}\nscan: {batch_size: 0}\n"
+        "inventory: {fleio: {url: 'https://billing.example.net/api'}}\n",
+    )
+    found = problems(path)
+    assert f"{path}: schedule.cron: never fires: no date matches it in the next 100 years" in found
+    keys = {p.split(": ")[1] for p in found}
+    assert {"schedule.cron", "scan.batch_size", "inventory.fleio.token"} <= keys
+
+
+def test_a_bad_cron_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "{}\n"), {"GOALKEEPER_SCHEDULE__CRON": "61 * * * *"})
+    assert len(found) == 1
+    assert found[0].startswith("environment GOALKEEPER_SCHEDULE__CRON: schedule.cron: ")
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("GOALKEEPER_FOO__BAR", "foo.bar"),
+        ("GOALKEEPER_FOO", "foo"),
+        ("GOALKEEPER_SCAN__BOGUS", "scan.bogus"),
+    ],
+)
+def test_an_unknown_variable_is_reported_as_the_variable(
+    tmp_path: Path, name: str, key: str
+) -> None:
+    path = write(tmp_path, "{}\n")
+    assert problems(path, {name: "1"}) == [f"environment {name}: {key}: unknown key"]
+
+
+def test_a_new_secret_field_is_refused_in_the_file_by_its_type(tmp_path: Path) -> None:
+    class NewSection(config.Model):
+        api_key: SecretStr | None = None
+        name: str = ""
+
+    class Extended(config.Settings):
+        new: NewSection = NewSection()
+
+    assert "new.api_key" in config.secret_keys(Extended)
+    assert "new.name" not in config.secret_keys(Extended)
+    assert config.password_url_keys(Extended) == ["state.url"]
+    path = write(tmp_path, "new: {api_key: k-123456, name: x}\n")
+    with pytest.raises(ConfigError) as caught:
+        configsources.load(path, environ={}, settings_cls=Extended)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}: new.api_key: secrets may not be written in the file; set GOALKEEPER_NEW__API_KEY"
+    ]
+    settings = configsources.load(
+        write(tmp_path, "new: {name: x}\n"),
+        environ={"GOALKEEPER_NEW__API_KEY": "k-123456"},
+        settings_cls=Extended,
+    )
+    assert settings.secrets() == ["k-123456"]
+    assert "k-123456" not in repr(config.redacted(settings))
 
 
 def test_an_alias_bomb_in_an_environment_variable_is_refused(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from goalkeeper import config
+from goalkeeper import configsources
 from goalkeeper.config import ConfigError
 from goalkeeper.lifecycle import FindingRecord
 from goalkeeper.mailaddress import checked_mail_address, customer_owner, mail_address_problem
@@ -102,7 +102,7 @@ def test_a_bad_ops_address_is_a_config_error(tmp_path: Path, key: str, bad: str)
     path = tmp_path / "config.yaml"
     path.write_text(f"notify: {{{key}: {value!r}}}\n".replace("'", '"'))
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={})
+        configsources.load(path, environ={})
     (problem,) = caught.value.problems
     assert problem.key == f"notify.{key}"
     assert "not a usable e-mail address" in problem.message
@@ -112,7 +112,9 @@ def test_a_bad_ops_address_from_the_environment_is_a_config_error(tmp_path: Path
     path = tmp_path / "config.yaml"
     path.write_text("{}\n")
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={"GOALKEEPER_NOTIFY__OPS_EMAIL": "sec\u00adurity@p.example"})
+        configsources.load(
+            path, environ={"GOALKEEPER_NOTIFY__OPS_EMAIL": "sec\u00adurity@p.example"}
+        )
     assert any("SOFT HYPHEN" in p.message for p in caught.value.problems)
 
 

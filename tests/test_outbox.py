@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from goalkeeper import config
+from goalkeeper import configsources
 from goalkeeper.config import Settings
 from goalkeeper.delivery import Delivery
 from goalkeeper.metrics import Metrics
@@ -80,7 +80,7 @@ class World:
         path = self.tmp / "config.yaml"
         path.write_text(yaml.safe_dump(data))
         env = {"GOALKEEPER_NOTIFY__TELEGRAM__TOKEN": self.telegram.token}
-        return config.load(path, environ=env), path
+        return configsources.load(path, environ=env), path
 
     def mails_to(self, recipient: str) -> list[str]:
         return [str(m.message["Subject"]) for m in self.smtp.messages if recipient in m.rcpt_tos]

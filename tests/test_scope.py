@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from goalkeeper import config
+from goalkeeper import configsources
 from goalkeeper.config import ConfigError, ScanSettings, nmap_arguments_problems
 from goalkeeper.model import Target
 from goalkeeper.scope import EXCLUDED, OUTSIDE, in_scope, refusal, select_targets, unscannable
@@ -95,7 +95,7 @@ def test_a_refused_argument_in_the_file_names_the_key_and_the_token(tmp_path: Pa
     path = tmp_path / "config.yaml"
     path.write_text("scan: {nmap_arguments: '-Pn -n --iR 5'}\n")
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={})
+        configsources.load(path, environ={})
     (problem,) = caught.value.problems
     assert problem.key == "scan.nmap_arguments"
     assert "'--iR'" in problem.message

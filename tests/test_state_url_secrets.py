@@ -13,7 +13,7 @@ from urllib.parse import quote
 import pytest
 from sqlalchemy.engine import make_url
 
-from goalkeeper import config
+from goalkeeper import config, configsources
 from goalkeeper.config import ConfigError
 
 PASSWORDS = ["pa#ss", "pa/ss", "pa?ss", "p@ss", "pa:ss", "a#b/c?d@e:f", "plain"]
@@ -50,7 +50,7 @@ def test_a_password_in_the_file_is_refused_without_echoing_it(
     path = tmp_path / "config.yaml"
     path.write_text(f"state: {{url: '{url_with(password)}'}}\n")
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={})
+        configsources.load(path, environ={})
     (problem,) = caught.value.problems
     assert problem.key == "state.url"
     assert "GOALKEEPER_STATE__URL" in problem.message
@@ -61,7 +61,7 @@ def test_the_same_url_from_the_environment_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text("{}\n")
     url = url_with("a#b/c?d@e:f")
-    settings = config.load(path, environ={"GOALKEEPER_STATE__URL": url})
+    settings = configsources.load(path, environ={"GOALKEEPER_STATE__URL": url})
     assert settings.state.url == url
 
 
@@ -70,7 +70,7 @@ def test_an_unencoded_at_sign_is_refused_without_echoing_the_url(tmp_path: Path)
     path.write_text("{}\n")
     url = "postgresql+asyncpg://gk:p@ss@db/gk"
     with pytest.raises(ConfigError) as caught:
-        config.load(path, environ={"GOALKEEPER_STATE__URL": url})
+        configsources.load(path, environ={"GOALKEEPER_STATE__URL": url})
     (problem,) = caught.value.problems
     assert problem.key == "state.url"
     assert "written %40" in problem.message

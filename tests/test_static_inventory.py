@@ -9,13 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from goalkeeper import config
+from goalkeeper import configsources
 from goalkeeper.config import ConfigError
-from goalkeeper.inventory.static import (
-    StaticInventory,
-    read_static_targets,
-    static_inventory_problems,
-)
+from goalkeeper.inventory.static import StaticInventory, read_static_targets
+from goalkeeper.validity import static_inventory_problems
 
 ALLOWED = (ip_network("127.77.0.0/16"),)
 
@@ -160,7 +157,7 @@ def test_config_check_finds_the_file_next_to_the_config(tmp_path: Path) -> None:
         "inventory: {source: static, static_file: inventory.yaml}\n"
         "scan: {allowed_networks: [127.77.0.0/16], allow_loopback: true}\n"
     )
-    settings = config.load(cfg, environ={})
+    settings = configsources.load(cfg, environ={})
     problems = static_inventory_problems(settings, cfg)
     assert len(problems) == 1
     assert "198.51.100.20 (outside) is outside scan.allowed_networks" in str(problems[0])
@@ -169,7 +166,7 @@ def test_config_check_finds_the_file_next_to_the_config(tmp_path: Path) -> None:
 def test_missing_static_file_is_a_config_problem(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("inventory: {source: static, static_file: gone.yaml}\n")
-    problems = static_inventory_problems(config.load(cfg, environ={}), cfg)
+    problems = static_inventory_problems(configsources.load(cfg, environ={}), cfg)
     assert [str(p) for p in problems] == [f"{tmp_path / 'gone.yaml'}: file not found"]
 
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, utc_now
-from goalkeeper.config import ConfigError, Network, Problem, Settings, section_check
+from goalkeeper.config import ConfigError, Network, Problem, Settings
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains, scannable
@@ -152,38 +152,6 @@ def read_static_targets(
     if problems:
         raise ConfigError(problems)
     return tuple(target for _, target in targets.values())
-
-
-def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str]:
-    """What check-config says of a valid static file that still looks like a slip."""
-    if settings.inventory.source != "static":
-        return []
-    warnings: list[str] = []
-    try:
-        read_static_targets(
-            resolve_static_path(settings, config_path),
-            allowed=settings.scan.allowed_networks,
-            warn=warnings.append,
-        )
-    except ConfigError:
-        return []  # reported as problems by static_inventory_problems
-    return warnings
-
-
-@section_check("inventory", "scan")
-def static_inventory_problems(settings: Settings, config_path: Path) -> list[Problem]:
-    """A config check: the static file must be valid and inside the allowed networks."""
-    if settings.inventory.source != "static":
-        return []
-    try:
-        read_static_targets(
-            resolve_static_path(settings, config_path),
-            allowed=settings.scan.allowed_networks,
-            strict=True,
-        )
-    except ConfigError as err:
-        return list(err.problems)
-    return []
 
 
 class StaticInventory:

@@ -1,0 +1,115 @@
+"""Whether a configuration may run: `load_settings()` and every check beyond one field's own.
+
+The schema (goalkeeper.config) checks each value; this module adds what needs several sections
+or the disk: Fleio configured by halves, the static inventory file, the cron schedule firing,
+and the scope being empty. Each check names the sections it reads, and runs whenever those are
+valid, so `check-config` reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from goalkeeper.config import ConfigError, Problem, Settings
+from goalkeeper.configsources import Loaded, read
+from goalkeeper.inventory.static import read_static_targets, resolve_static_path
+from goalkeeper.schedule import schedule_problems
+
+
+def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Settings:
+    """Load and validate everything a tick depends on; raise ConfigError listing every problem."""
+    loaded = read(path, environ=environ)
+    problems = list(loaded.problems)
+    settings = loaded.partial
+    if settings is not None:
+        checks = (
+            (frozenset({"inventory"}), billing_problems),
+            (
+                frozenset({"inventory", "scan"}),
+                lambda settings, loaded: static_inventory_problems(settings, loaded.path),
+            ),
+            (frozenset({"schedule"}), _schedule_check),
+        )
+        for sections, check in checks:
+            if not sections & loaded.invalid_sections:
+                problems += check(settings, loaded)
+    if problems or loaded.settings is None:
+        raise ConfigError(problems)
+    return loaded.settings
+
+
+def scope_problem(settings: Settings) -> str | None:
+    """Why nothing could be scanned with these settings, or None. `check-config` says it as a
+    warning (a config may be checked before its ranges are known); `run` and `scan` refuse."""
+    if not settings.scan.allowed_networks:
+        return (
+            "scan.allowed_networks is empty: nothing may be scanned. "
+            "List the cloud's public ranges there (CIDRs)."
+        )
+    return None
+
+
+def billing_problems(settings: Settings, loaded: Loaded) -> list[Problem]:
+    """Fleio half configured: owners would silently all be NOT FOUND, so refuse to start."""
+    fleio = settings.inventory.fleio
+    if settings.inventory.source != "openstack" or not fleio.wanted:
+        return []
+    off = "or set inventory.fleio.enabled: false to run without owners (all NOT FOUND)"
+    problems = []
+    if fleio.url is None:
+        problems.append(
+            Problem(
+                source=loaded.source_of("inventory.fleio.url"),
+                key="inventory.fleio.url",
+                message=f"Fleio's staff API URL is needed for owner lookups; set it, {off}",
+            )
+        )
+    if fleio.token is None:
+        problems.append(
+            Problem(
+                source=loaded.source_of("inventory.fleio.token"),
+                key="inventory.fleio.token",
+                message=f"set GOALKEEPER_INVENTORY__FLEIO__TOKEN (Fleio's staff API token), {off}",
+            )
+        )
+    return problems
+
+
+def static_inventory_problems(settings: Settings, config_path: Path) -> list[Problem]:
+    """The static file must be valid and inside the allowed networks."""
+    if settings.inventory.source != "static":
+        return []
+    try:
+        read_static_targets(
+            resolve_static_path(settings, config_path),
+            allowed=settings.scan.allowed_networks,
+            strict=True,
+        )
+    except ConfigError as err:
+        return list(err.problems)
+    return []
+
+
+def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str]:
+    """What check-config says of a valid static file that still looks like a slip."""
+    if settings.inventory.source != "static":
+        return []
+    warnings: list[str] = []
+    try:
+        read_static_targets(
+            resolve_static_path(settings, config_path),
+            allowed=settings.scan.allowed_networks,
+            warn=warnings.append,
+        )
+    except ConfigError:
+        return []  # reported as problems by static_inventory_problems
+    return warnings
+
+
+def _schedule_check(settings: Settings, loaded: Loaded) -> list[Problem]:
+    source = loaded.source_of("schedule.cron")
+    return [
+        Problem(source=source, key="schedule.cron", message=message)
+        for message in schedule_problems(settings.schedule)
+    ]
