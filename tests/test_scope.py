@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from goalkeeper import configsources
-from goalkeeper.config import ConfigError, ScanSettings, nmap_arguments_problems
+from goalkeeper.config import ConfigError, ScanSettings
 from goalkeeper.model import Target
+from goalkeeper.nmapargs import nmap_arguments_problems
 from goalkeeper.scope import EXCLUDED, OUTSIDE, in_scope, refusal, select_targets, unscannable
 
 ALLOWED_ARGUMENTS = [
