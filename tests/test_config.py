@@ -273,6 +273,31 @@ def test_an_unknown_variable_is_reported_as_the_variable(
     assert problems(path, {name: "1"}) == [f"environment {name}: {key}: unknown key"]
 
 
+def test_a_bad_value_below_a_list_names_its_variable(tmp_path: Path) -> None:
+    found = problems(write(tmp_path, "{}\n"), {"GOALKEEPER_SCAN__PORTS__X": "1"})
+    assert found == [
+        "environment GOALKEEPER_SCAN__PORTS__X: scan.ports: Input should be a valid tuple"
+    ]
+
+
+def test_check_config_shows_a_bad_cron_with_the_other_problems(tmp_path: Path) -> None:
+    path = write(tmp_path, "schedule: {cron: '0 0 30 2 *'}\nscan: {batch_size: 0}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GOALKEEPER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "goalkeeper", "--config", str(path), "check-config"],
+        env=env | {"GOALKEEPER_HTTP__PORT": "x"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid configuration (3 problems)" in result.stderr
+    assert f"{path}: schedule.cron: never fires" in result.stderr
+    assert f"{path}: scan.batch_size: " in result.stderr
+    assert "environment GOALKEEPER_HTTP__PORT: http.port: " in result.stderr
+
+
 def test_a_new_secret_field_is_refused_in_the_file_by_its_type(tmp_path: Path) -> None:
     class NewSection(config.Model):
         api_key: SecretStr | None = None
