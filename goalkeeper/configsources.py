@@ -16,7 +16,12 @@ from typing import Any
 
 from pydantic import ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsError,
+)
 from pydantic_settings.sources.utils import parse_env_vars
 
 from goalkeeper.config import (
@@ -42,7 +47,8 @@ class YamlFileSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
         super().__init__(settings_cls)
         self.path = path
-        self.problems: list[Problem] = []
+        self.problems: list[Problem] = []  # the file cannot be used
+        self.unknown: list[Problem] = []  # keys that are no section, reported with the rest
         self.data = self._read()
 
     def _read(self) -> dict[str, Any]:
@@ -57,7 +63,14 @@ class YamlFileSource(PydanticBaseSettingsSource):
             message = "the top level must be a mapping"
             self.problems.append(Problem(source=str(self.path), key="", message=message))
             return {}
-        return data
+        # Refused here, not by validation: BaseSettings takes a key such as `_secrets_dir` as
+        # an argument of its own, so only the sections reach it.
+        for key in data:
+            if key not in self.settings_cls.model_fields:
+                message = "unknown key" if isinstance(key, str) else "Keys should be strings"
+                where = dotted((key,)) if isinstance(key, str | int) else repr(key)
+                self.unknown.append(Problem(source=str(self.path), key=where, message=message))
+        return {k: v for k, v in data.items() if k in self.settings_cls.model_fields}
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self.data.get(field_name), field_name, False
@@ -123,19 +136,26 @@ def read(
     problems = [*file.problems, *problems, *_secrets_in_file(file.data, str(path), settings_cls)]
     if problems:
         return Loaded(path, origin, tuple(problems), None, None, frozenset())
-    merged = _deep_merge(file(), EnvironmentSource(settings_cls, environ)())
     try:
-        settings = settings_cls(**merged)
+        variables = EnvironmentSource(settings_cls, environ)()
+    except SettingsError as err:  # names the field, never the value
+        problem = Problem(source="environment", key="", message=str(err))
+        return Loaded(path, origin, (problem,), None, None, frozenset())
+    merged = _deep_merge(file(), variables)
+    try:
+        settings = settings_cls.model_validate(merged)
     except ValidationError as err:
         fields = settings_cls.model_fields
         invalid = frozenset(str(e["loc"][0]) for e in err.errors(include_url=False) if e["loc"])
-        problems = _problems_from(err, str(path), origin)
+        problems = [*file.unknown, *_problems_from(err, str(path), origin)]
         valid = {k: v for k, v in merged.items() if k in fields and k not in invalid}
         try:
-            partial: Settings | None = settings_cls(**valid)
+            partial: Settings | None = settings_cls.model_validate(valid)
         except ValidationError:
             partial = None
         return Loaded(path, origin, tuple(problems), None, partial, invalid)
+    if file.unknown:
+        return Loaded(path, origin, tuple(file.unknown), None, settings, frozenset())
     return Loaded(path, origin, (), settings, settings, frozenset())
 
 

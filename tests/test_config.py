@@ -77,6 +77,8 @@ def test_environment_overrides_nested_keys_and_lists(tmp_path: Path) -> None:
         ("notify: {email: {password: hunter2}}\n", "notify.email.password"),
         ("state: {url: 'mysql://x'}\n", "state.url"),
         ("- a list\n", "the top level must be a mapping"),
+        # BaseSettings would take it as its own argument (a secrets folder) if it got through.
+        ("_secrets_dir: /etc\n", "_secrets_dir: unknown key"),
         ("scan: [unclosed\n", "line 2, column 1"),
     ],
 )
