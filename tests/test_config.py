@@ -308,6 +308,12 @@ def test_a_new_secret_field_is_refused_in_the_file_by_its_type(tmp_path: Path) -
     class Extended(config.Settings):
         new: NewSection = NewSection()
 
+    assert set(config.secret_keys()) == {
+        "inventory.fleio.token",
+        "notify.email.password",
+        "notify.telegram.token",
+        "http.admin_token",
+    }
     assert "new.api_key" in config.secret_keys(Extended)
     assert "new.name" not in config.secret_keys(Extended)
     assert config.password_url_keys(Extended) == ["state.url"]
