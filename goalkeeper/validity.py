@@ -8,7 +8,7 @@ valid, so `check-config` reports every problem at once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from goalkeeper.config import ConfigError, Problem, Settings

@@ -12,9 +12,8 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from goalkeeper import config, configsources
+from goalkeeper import config, configsources, validity
 from goalkeeper.config import ConfigError
-from goalkeeper import validity
 from goalkeeper.validity import load_settings
 
 
