@@ -8,7 +8,7 @@ valid, so `check-config` reports every problem at once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from goalkeeper.config import ConfigError, Problem, Settings
@@ -21,17 +21,9 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
     """Load and validate everything a tick depends on; raise ConfigError listing every problem."""
     loaded = read(path, environ=environ)
     problems = list(loaded.problems)
-    settings = loaded.partial
+    settings = loaded.partial  # None when the file or the variables could not be read at all
     if settings is not None:
-        checks = (
-            (frozenset({"inventory"}), billing_problems),
-            (
-                frozenset({"inventory", "scan"}),
-                lambda settings, loaded: static_inventory_problems(settings, loaded.path),
-            ),
-            (frozenset({"schedule"}), _schedule_check),
-        )
-        for sections, check in checks:
+        for sections, check in _CHECKS:
             if not sections & loaded.invalid_sections:
                 problems += check(settings, loaded)
     if problems or loaded.settings is None:
@@ -107,9 +99,21 @@ def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str
     return warnings
 
 
+def _static_check(settings: Settings, loaded: Loaded) -> list[Problem]:
+    return static_inventory_problems(settings, loaded.path)
+
+
 def _schedule_check(settings: Settings, loaded: Loaded) -> list[Problem]:
     source = loaded.source_of("schedule.cron")
     return [
         Problem(source=source, key="schedule.cron", message=message)
         for message in schedule_problems(settings.schedule)
     ]
+
+
+# Each check and the sections it reads: it runs when none of them is invalid.
+_CHECKS: tuple[tuple[frozenset[str], Callable[[Settings, Loaded], list[Problem]]], ...] = (
+    (frozenset({"inventory"}), billing_problems),
+    (frozenset({"inventory", "scan"}), _static_check),
+    (frozenset({"schedule"}), _schedule_check),
+)
