@@ -23,11 +23,11 @@ import yaml
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import serve
-from goalkeeper.messages import retry_failed
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
+from goalkeeper.resend import retry_failed
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import Channel, StateError, StateUnavailable
 from goalkeeper.validity import load_settings, scope_problem, static_inventory_warnings

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -22,14 +23,15 @@ from typing import Protocol
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, run_blocking, utc_now
-from goalkeeper.config import ScanSettings, Settings
+from goalkeeper.compose import SUMMARY_KEY, ComposedMail, compose_summary, compose_tick
+from goalkeeper.config import Settings
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
-from goalkeeper.lifecycle import Coverage, plan_lifecycle
-from goalkeeper.messages import SUMMARY_KEY, iter_messages, outcome, summary_message
+from goalkeeper.lifecycle import Coverage, FindingKey, LifecyclePlan, plan_lifecycle
 from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
 from goalkeeper.model import (
     AddressesKnown,
+    Finding,
     Inventory,
     InventorySource,
     IPAddress,
@@ -41,10 +43,9 @@ from goalkeeper.model import (
     TickReport,
     Transport,
 )
-from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import IPV6_NOT_SCANNED, OUTSIDE, Selection, in_scope, select_targets
-from goalkeeper.state import NewMessage, OutboxChanged, OutboxMessage, StateStore, TickRecord
+from goalkeeper.state import MESSAGE_CHUNK, OutboxChanged, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
 FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
@@ -59,8 +60,8 @@ class Dispatcher(Protocol):
     async def submit(self, messages: Sequence[OutboxMessage]) -> dict[int, str | None]: ...
 
 
-class Laps:
-    """A tick's stopwatch: how long it has run, and each stage for its log line (`<stage>_s`)."""
+class Stopwatch:
+    """How long a tick has run, and each of its stages for its log line (`<stage>_s`)."""
 
     def __init__(self) -> None:
         self._started = self._last = time.perf_counter()
@@ -109,11 +110,7 @@ class RecentInventory:
 
 
 async def _inventory_and_scan(
-    inventory: InventorySource,
-    scanner: Scanner,
-    scope: ScanSettings,
-    ports: Sequence[PortSpec],
-    laps: Laps,
+    tick: TickContext, ports: Sequence[PortSpec]
 ) -> tuple[Inventory, Selection, ScanResult]:
     """The inventory, and the scan of its targets in scope, overlapped where the source allows.
 
@@ -122,6 +119,7 @@ async def _inventory_and_scan(
     holds beyond them is scanned too, and results for addresses it no longer holds are dropped;
     either way the scan covers exactly the targets, as if it had started afterwards.
     """
+    inventory, scanner, scope = tick.inventory, tick.scanner, tick.settings.scan
     loop = asyncio.get_running_loop()
     announced: asyncio.Future[frozenset[IPAddress]] = loop.create_future()
 
@@ -142,7 +140,7 @@ async def _inventory_and_scan(
             log.info("scan started", hosts=len(early_targets), inventory="still being read")
             early = asyncio.ensure_future(scanner.scan(early_targets, ports))
         snapshot = await fetching
-        laps.lap("inventory")
+        tick.stopwatch.lap("inventory")
         selection = select_targets(
             snapshot.targets,
             allowed=scope.allowed_networks,
@@ -173,7 +171,7 @@ async def _inventory_and_scan(
                 log.info("scanning targets the early addresses lacked", hosts=len(rest))
                 result = result.merged(await scanner.scan(rest, ports))
             result = result.only_for(frozenset(wanted))
-        laps.lap("scan")
+        tick.stopwatch.lap("scan")
         return snapshot, selection, result
     finally:
         for pending in (early, fetching):
@@ -207,6 +205,53 @@ def tick_problem(report: TickReport) -> str | None:
     return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class TickContext:
+    """What one tick is and works with, handed whole to each of its stages."""
+
+    now: datetime
+    run_id: str
+    settings: Settings
+    inventory: InventorySource
+    scanner: Scanner
+    store: StateStore
+    dispatch: Dispatcher
+    catalog: Catalog
+    dry_run: bool
+    hold: Hold
+    stopwatch: Stopwatch
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Observed:
+    """What the tick saw: the inventory, what of it was in scope, and what the scan found."""
+
+    snapshot: Inventory
+    selection: Selection
+    result: ScanResult
+    ports: tuple[PortSpec, ...]
+    targets: Mapping[IPAddress, Target]  # those in scope, by address
+    seen: tuple[Finding, ...]
+    not_scanned: Mapping[IPAddress, str]  # with the reason, IPv6 beside the scanner's own
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Decision:
+    """The lifecycle plan, and the waiting mails it counted on (by id, with their findings)."""
+
+    plan: LifecyclePlan
+    waiting: Mapping[int, tuple[FindingKey, ...]]
+    failures: tuple[str, ...]  # notifications given up on since the previous run
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CommittedTick:
+    """A tick whose findings and messages are in the store, its messages not yet handed on."""
+
+    report: TickReport
+    stored: list[OutboxMessage]
+
+
 async def run_tick(
     *,
     now: datetime,
@@ -226,45 +271,31 @@ async def run_tick(
     `hold` (the dispatcher's): while it is held no mail is marked sent, so what the tick reads
     as waiting is still waiting when it commits (its report replaces those mails).
     """
-    laps = Laps()
+    tick = TickContext(
+        now=now,
+        run_id=run_id,
+        settings=settings,
+        inventory=inventory,
+        scanner=scanner,
+        store=store,
+        dispatch=dispatch,
+        catalog=catalog,
+        dry_run=dry_run,
+        hold=hold or contextlib.nullcontext,
+        stopwatch=Stopwatch(),
+    )
     logs.bind(tick=run_id)
     try:
-        recorded = await _to_outbox(
-            now=now,
-            run_id=run_id,
-            settings=settings,
-            inventory=inventory,
-            scanner=scanner,
-            store=store,
-            catalog=catalog,
-            dry_run=dry_run,
-            laps=laps,
-            hold=hold or contextlib.nullcontext,
-        )
-        # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
-        # one-off tick waits for) does not keep them alive.
-        if isinstance(recorded, _Committed):
-            report = await _dispatch(recorded, store=store, dispatch=dispatch, now=now, laps=laps)
+        observed = await _observe(tick)
+        if dry_run:
+            report = await _dry_run(tick, observed)  # nothing is stored, nothing goes out
         else:
-            report = recorded  # a dry run: nothing was stored, nothing goes out
-        log.info(
-            "tick finished",
-            targets=report.targets,
-            scanned=report.hosts_scanned,
-            not_scanned=len(report.not_scanned),
-            refused=len(report.refused),
-            excluded=report.excluded,
-            findings=len(report.findings),
-            resolved=len(report.resolved),
-            unmonitored=len(report.unmonitored),
-            mails=len(report.mails),
-            mails_failed=sum(1 for m in report.mails if m.error and not dry_run),
-            mails_queued=sum(1 for m in report.mails if m.queued),
-            summary_delivered=report.summary_delivered,
-            duration_s=round(report.duration_seconds, 3),
-            **laps.seconds,
-            dry_run=dry_run,
-        )
+            committed = await _decide_and_commit(tick, observed)
+            # The inventory, scan results and lifecycle plan are gone by now: delivery (which a
+            # one-off tick waits for) does not keep them alive.
+            del observed
+            report = await _dispatch(tick, committed)
+        _log_finished(report, tick.stopwatch)
         if metrics is not None:
             _record(metrics, report)
         return report
@@ -272,186 +303,219 @@ async def run_tick(
         logs.unbind("tick")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Committed:
-    """A tick whose findings and messages are in the store, its messages not yet handed on."""
-
-    report: TickReport
-    stored: list[OutboxMessage]
-    mail_keys: list[str]  # the recipient key of each of report.mails, in order
-
-
-async def _to_outbox(
-    *,
-    now: datetime,
-    run_id: str,
-    settings: Settings,
-    inventory: InventorySource,
-    scanner: Scanner,
-    store: StateStore,
-    catalog: Catalog,
-    dry_run: bool,
-    laps: Laps,
-    hold: Hold,
-) -> TickReport | _Committed:
-    """Inventory, scan, lifecycle, and the commit of findings and outbox (not in a dry run)."""
-    ports = effective_ports(settings, catalog)
-    snapshot, selection, result = await _inventory_and_scan(
-        inventory, scanner, settings.scan, ports, laps
-    )
-    age = max(0.0, (now - snapshot.fetched_at).total_seconds())
+async def _observe(tick: TickContext) -> Observed:
+    ports = effective_ports(tick.settings, tick.catalog)
+    snapshot, selection, result = await _inventory_and_scan(tick, ports)
     if snapshot.stale_reason:
-        log.warning("using the last good inventory", age_s=round(age), reason=snapshot.stale_reason)
+        log.warning("using the last good inventory", age_s=round(_age(tick, snapshot)),
+                    reason=snapshot.stale_reason)  # fmt: skip
     by_address = {t.address: t for t in selection.targets}
     # Counted as not scanned with the reason, beside what the scanner could not scan.
     not_scanned = {t.address: IPV6_NOT_SCANNED for t in selection.ipv6} | dict(result.not_scanned)
-    seen = build_findings(result, by_address, ports, now=now)
+    return Observed(
+        snapshot=snapshot,
+        selection=selection,
+        result=result,
+        ports=ports,
+        targets=by_address,
+        seen=build_findings(result, by_address, ports, now=tick.now),
+        not_scanned=not_scanned,
+    )
 
-    async def decide(check: bool) -> TickReport | _Committed:
-        # Only records the lifecycle can change: on hosts scanned now, seen open now, open, or
-        # told about by a mail still waiting (this tick's report for that owner replaces it).
-        waiting_mails = await store.waiting_mails()
-        waiting = {key for keys in waiting_mails.values() for key in keys}
-        previous = await store.load_findings(
-            result.scanned | {f.address for f in seen} | {ip_address(k[0]) for k in waiting},
-            open_anywhere=True,  # an open record on a host not scanned becomes unmonitored
-        )
-        plan = await run_blocking(
-            None,
-            plan_lifecycle,
-            previous,
-            seen,
-            Coverage.of_tick(result, selection, ports),
-            now=now,
-            reminder_days=settings.notify.reminder_days,
-            notify_resolved=settings.notify.notify_resolved,
-            pending=waiting,
-        )
-        since = await store.previous_run_start(now) or now - FAILURES_LOOKBACK
-        failures = tuple(
-            f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
-        )
-        composed = iter_messages(
-            (*plan.to_notify, *plan.resolved_to_notify),
-            settings=settings,
-            catalog=catalog,
-            run_id=run_id,
-            now=now,
-        )
-        # Filled as the mails are rendered; the report (and the summary made of it) comes after.
-        mails: list[MailOutcome] = []
-        mail_keys: list[str] = []
-        reports: list[TickReport] = []
 
-        def report_of_tick() -> TickReport:
-            return TickReport(
-                run_id=run_id,
-                environment=settings.environment,
-                started_at=now,
-                finished_at=now + laps.elapsed(),
-                inventory_source=snapshot.source,
-                inventory_age_seconds=age,
-                inventory_stale_reason=snapshot.stale_reason,
-                targets=len(by_address),
-                refused=tuple(str(t.address) for t in selection.refused),
-                excluded=len(selection.excluded),
-                hosts_scanned=len(result.scanned),
-                not_scanned={
-                    str(a): why
-                    for a, why in sorted(
-                        not_scanned.items(), key=lambda i: (i[0].version, int(i[0]))
-                    )
-                },
-                findings=plan.current,
-                resolved=plan.resolved,
-                unmonitored=plan.unmonitored,
-                mails=tuple(mails),
-                owners_not_found=unresolved_projects(plan.current),
-                failed_batches=result.failed_batches,
-                warnings=result.warnings,
-                dry_run=dry_run,
-                notification_failures=failures,
-                owner_lookup=snapshot.owners,
-                family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
-            )
+async def _plan(tick: TickContext, observed: Observed) -> Decision:
+    """The lifecycle plan from the store's records and what this tick saw."""
+    store, result = tick.store, observed.result
+    # Only records the lifecycle can change: on hosts scanned now, seen open now, open, or
+    # told about by a mail still waiting (this tick's report for that owner replaces it).
+    waiting_mails = await store.waiting_mails()
+    waiting = {key for keys in waiting_mails.values() for key in keys}
+    previous = await store.load_findings(
+        result.scanned | {f.address for f in observed.seen} | {ip_address(k[0]) for k in waiting},
+        open_anywhere=True,  # an open record on a host not scanned becomes unmonitored
+    )
+    plan = await run_blocking(
+        None,
+        plan_lifecycle,
+        previous,
+        observed.seen,
+        Coverage.of_tick(result, observed.selection, observed.ports),
+        now=tick.now,
+        reminder_days=tick.settings.notify.reminder_days,
+        notify_resolved=tick.settings.notify.notify_resolved,
+        pending=waiting,
+    )
+    since = await store.previous_run_start(tick.now) or tick.now - FAILURES_LOOKBACK
+    failures = tuple(
+        f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
+    )
+    return Decision(plan=plan, waiting=waiting_mails, failures=failures)
 
-        if dry_run:
-            mails.extend(
-                dataclasses.replace(outcome(r, m, queued=False), error="dry run: not sent")
-                for r, m in composed
-            )
-            return report_of_tick()
 
-        def outbox() -> Iterator[NewMessage]:
-            # Consumed by commit_tick inside its transaction, a chunk at a time: each mail is
-            # rendered when the store asks for it, so the rendered tick is never all in memory.
-            for owner_report, new in composed:
-                mails.append(outcome(owner_report, new, queued=True))
-                mail_keys.append(new.recipient_key)
-                yield new
-            reports.append(report_of_tick())
-            summary = summary_message(render_summary(reports[0]), settings=settings, run_id=run_id)
-            if summary is not None:
-                yield summary
+def _compose(tick: TickContext, decision: Decision) -> Iterator[ComposedMail]:
+    return compose_tick(
+        decision.plan,
+        settings=tick.settings,
+        catalog=tick.catalog,
+        run_id=tick.run_id,
+        now=tick.now,
+    )
 
-        stored = await store.commit_tick(
-            run_id=run_id,
-            started_at=now,
-            upserts=plan.upserts,
-            messages=outbox(),
-            still_pending=waiting_mails if check else (),
-        )
-        crash_point("committed")  # test-only, inert in production (goalkeeper.crashpoints)
-        (report,) = reports
-        laps.lap("record")
-        return _Committed(report, stored, mail_keys)
 
-    # The plan counts on the mails waiting when it was made: one sent before the commit would
-    # be told again by this tick's report. The commit refuses then, and the tick decides again
-    # (the sender is one mail at a time, so this settles at once).
+async def _dry_run(tick: TickContext, observed: Observed) -> TickReport:
+    decision = await _plan(tick, observed)
+    not_sent = tuple(
+        dataclasses.replace(mail.outcome, queued=False, error="dry run: not sent")
+        for mail in _compose(tick, decision)
+    )
+    return _report(tick, observed, decision, not_sent)
+
+
+async def _decide_and_commit(tick: TickContext, observed: Observed) -> CommittedTick:
+    """Plan, compose and commit, while the dispatcher holds its sends.
+
+    The plan counts on the mails waiting when it was made: one sent before the commit would
+    be told again by this tick's report. The commit refuses then, and the tick decides again
+    (the sender is one mail at a time, so this settles at once).
+    """
     for attempt in range(1, DECIDE_TRIES + 1):
         try:
-            if dry_run:
-                return await decide(check=False)
-            async with hold():
-                return await decide(check=attempt < DECIDE_TRIES)
+            async with tick.hold():
+                decision = await _plan(tick, observed)
+                mails = _compose(tick, decision)
+                return await _commit(tick, observed, decision, mails,
+                                     check=attempt < DECIDE_TRIES)  # fmt: skip
         except OutboxChanged as changed:
             log.info("a waiting mail went out while the tick decided: deciding again",
                      sent=changed.sent, attempt=attempt)  # fmt: skip
     raise AssertionError("unreachable: the last try does not check")
 
 
-async def _dispatch(
-    committed: _Committed,
+async def _commit(
+    tick: TickContext,
+    observed: Observed,
+    decision: Decision,
+    mails: Iterator[ComposedMail],
     *,
-    store: StateStore,
-    dispatch: Dispatcher,
-    now: datetime,
-    laps: Laps,
+    check: bool,
+) -> CommittedTick:
+    """Findings and mails in one transaction, then the summary of the report they make.
+
+    The mails are rendered as the commit takes them, a chunk at a time, so the rendered tick
+    is never all in memory; only their outcomes (a few fields each) are kept for the report.
+    """
+    async with tick.store.committing(
+        run_id=tick.run_id,
+        started_at=tick.now,
+        upserts=decision.plan.upserts,
+        still_pending=decision.waiting if check else (),
+    ) as outbox:
+        outcomes: list[MailOutcome] = []
+        while chunk := list(itertools.islice(mails, MESSAGE_CHUNK)):
+            outcomes.extend(mail.outcome for mail in chunk)
+            await outbox.add(mail.message for mail in chunk)
+            del chunk  # the rendered payloads, before the next chunk is rendered
+        report = _report(tick, observed, decision, tuple(outcomes))
+        summary = compose_summary(report, settings=tick.settings)
+        if summary is not None:
+            await outbox.add([summary])
+    crash_point("committed")  # test-only, inert in production (goalkeeper.crashpoints)
+    tick.stopwatch.lap("record")
+    return CommittedTick(report, outbox.stored)
+
+
+def _report(
+    tick: TickContext, observed: Observed, decision: Decision, mails: tuple[MailOutcome, ...]
 ) -> TickReport:
+    snapshot, selection, result, plan = (
+        observed.snapshot,
+        observed.selection,
+        observed.result,
+        decision.plan,
+    )
+    return TickReport(
+        run_id=tick.run_id,
+        environment=tick.settings.environment,
+        started_at=tick.now,
+        finished_at=tick.now + tick.stopwatch.elapsed(),
+        inventory_source=snapshot.source,
+        inventory_age_seconds=_age(tick, snapshot),
+        inventory_stale_reason=snapshot.stale_reason,
+        targets=len(observed.targets),
+        refused=tuple(str(t.address) for t in selection.refused),
+        excluded=len(selection.excluded),
+        hosts_scanned=len(result.scanned),
+        not_scanned={
+            str(a): why
+            for a, why in sorted(
+                observed.not_scanned.items(), key=lambda i: (i[0].version, int(i[0]))
+            )
+        },
+        findings=plan.current,
+        resolved=plan.resolved,
+        unmonitored=plan.unmonitored,
+        mails=mails,
+        owners_not_found=unresolved_projects(plan.current),
+        failed_batches=result.failed_batches,
+        warnings=result.warnings,
+        dry_run=tick.dry_run,
+        notification_failures=decision.failures,
+        owner_lookup=snapshot.owners,
+        family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
+    )
+
+
+def _age(tick: TickContext, snapshot: Inventory) -> float:
+    return max(0.0, (tick.now - snapshot.fetched_at).total_seconds())
+
+
+async def _dispatch(tick: TickContext, committed: CommittedTick) -> TickReport:
     """Hand the stored messages on, and note in the report what the dispatcher said of them."""
     report, stored = committed.report, committed.stored
-    results = await dispatch.submit(stored)
-    laps.lap("dispatch")
-    mails = list(report.mails)
-    by_key = {m.recipient_key: m.id for m in stored}
-    for index, key in enumerate(committed.mail_keys):
-        row_id = by_key[key]
-        if row_id in results:
-            error = results[row_id]
-            mails[index] = dataclasses.replace(
-                mails[index], delivered=error is None, error=error, queued=False
-            )
-    summary_id = by_key.get(SUMMARY_KEY)
+    results = await tick.dispatch.submit(stored)
+    tick.stopwatch.lap("dispatch")
+    # A mail's Message-ID is made of its run and recipient key: one per stored mail.
+    said = {m.message_id: results[m.id] for m in stored if m.id in results}
+    mails = tuple(_as_said(mail, said) for mail in report.mails)
+    summary = next((m for m in stored if m.recipient_key == SUMMARY_KEY), None)
     delivered = None
-    if summary_id is not None and summary_id in results:
-        delivered = results[summary_id] is None
+    if summary is not None and summary.id in results:
+        delivered = results[summary.id] is None
     # What a restarted daemon shows as the last tick (goalkeeper.storewatch reads it back);
     # the report then ends when the store says the run ended, so the two agree.
-    finished_at = now + laps.elapsed()
-    await store.finish_run(report.run_id, finished_at=finished_at, summary=_record_of(report))
+    finished_at = tick.now + tick.stopwatch.elapsed()
+    await tick.store.finish_run(report.run_id, finished_at=finished_at, summary=_record_of(report))
     return dataclasses.replace(
-        report, mails=tuple(mails), summary_delivered=delivered, finished_at=finished_at
+        report, mails=mails, summary_delivered=delivered, finished_at=finished_at
+    )
+
+
+def _as_said(mail: MailOutcome, said: Mapping[str, str | None]) -> MailOutcome:
+    """The mail's outcome with what the dispatcher said of it (when it said anything)."""
+    if mail.message_id not in said:
+        return mail
+    error = said[mail.message_id]
+    return dataclasses.replace(mail, delivered=error is None, error=error, queued=False)
+
+
+def _log_finished(report: TickReport, stopwatch: Stopwatch) -> None:
+    log.info(
+        "tick finished",
+        targets=report.targets,
+        scanned=report.hosts_scanned,
+        not_scanned=len(report.not_scanned),
+        refused=len(report.refused),
+        excluded=report.excluded,
+        findings=len(report.findings),
+        resolved=len(report.resolved),
+        unmonitored=len(report.unmonitored),
+        mails=len(report.mails),
+        mails_failed=sum(1 for m in report.mails if m.error and not report.dry_run),
+        mails_queued=sum(1 for m in report.mails if m.queued),
+        summary_delivered=report.summary_delivered,
+        duration_s=round(report.duration_seconds, 3),
+        **stopwatch.seconds,
+        dry_run=report.dry_run,
     )
 
 

@@ -18,12 +18,12 @@ from goalkeeper.config import Settings
 from goalkeeper.delivery import Delivery, Reroute
 from goalkeeper.inventory.cloud import CloudInventory
 from goalkeeper.inventory.static import StaticInventory, resolve_static_path
-from goalkeeper.messages import Owners, reroute
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, InventorySource, Mailer, TickReport
 from goalkeeper.notify.email import SmtpMailer
 from goalkeeper.notify.telegram import TelegramNotifier
 from goalkeeper.pipeline import RecentInventory, run_tick
+from goalkeeper.resend import Owners, reroute
 from goalkeeper.scanning.catalog import Catalog, load_catalog
 from goalkeeper.scanning.nmap import NmapScanner
 from goalkeeper.state import OutboxMessage, StateStore

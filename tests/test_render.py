@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from goalkeeper.compose import compose_mails
 from goalkeeper.config import Settings
-from goalkeeper.messages import iter_messages
 from goalkeeper.model import (
     UNKNOWN_OWNER,
     Finding,
@@ -318,9 +318,10 @@ def test_no_mail_on_any_path_says_0_dangerous_open_ports(
     )
     owned = [replace(f, target=replace(f.target, owner=owner)) for f in findings]
     composed = list(
-        iter_messages(owned, settings=settings, catalog=load_catalog(), run_id="r", now=NOW)
+        compose_mails(owned, settings=settings, catalog=load_catalog(), run_id="r", now=NOW)
     )
-    ((report, message),) = composed
+    (mail,) = composed
+    report, message = mail.report, mail.message
     subject, text, html = (message.payload[part] for part in ("subject", "text", "html"))
     for words in (subject, text, html):
         assert re.search(r"\b0 (dangerous|exposed|open)", words) is None, words

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from goalkeeper.messages import OWNER_CHANGED
 from goalkeeper.model import OutgoingMail
+from goalkeeper.resend import OWNER_CHANGED
 from goalkeeper.state import NewMessage, OutboxMessage, StateStore
 from goalkeeper_sim.smtp import SmtpSink
 from tests.daemon_process import DaemonProcess

@@ -4,12 +4,14 @@ The only package that imports SQLAlchemy, Alembic and the database drivers. It s
 goalkeeper.lifecycle decides and what the pipeline renders; it never scans, renders or sends.
 """
 
-from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status
+from goalkeeper.state.commit import MESSAGE_CHUNK, OutboxWriter
+from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, Status
 from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
 from goalkeeper.state.supersede import OutboxChanged
 from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 __all__ = [
+    "MESSAGE_CHUNK",
     "Channel",
     "LastTicks",
     "MessageRef",
@@ -17,6 +19,7 @@ __all__ = [
     "OutboxChanged",
     "OutboxMessage",
     "OutboxTally",
+    "OutboxWriter",
     "StateError",
     "StateStore",
     "StateUnavailable",

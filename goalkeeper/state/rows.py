@@ -15,7 +15,7 @@ from sqlalchemy.engine import RowMapping
 
 from goalkeeper.lifecycle import FindingRecord
 from goalkeeper.model import Transport
-from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, Status, parse_keys
+from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, Status, parse_keys
 
 # The findings table has exactly FindingRecord's fields as columns (a test holds them together).
 _FIELDS = tuple(f.name for f in dataclasses.fields(FindingRecord))

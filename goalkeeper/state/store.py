@@ -10,7 +10,6 @@ lifecycle or policy (goalkeeper.lifecycle does), and never logs or raises the UR
 from __future__ import annotations
 
 import functools
-import itertools
 import secrets
 from collections.abc import (
     AsyncIterator,
@@ -18,10 +17,11 @@ from collections.abc import (
     Collection,
     Coroutine,
     Iterable,
+    Iterator,
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
@@ -34,18 +34,17 @@ from goalkeeper.config import redact_url
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.model import IPAddress
+from goalkeeper.state.commit import OutboxWriter
 from goalkeeper.state.health import ANY, FileWatch, HealthError, sqlite_file
-from goalkeeper.state.messages import Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
+from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.rows import (
     finding_row,
     message_from_row,
-    message_row,
     record_from_row,
-    reference_from_row,
 )
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
-from goalkeeper.state.supersede import require_pending, supersede_pending
+from goalkeeper.state.supersede import require_pending
 from goalkeeper.state.ticks import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
@@ -55,10 +54,6 @@ _NOTIFY_COLUMNS = ("times_notified", "last_notified_at")
 # Rows per statement, and addresses per IN (...): far below both databases' limit on bound
 # parameters, and short enough that preparing them never blocks the event loop for long.
 _BATCH = 1_000
-# Outbox rows per INSERT: a rendered mail is ~30 KB, so this bounds what a tick holds at once.
-_MESSAGE_CHUNK = 100
-# Everything a sender needs to find and route a message, without its (large) payload.
-_REFERENCE_COLUMNS = tuple(c for c in outbox.c if c.name != "payload")
 HEARTBEAT_KEPT = timedelta(days=1)  # a heartbeat row older than this is of a process long gone
 
 
@@ -84,6 +79,15 @@ def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coro
             raise StateError(what) from err
 
     return wrapper
+
+
+@contextmanager
+def _translating(what: str) -> Iterator[None]:
+    """What `_translated` does, for the store's context managers."""
+    try:
+        yield
+    except (SQLAlchemyError, OSError) as err:
+        raise StateError(f"{what}: {type(err).__name__}: {_first_line(err)}") from err
 
 
 class StateStore:
@@ -224,7 +228,40 @@ class StateStore:
             records = [record_from_row(row) for row in rows]
         return sorted(records, key=_order)
 
-    @_translated
+    @asynccontextmanager
+    async def committing(
+        self,
+        *,
+        run_id: str,
+        started_at: datetime,
+        upserts: Sequence[FindingRecord],
+        still_pending: Collection[int] = (),
+    ) -> AsyncIterator[OutboxWriter]:
+        """One transaction for a tick: its findings, then whatever messages the block adds
+        (`OutboxWriter.add`, as many times as it likes), all or nothing. `stored` holds the
+        references once the block has left. What `commit_tick` says holds for each part."""
+        with _translating("committing"):
+            async with self._writing(verify=True) as connection:
+                await require_pending(connection, still_pending)
+                run = self._insert(runs).values(run_id=run_id, started_at=started_at)
+                await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
+                upsert = self._upsert_findings()
+                # One order for every writer of findings rows (see mark_sent): PostgreSQL then
+                # never sees two transactions lock the same rows in opposite orders (a deadlock).
+                upserts = sorted(upserts, key=lambda r: r.key)
+                for start in range(0, len(upserts), _BATCH):
+                    # Batches, because SQLAlchemy prepares every row's parameters on the event
+                    # loop: 100,000 rows at once would stall the probes for seconds.
+                    batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
+                    await connection.execute(upsert, batch)
+                writer = OutboxWriter(
+                    connection, self._insert, run_id=run_id, created_at=started_at
+                )
+                yield writer
+                await writer.finish()
+                crash_point("commit")  # test-only, inert in production (goalkeeper.crashpoints)
+            await self._confirm(select(runs.c.run_id).where(runs.c.run_id == run_id), run_id)
+
     async def commit_tick(
         self,
         *,
@@ -250,43 +287,47 @@ class StateStore:
         messages are stored as created at `started_at`, the tick's time, which is also what
         their findings' `last_notified_at` becomes once sent.
 
-        `messages` is consumed once, `_MESSAGE_CHUNK` at a time, inside the transaction: a
-        generator that renders each mail as it is asked for never has every payload alive at
-        once. Returns references to the stored messages for the keys given, oldest first:
+        `messages` is consumed once, a chunk at a time, inside the transaction: a generator
+        that renders each mail as it is asked for never has every payload alive at once.
+        Returns references to the stored messages for the keys given, oldest first:
         everything but the payload (`OutboxMessage.loaded` is False); `message(id)` reads it.
         """
-        wanted: set[tuple[str, str]] = set()
+        async with self.committing(
+            run_id=run_id, started_at=started_at, upserts=upserts, still_pending=still_pending
+        ) as writer:
+            await writer.add(messages)
+        return writer.stored
+
+    @_translated
+    async def reroute(
+        self, ref: MessageRef, replacements: Iterable[NewMessage], *, reason: str, now: datetime
+    ) -> list[OutboxMessage]:
+        """Replace a pending mail with others of its run (for the current owners of the
+        addresses it tells about), in one transaction: the original is marked failed with
+        `reason` and never sent; the replacements are stored as created when it was, under the
+        supersede rule of `commit_tick`. Returns their references; [] (nothing written) when
+        the original is no longer pending (sent, superseded or failed meanwhile)."""
         async with self._writing(verify=True) as connection:
-            await require_pending(connection, still_pending)
-            run = self._insert(runs).values(run_id=run_id, started_at=started_at)
-            await connection.execute(run.on_conflict_do_nothing(index_elements=["run_id"]))
-            upsert = self._upsert_findings()
-            # One order for every writer of findings rows (see mark_sent): PostgreSQL then
-            # never sees two transactions lock the same rows in opposite orders (a deadlock).
-            upserts = sorted(upserts, key=lambda r: r.key)
-            for start in range(0, len(upserts), _BATCH):
-                # Batches, because SQLAlchemy prepares every row's parameters on the event loop:
-                # 100,000 rows at once would stall the probes for seconds.
-                batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
-                await connection.execute(upsert, batch)
-            insert = self._insert(outbox).on_conflict_do_nothing(
-                index_elements=["run_id", "channel", "recipient_key"]
+            marked = await connection.execute(
+                update(outbox)
+                .where(_match(ref), outbox.c.status == "pending")
+                .values(
+                    status="failed",
+                    last_error=reason,
+                    failed_at=now,
+                    last_attempt_at=now,
+                    attempts=outbox.c.attempts + 1,
+                )
+                .returning(outbox.c.run_id, outbox.c.created_at)
             )
-            pending = iter(messages)
-            while chunk := list(itertools.islice(pending, _MESSAGE_CHUNK)):
-                wanted.update((m.channel, m.recipient_key) for m in chunk)
-                rows = [message_row(run_id, started_at, m) for m in chunk]
-                del chunk  # the rendered payloads: only their JSON rows stay, until executed
-                await connection.execute(insert, rows)
-                del rows  # before the next chunk is rendered, not after
-            await supersede_pending(connection, run_id, {k for c, k in wanted if c == "email"})
-            crash_point("commit")  # test-only, inert in production (goalkeeper.crashpoints)
-            result = await connection.execute(
-                select(*_REFERENCE_COLUMNS).where(outbox.c.run_id == run_id).order_by(outbox.c.id)
+            original = marked.first()
+            if original is None:
+                return []
+            writer = OutboxWriter(
+                connection, self._insert, run_id=original.run_id, created_at=original.created_at
             )
-            stored = [reference_from_row(row) for row in result.mappings()]
-        await self._confirm(select(runs.c.run_id).where(runs.c.run_id == run_id), run_id)
-        return [m for m in stored if (m.channel, m.recipient_key) in wanted]
+            await writer.add(replacements)
+            return await writer.finish()
 
     @_translated
     async def finish_run(

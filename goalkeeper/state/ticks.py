@@ -16,7 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from goalkeeper.state.messages import CHANNELS, Channel
+from goalkeeper.state.outbox import CHANNELS, Channel
 from goalkeeper.state.schema import outbox, runs
 
 Outcome = Literal["success", "failure"]

@@ -1,83 +1,30 @@
-"""From findings to stored messages: one mail per recipient, the summary, and send-time rerouting.
+"""Sending a stored mail other than as the tick wrote it: rerouted at send time, or retried.
 
-The tick composes here what the outbox will hold; just before a mail goes out, `reroute` checks
-that every address it speaks of still belongs to the same owner and, if one moved, writes
-replacement mails for the current owners instead. Rendering is the notify layer's, storage the
-state layer's; this module only decides what to say to whom.
+Just before a mail goes out, `reroute` checks that every address it speaks of still belongs to
+the same owner and, if one moved, has the store replace it with mails for the current owners
+(`StateStore.reroute`). `retry_failed` is the operator's way back to pending. What the mails
+say is goalkeeper.compose's; this module decides only whether and to whom they go.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from datetime import datetime
 from ipaddress import ip_address
 
 from goalkeeper import logs
+from goalkeeper.compose import compose_mails
 from goalkeeper.config import Settings
-from goalkeeper.findings import group_reports, recipient_key
-from goalkeeper.model import Finding, IPAddress, MailOutcome, OwnerReport, Target
-from goalkeeper.notify.render import render_owner_report
+from goalkeeper.findings import recipient_key
+from goalkeeper.model import IPAddress, Target
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.state import Channel, NewMessage, OutboxMessage, StateStore
+from goalkeeper.state import Channel, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
-SUMMARY_KEY = "summary"
 REROUTED = " (rerouted from "  # a replacement's key: "<owner key> (rerouted from <old key>)"
 OWNER_CHANGED = "not sent: an address changed owner"  # a rerouted original: never to be retried
 Owners = Callable[[], Awaitable[Mapping[IPAddress, Target]]]
-
-
-def iter_messages(
-    findings: Iterable[Finding],
-    *,
-    settings: Settings,
-    catalog: Catalog,
-    run_id: str,
-    now: datetime,
-    key_suffix: str = "",
-) -> Iterator[tuple[OwnerReport, NewMessage]]:
-    """One rendered mail per recipient key, ready for the outbox, rendered one at a time as
-    they are taken: the caller decides how many are alive."""
-    notify = settings.notify
-    redirect = settings.environment == "stage" or not notify.send_to_customers
-    for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
-        report = dataclasses.replace(grouped, key=grouped.key + key_suffix)
-        mail = render_owner_report(
-            report,
-            environment=settings.environment,
-            run_id=run_id,
-            sender=notify.sender,
-            advice={f.service: catalog.advice_for(f.service) for f in report.findings},
-            generated_at=now,
-            templates_dir=notify.templates_dir,
-        )
-        message = NewMessage.email(
-            mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]
-        )
-        yield report, message
-
-
-def summary_message(text: str, *, settings: Settings, run_id: str) -> NewMessage | None:
-    telegram = settings.notify.telegram
-    if not telegram.enabled or not telegram.chat_id:
-        return None
-    return NewMessage.telegram(
-        text, chat_id=telegram.chat_id, message_id=f"{run_id}.summary", recipient_key=SUMMARY_KEY
-    )
-
-
-def outcome(report: OwnerReport, message: NewMessage, *, queued: bool) -> MailOutcome:
-    return MailOutcome(
-        recipient=message.recipient,
-        intended=report.intended,
-        owner_name=report.owner.name,
-        findings=len(report.findings),
-        message_id=message.message_id,
-        delivered=False,
-        subject=str(message.payload.get("subject", "")),
-        queued=queued,
-    )
 
 
 async def reroute(
@@ -117,7 +64,7 @@ async def reroute(
             finding = dataclasses.replace(finding, target=moved[key])
         findings.append(finding)
     composed = list(
-        iter_messages(
+        compose_mails(
             findings,
             settings=settings,
             catalog=catalog,
@@ -126,15 +73,10 @@ async def reroute(
             key_suffix=f"{REROUTED}{meant_for})",
         )
     )
-    replacements = await store.commit_tick(
-        run_id=message.run_id,
-        started_at=message.created_at,
-        upserts=[],
-        messages=[new for _, new in composed],
-    )
-    new_owners = sorted({new.recipient for _, new in composed})
-    await store.mark_failed(
+    new_owners = sorted({mail.message.recipient for mail in composed})
+    replacements = await store.reroute(
         message.id,
+        [mail.message for mail in composed],
         reason=f"{OWNER_CHANGED}; sent to {', '.join(new_owners)} instead",
         now=now,
     )

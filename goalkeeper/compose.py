@@ -1,0 +1,102 @@
+"""What a tick says to whom: one mail per recipient key, and the Telegram summary.
+
+Pure: rendering is the notify layer's and storage the state layer's; nothing here reads the
+store, the network or the clock. Mails come out one at a time as they are taken, so the caller
+(the tick's commit) decides how many rendered mails are alive at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+
+from goalkeeper.config import Settings
+from goalkeeper.findings import group_reports
+from goalkeeper.lifecycle import LifecyclePlan
+from goalkeeper.model import Finding, MailOutcome, OwnerReport, TickReport
+from goalkeeper.notify.render import render_owner_report
+from goalkeeper.notify.summary import render_summary
+from goalkeeper.scanning.catalog import Catalog
+from goalkeeper.state import NewMessage
+
+SUMMARY_KEY = "summary"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ComposedMail:
+    """One owner's mail, ready for the outbox, and the report it was rendered from."""
+
+    report: OwnerReport
+    message: NewMessage
+
+    @property
+    def outcome(self) -> MailOutcome:
+        """What the tick report says of it: queued, handed on once committed."""
+        report, message = self.report, self.message
+        return MailOutcome(
+            recipient=message.recipient,
+            intended=report.intended,
+            owner_name=report.owner.name,
+            findings=len(report.findings),
+            message_id=message.message_id,
+            delivered=False,
+            subject=str(message.payload.get("subject", "")),
+            queued=True,
+        )
+
+
+def compose_tick(
+    plan: LifecyclePlan, *, settings: Settings, catalog: Catalog, run_id: str, now: datetime
+) -> Iterator[ComposedMail]:
+    """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved."""
+    return compose_mails(
+        (*plan.to_notify, *plan.resolved_to_notify),
+        settings=settings,
+        catalog=catalog,
+        run_id=run_id,
+        now=now,
+    )
+
+
+def compose_mails(
+    findings: Iterable[Finding],
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    run_id: str,
+    now: datetime,
+    key_suffix: str = "",
+) -> Iterator[ComposedMail]:
+    """One rendered mail per recipient key, rendered one at a time as they are taken: the
+    caller decides how many are alive."""
+    notify = settings.notify
+    redirect = settings.environment == "stage" or not notify.send_to_customers
+    for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
+        report = dataclasses.replace(grouped, key=grouped.key + key_suffix)
+        mail = render_owner_report(
+            report,
+            environment=settings.environment,
+            run_id=run_id,
+            sender=notify.sender,
+            advice={f.service: catalog.advice_for(f.service) for f in report.findings},
+            generated_at=now,
+            templates_dir=notify.templates_dir,
+        )
+        message = NewMessage.email(
+            mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]
+        )
+        yield ComposedMail(report, message)
+
+
+def compose_summary(report: TickReport, *, settings: Settings) -> NewMessage | None:
+    """The Telegram summary of a tick's report, or None when Telegram is not configured."""
+    telegram = settings.notify.telegram
+    if not telegram.enabled or not telegram.chat_id:
+        return None
+    return NewMessage.telegram(
+        render_summary(report),
+        chat_id=telegram.chat_id,
+        message_id=f"{report.run_id}.summary",
+        recipient_key=SUMMARY_KEY,
+    )
