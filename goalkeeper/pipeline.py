@@ -1,15 +1,15 @@
-"""One tick, end to end: inventory → scope → scan → lifecycle → outbox → dispatch.
+"""One tick, end to end: observe → plan → compose → commit → dispatch.
 
 `run_tick` is a plain async function with every dependency passed in, so the CLI, the daemon's
-schedule and `POST /scan` all run the same code, and tests hand it fakes at each seam. Nothing
-is sent before the tick's findings and every message it will send are committed to the state
-store in one transaction; the dispatcher only ever sends stored messages. The tick's time is
-`now`; the clock is read only to measure the duration.
+schedule and `POST /scan` all run the same code, and tests hand it fakes at each seam. Each
+stage takes the previous one's value (Observed, Decision, the composed mails, CommittedTick)
+and hands its own on; none writes into another's. Nothing is sent before the tick's findings
+and every message it will send are committed in one transaction; the dispatcher only ever
+sends stored messages. The tick's time is `now`; the clock is read only to measure duration.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
 import itertools
@@ -26,25 +26,21 @@ from goalkeeper.aio import Clock, run_blocking, utc_now
 from goalkeeper.compose import SUMMARY_KEY, ComposedMail, compose_summary, compose_tick
 from goalkeeper.config import Settings
 from goalkeeper.crashpoints import crash_point
-from goalkeeper.findings import build_findings, count_by_service, unresolved_projects
+from goalkeeper.findings import count_by_service, unresolved_projects
 from goalkeeper.lifecycle import Coverage, FindingKey, LifecyclePlan, plan_lifecycle
 from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
 from goalkeeper.model import (
     AddressesKnown,
-    Finding,
     Inventory,
     InventorySource,
     IPAddress,
     MailOutcome,
-    PortSpec,
     Scanner,
-    ScanResult,
     Target,
     TickReport,
-    Transport,
 )
+from goalkeeper.observe import Observed, effective_ports, inventory_age, observe
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.scope import IPV6_NOT_SCANNED, OUTSIDE, Selection, in_scope, select_targets
 from goalkeeper.state import MESSAGE_CHUNK, OutboxChanged, OutboxMessage, StateStore, TickRecord
 
 log = logs.get_logger(__name__)
@@ -109,92 +105,6 @@ class RecentInventory:
         return self._owners
 
 
-async def _inventory_and_scan(
-    tick: TickContext, ports: Sequence[PortSpec]
-) -> tuple[Inventory, Selection, ScanResult]:
-    """The inventory, and the scan of its targets in scope, overlapped where the source allows.
-
-    A source that announces its addresses before it is done (OpenStack's are known from Neutron
-    while Nova still pages) has them scanned at once. Once the inventory is in, whatever it
-    holds beyond them is scanned too, and results for addresses it no longer holds are dropped;
-    either way the scan covers exactly the targets, as if it had started afterwards.
-    """
-    inventory, scanner, scope = tick.inventory, tick.scanner, tick.settings.scan
-    loop = asyncio.get_running_loop()
-    announced: asyncio.Future[frozenset[IPAddress]] = loop.create_future()
-
-    def on_addresses(addresses: frozenset[IPAddress]) -> None:  # from the inventory's thread
-        loop.call_soon_threadsafe(_settle, announced, addresses)
-
-    fetching = asyncio.ensure_future(inventory.fetch(on_addresses))
-    early: asyncio.Future[ScanResult] | None = None
-    try:
-        await asyncio.wait((announced, fetching), return_when=asyncio.FIRST_COMPLETED)
-        if announced.done():
-            early_targets = in_scope(
-                announced.result(),
-                allowed=scope.allowed_networks,
-                exclude=scope.exclude,
-                loopback=scope.allow_loopback,
-            )
-            log.info("scan started", hosts=len(early_targets), inventory="still being read")
-            early = asyncio.ensure_future(scanner.scan(early_targets, ports))
-        snapshot = await fetching
-        tick.stopwatch.lap("inventory")
-        selection = select_targets(
-            snapshot.targets,
-            allowed=scope.allowed_networks,
-            exclude=scope.exclude,
-            loopback=scope.allow_loopback,
-        )
-        if selection.ipv6:
-            log.warning(
-                "ipv6 addresses not scanned: IPv6 is not scanned yet", count=len(selection.ipv6)
-            )
-        for target in selection.refused:
-            log.warning(
-                "target refused",
-                reason=selection.why.get(target.address, OUTSIDE),
-                address=str(target.address),
-                server=target.server_name,
-                project=target.project_id,
-            )
-        wanted = [t.address for t in selection.targets]
-        if early is None:
-            log.info("scan started", hosts=len(wanted), inventory="read")
-            result = await scanner.scan(wanted, ports)
-        else:
-            result = await early
-            scanned_early = result.scanned | result.not_scanned.keys()
-            rest = [a for a in wanted if a not in scanned_early]
-            if rest:
-                log.info("scanning targets the early addresses lacked", hosts=len(rest))
-                result = result.merged(await scanner.scan(rest, ports))
-            result = result.only_for(frozenset(wanted))
-        tick.stopwatch.lap("scan")
-        return snapshot, selection, result
-    finally:
-        for pending in (early, fetching):
-            if pending is not None and not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pending
-
-
-def _settle(future: asyncio.Future[frozenset[IPAddress]], value: frozenset[IPAddress]) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
-def effective_ports(settings: Settings, catalog: Catalog) -> tuple[PortSpec, ...]:
-    if settings.scan.ports is None:
-        return catalog.ports
-    return tuple(
-        PortSpec(port=p.port, protocol=Transport(p.protocol), service=p.service)
-        for p in settings.scan.ports
-    )
-
-
 def tick_problem(report: TickReport) -> str | None:
     """Why a tick that ran to the end still did not do its job, or None when it did."""
     if report.targets and not report.hosts_scanned:
@@ -220,19 +130,6 @@ class TickContext:
     dry_run: bool
     hold: Hold
     stopwatch: Stopwatch
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Observed:
-    """What the tick saw: the inventory, what of it was in scope, and what the scan found."""
-
-    snapshot: Inventory
-    selection: Selection
-    result: ScanResult
-    ports: tuple[PortSpec, ...]
-    targets: Mapping[IPAddress, Target]  # those in scope, by address
-    seen: tuple[Finding, ...]
-    not_scanned: Mapping[IPAddress, str]  # with the reason, IPv6 beside the scanner's own
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -304,22 +201,13 @@ async def run_tick(
 
 
 async def _observe(tick: TickContext) -> Observed:
-    ports = effective_ports(tick.settings, tick.catalog)
-    snapshot, selection, result = await _inventory_and_scan(tick, ports)
-    if snapshot.stale_reason:
-        log.warning("using the last good inventory", age_s=round(_age(tick, snapshot)),
-                    reason=snapshot.stale_reason)  # fmt: skip
-    by_address = {t.address: t for t in selection.targets}
-    # Counted as not scanned with the reason, beside what the scanner could not scan.
-    not_scanned = {t.address: IPV6_NOT_SCANNED for t in selection.ipv6} | dict(result.not_scanned)
-    return Observed(
-        snapshot=snapshot,
-        selection=selection,
-        result=result,
-        ports=ports,
-        targets=by_address,
-        seen=build_findings(result, by_address, ports, now=tick.now),
-        not_scanned=not_scanned,
+    return await observe(
+        tick.inventory,
+        tick.scanner,
+        tick.settings.scan,
+        effective_ports(tick.settings, tick.catalog),
+        now=tick.now,
+        lap=tick.stopwatch.lap,
     )
 
 
@@ -439,7 +327,7 @@ def _report(
         started_at=tick.now,
         finished_at=tick.now + tick.stopwatch.elapsed(),
         inventory_source=snapshot.source,
-        inventory_age_seconds=_age(tick, snapshot),
+        inventory_age_seconds=inventory_age(snapshot, now=tick.now),
         inventory_stale_reason=snapshot.stale_reason,
         targets=len(observed.targets),
         refused=tuple(str(t.address) for t in selection.refused),
@@ -463,10 +351,6 @@ def _report(
         owner_lookup=snapshot.owners,
         family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
     )
-
-
-def _age(tick: TickContext, snapshot: Inventory) -> float:
-    return max(0.0, (tick.now - snapshot.fetched_at).total_seconds())
 
 
 async def _dispatch(tick: TickContext, committed: CommittedTick) -> TickReport:
