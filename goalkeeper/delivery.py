@@ -37,19 +37,20 @@ PROBE_SECONDS = (2.0, 15.0)
 
 
 class Channel:
-    """A bounded queue of message ids and the worker that sends them, for one channel."""
+    """One channel's bounded queue of messages and how to send them. Delivery owns the
+    channels and runs their workers; a channel knows nothing of it."""
 
     def __init__(
         self,
         name: ChannelName,
         send: Callable[[OutboxMessage], Awaitable[None]],
-        delivery: Delivery,
         *,
         size: int,
+        depth: Callable[[int], None],
     ) -> None:
         self.name = name
-        self._send = send
-        self._delivery = delivery
+        self.send = send
+        self._depth = depth  # told the queue's length whenever it changes
         self._queue: asyncio.Queue[OutboxMessage] = asyncio.Queue(size)
         self.refusals = RefusalStreak()
 
@@ -58,7 +59,7 @@ class Channel:
             self._queue.put_nowait(message)
         except asyncio.QueueFull:
             return False
-        self._depth()
+        self._depth(self._queue.qsize())
         return True
 
     @property
@@ -68,32 +69,22 @@ class Channel:
     async def join(self) -> None:
         await self._queue.join()
 
-    async def work(self) -> None:
-        """Send until cancelled; a message in hand when cancelled stays pending in the store."""
-        while True:
-            message = await self._queue.get()
-            try:
-                result = await self._delivery.deliver(self, message)
-            finally:
-                self._queue.task_done()
-                self._depth()
-            self._delivery.settle(message.id, result)
+    async def take(self) -> OutboxMessage:
+        """The next message; call `done` once it has been dealt with."""
+        return await self._queue.get()
 
-    def abandon(self) -> int:
-        """Forget what is queued (it stays pending in the store); return how much that was."""
-        count = 0
+    def done(self) -> None:
+        self._queue.task_done()
+        self._depth(self._queue.qsize())
+
+    def abandon(self) -> list[OutboxMessage]:
+        """Forget what is queued (it stays pending in the store); return what that was."""
+        dropped = []
         while not self._queue.empty():
-            self._delivery.settle(self._queue.get_nowait().id, "not sent: stopped before its turn")
+            dropped.append(self._queue.get_nowait())
             self._queue.task_done()
-            count += 1
-        self._depth()
-        return count
-
-    async def send(self, message: OutboxMessage) -> None:
-        await self._send(message)
-
-    def _depth(self) -> None:
-        self._delivery.metrics.queue_depth.labels(channel=self.name).set(self._queue.qsize())
+        self._depth(self._queue.qsize())
+        return dropped
 
 
 class Delivery:
@@ -141,7 +132,7 @@ class Delivery:
         async def send_mail(message: OutboxMessage) -> None:
             await mailer.send(message.mail())
 
-        self.email = Channel("email", send_mail, self, size=queue_size)
+        self.email = self._channel("email", send_mail, size=queue_size)
         self.telegram: Channel | None = None
         if chat is not None:
 
@@ -154,7 +145,14 @@ class Delivery:
 
                 await chat.send(message.text, parts_done=message.parts_sent, on_part=accepted)
 
-            self.telegram = Channel("telegram", send_text, self, size=queue_size)
+            self.telegram = self._channel("telegram", send_text, size=queue_size)
+
+    def _channel(
+        self, name: ChannelName, send: Callable[[OutboxMessage], Awaitable[None]], *, size: int
+    ) -> Channel:
+        return Channel(
+            name, send, size=size, depth=self.metrics.queue_depth.labels(channel=name).set
+        )
 
     @property
     def channels(self) -> list[Channel]:
@@ -164,7 +162,7 @@ class Delivery:
         """Every channel's worker, until cancelled. An unexpected error in one ends them all."""
         async with asyncio.TaskGroup() as group:
             self._workers = [
-                group.create_task(channel.work(), name=f"goalkeeper-{channel.name}-worker")
+                group.create_task(self._work(channel), name=f"goalkeeper-{channel.name}-worker")
                 for channel in self.channels
             ]
 
@@ -215,7 +213,7 @@ class Delivery:
                 futures[message.id] = self._waiting[message.id] = loop.create_future()
             self._queued.add(message.id)
             if not channel.submit(message):
-                self.settle(message.id, "not sent yet: the queue is full; it waits in the store")
+                self._settle(message.id, "not sent yet: the queue is full; it waits in the store")
         return futures
 
     @asynccontextmanager
@@ -272,13 +270,29 @@ class Delivery:
                 self._stalled.discard(channel.name)
             self._enqueue(oldest)
 
-    def settle(self, message_id: int, result: str | None) -> None:
+    def _settle(self, message_id: int, result: str | None) -> None:
         self._queued.discard(message_id)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
             future.set_result(result)
 
-    async def deliver(self, channel: Channel, message: OutboxMessage) -> str | None:
+    async def _work(self, channel: Channel) -> None:
+        """Send until cancelled; a message in hand when cancelled stays pending in the store."""
+        while True:
+            message = await channel.take()
+            try:
+                result = await self._deliver(channel, message)
+            finally:
+                channel.done()
+            self._settle(message.id, result)
+
+    def _abandon(self, channel: Channel) -> int:
+        dropped = channel.abandon()
+        for message in dropped:
+            self._settle(message.id, "not sent: stopped before its turn")
+        return len(dropped)
+
+    async def _deliver(self, channel: Channel, message: OutboxMessage) -> str | None:
         """Send one message; None when delivered, else why not."""
         # The store is the truth, not the copy in the queue: read the message now (its payload
         # too: commit_tick hands out references), so one sent meanwhile is never sent again.
@@ -359,7 +373,7 @@ class Delivery:
     async def _relay_outage(self, channel: Channel, ids: list[int], err: DeliveryError) -> str:
         before = channel.refusals.outage_started()
         self.metrics.relay_outages.inc()
-        left = channel.abandon()  # the rest of this pass stays pending in the store
+        left = self._abandon(channel)  # the rest of this pass stays pending in the store
         delay = backoff_delay(before, base=self._backoff_base, cap=RELAY_OUTAGE_MAX_DELAY)
         log.error("mail relay refuses every recipient: messages kept pending", channel=channel.name,
                   code=err.code, reason=err.reason, kept_pending=len(ids) + left,
@@ -409,7 +423,7 @@ class Delivery:
         return sum(channel.pending for channel in self.channels)
 
     def abandon(self) -> int:
-        return sum(channel.abandon() for channel in self.channels)
+        return sum(self._abandon(channel) for channel in self.channels)
 
     async def _give_up(
         self, channel: Channel, message: OutboxMessage, reason: str, *, permanent: bool

@@ -443,6 +443,71 @@ async def test_commit_tick_consumes_a_generator_in_chunks(store: StateStore) -> 
     assert last is not None and last.mail() == rendered("owner-249@x.example")
 
 
+async def test_committing_takes_mails_then_a_summary_all_or_nothing(store: StateStore) -> None:
+    first = record("203.0.113.5")
+    summary = NewMessage.telegram("tick", chat_id="42", message_id="run-1.summary")
+    async with store.committing(run_id="run-1", started_at=T0, upserts=[first]) as outbox:
+        await outbox.add(iter([mail("a@x.example", [first])]))
+        await outbox.add([summary])
+    assert [(m.channel, m.recipient_key) for m in outbox.stored] == [
+        ("email", "a@x.example"),
+        ("telegram", "summary"),
+    ]
+
+    class Interrupted(Exception):
+        pass
+
+    later = record("203.0.113.9", at=T0 + DAY)
+    with pytest.raises(Interrupted):
+        async with store.committing(run_id="run-2", started_at=T0, upserts=[later]) as outbox:
+            await outbox.add([mail("b@x.example", [later], run="run-2")])
+            raise Interrupted  # say, the summary could not be rendered
+    assert [m.recipient_key for m in await store.pending()] == ["a@x.example", "summary"]
+    assert set(await store.load_findings()) == {first.key}
+
+
+async def test_reroute_replaces_a_pending_mail_in_one_transaction(store: StateStore) -> None:
+    first = record("203.0.113.5")
+    (original,) = await store.commit_tick(
+        run_id="run-1", started_at=T0, upserts=[first], messages=[mail("a@x.example", [first])]
+    )
+    key = "b@x.example (rerouted from a@x.example)"
+    (replacement,) = await store.reroute(
+        original.id, [mail(key, [first])], reason="owner changed; sent to b", now=T0 + DAY
+    )
+    assert (replacement.run_id, replacement.recipient_key) == ("run-1", key)
+    assert replacement.created_at == T0  # as created when the original was
+    assert [m.id for m in await store.pending()] == [replacement.id]
+    gone = await store.message(original.id)
+    assert gone is not None
+    assert (gone.status, gone.last_error, gone.failed_at) == (
+        "failed",
+        "owner changed; sent to b",
+        T0 + DAY,
+    )
+
+
+async def test_reroute_of_a_mail_no_longer_pending_writes_nothing(store: StateStore) -> None:
+    (original,) = await store.commit_tick(
+        run_id="run-1", started_at=T0, upserts=[], messages=[mail("a@x.example", [])]
+    )
+    await store.mark_sent(original.id, now=T0)
+    assert await store.reroute(original.id, [mail("b@x.example", [])], reason="r", now=T0) == []
+    assert await store.pending() == []
+    sent = await store.message(original.id)
+    assert sent is not None and sent.status == "sent"
+
+
+async def test_a_failed_reroute_leaves_the_mail_pending(store: StateStore) -> None:
+    (original,) = await store.commit_tick(
+        run_id="run-1", started_at=T0, upserts=[], messages=[mail("a@x.example", [])]
+    )
+    clashing = replace(mail("b@x.example", []), message_id=original.message_id)
+    with pytest.raises(StateError, match="message_id"):
+        await store.reroute(original.id, [clashing], reason="r", now=T0)
+    assert [(m.id, m.status) for m in await store.pending()] == [(original.id, "pending")]
+
+
 async def test_a_failure_mid_commit_leaves_nothing(store: StateStore, state_url: str) -> None:
     first = record("203.0.113.5")
     await store.commit_tick(
