@@ -1,6 +1,6 @@
 """The state store: findings history, runs and the outbox, on SQLite or PostgreSQL.
 
-Everything a tick decides is written in ONE transaction before anything is sent (`commit_tick`),
+Everything a tick decides is written in ONE transaction before anything is sent (`committing`),
 and senders then move each message to sent or failed. Writes are bulk statements (INSERT ... ON
 CONFLICT executed for a thousand rows at a time), not one ORM object per row. Database failures
 leave as StateError, so callers need not import SQLAlchemy. This module decides nothing about
