@@ -41,7 +41,14 @@ from goalkeeper.model import (
 )
 from goalkeeper.observe import Observed, effective_ports, inventory_age, observe
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.state import MESSAGE_CHUNK, OutboxChanged, OutboxMessage, StateStore, TickRecord
+from goalkeeper.state import (
+    MESSAGE_CHUNK,
+    NewMessage,
+    OutboxChanged,
+    OutboxMessage,
+    StateStore,
+    TickRecord,
+)
 
 log = logs.get_logger(__name__)
 FAILURES_LOOKBACK = timedelta(days=1)  # with no earlier run on record
@@ -301,8 +308,7 @@ async def _commit(
         outcomes: list[MailOutcome] = []
         while chunk := list(itertools.islice(mails, MESSAGE_CHUNK)):
             outcomes.extend(mail.outcome for mail in chunk)
-            await outbox.add(mail.message for mail in chunk)
-            del chunk  # the rendered payloads, before the next chunk is rendered
+            await outbox.add(_let_go(chunk))
         report = _report(tick, observed, decision, tuple(outcomes))
         summary = compose_summary(report, settings=tick.settings)
         if summary is not None:
@@ -310,6 +316,14 @@ async def _commit(
     crash_point("committed")  # test-only, inert in production (goalkeeper.crashpoints)
     tick.stopwatch.lap("record")
     return CommittedTick(report, outbox.stored)
+
+
+def _let_go(chunk: list[ComposedMail]) -> Iterator[NewMessage]:
+    """The chunk's messages, each dropped from the chunk as it is taken: the writer can then
+    free the rendered payloads once it has made their rows, before the INSERT runs."""
+    chunk.reverse()
+    while chunk:
+        yield chunk.pop().message
 
 
 def _report(

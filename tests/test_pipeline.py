@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from goalkeeper import compose
 from goalkeeper.config import Settings
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
@@ -23,6 +25,7 @@ from goalkeeper.model import (
     Inventory,
     IPAddress,
     OpenPort,
+    OutgoingMail,
     Owner,
     OwnerLookup,
     OwnerLookupState,
@@ -31,10 +34,11 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
+from goalkeeper.notify.render import render_owner_report
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import run_tick
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import OutboxMessage, StateStore
+from goalkeeper.state import MESSAGE_CHUNK, NewMessage, OutboxMessage, OutboxWriter, StateStore
 from goalkeeper.views import report_as_dict
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
@@ -208,3 +212,49 @@ async def test_ipv6_addresses_are_counted_not_scanned_with_the_reason(store: Sta
     assert registry.get_sample_value("goalkeeper_addresses_skipped", {"family": "ipv6"}) == 2
     # A known gap, not an outage: the hosts-not-scanned alert does not fire on it.
     assert registry.get_sample_value("goalkeeper_hosts_not_scanned_total") == 0
+
+
+class Listing:
+    def __init__(self, targets: Sequence[Target]) -> None:
+        self.targets = tuple(targets)
+
+    async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
+        return Inventory(targets=self.targets, fetched_at=NOW, source="fake")
+
+
+async def test_mails_are_rendered_as_the_commit_takes_them(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/performance.md: the rendered tick is never all in memory at once."""
+    owners = 2 * MESSAGE_CHUNK + 50
+    targets = [
+        Target(IPv4Address(f"127.46.1.{n}"), f"srv-{n}", f"id-{n}", f"p{n}", "acme",
+               Owner(name=f"Owner {n}", email=f"owner-{n}@customer.example"))
+        for n in range(1, owners + 1)
+    ]  # fmt: skip
+    rendered = 0
+    render = render_owner_report
+
+    def counting(*args: Any, **kwargs: Any) -> OutgoingMail:
+        nonlocal rendered
+        rendered += 1
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(compose, "render_owner_report", counting)
+    rendered_when_written: list[int] = []
+    add = OutboxWriter.add
+
+    async def recording(writer: OutboxWriter, messages: Iterable[NewMessage]) -> None:
+        await add(writer, messages)
+        rendered_when_written.append(rendered)
+
+    monkeypatch.setattr(OutboxWriter, "add", recording)
+
+    report = await run_tick(
+        now=NOW, run_id="r1", settings=settings(), inventory=Listing(targets), scanner=Recording(),
+        store=store, dispatch=Kept(), catalog=load_catalog(),
+    )  # fmt: skip
+
+    assert len(report.mails) == owners
+    assert rendered_when_written == [MESSAGE_CHUNK, 2 * MESSAGE_CHUNK, owners]
+    assert len(await store.pending()) == owners

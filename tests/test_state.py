@@ -458,10 +458,14 @@ async def test_committing_takes_mails_then_a_summary_all_or_nothing(store: State
         pass
 
     later = record("203.0.113.9", at=T0 + DAY)
-    with pytest.raises(Interrupted):
+
+    async def interrupted() -> None:
         async with store.committing(run_id="run-2", started_at=T0, upserts=[later]) as outbox:
             await outbox.add([mail("b@x.example", [later], run="run-2")])
             raise Interrupted  # say, the summary could not be rendered
+
+    with pytest.raises(Interrupted):
+        await interrupted()
     assert [m.recipient_key for m in await store.pending()] == ["a@x.example", "summary"]
     assert set(await store.load_findings()) == {first.key}
 
