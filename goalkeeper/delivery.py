@@ -17,10 +17,10 @@ from datetime import timedelta
 
 from goalkeeper import logs
 from goalkeeper.aio import Clock, Sleep, backoff_delay, cancel_within, utc_now
+from goalkeeper.channel import Channel
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
-from goalkeeper.relay import RefusalStreak
 from goalkeeper.state import Channel as ChannelName
 from goalkeeper.state import OutboxMessage, StateError, StateStore
 
@@ -34,57 +34,6 @@ STOP_SECONDS = 5.0  # how long a stop waits for a worker to end once cancelled
 # While a channel is down, its oldest pending message is tried this often (doubling from the
 # first figure up to the second): once one goes through, everything pending goes at once.
 PROBE_SECONDS = (2.0, 15.0)
-
-
-class Channel:
-    """One channel's bounded queue of messages and how to send them. Delivery owns the
-    channels and runs their workers; a channel knows nothing of it."""
-
-    def __init__(
-        self,
-        name: ChannelName,
-        send: Callable[[OutboxMessage], Awaitable[None]],
-        *,
-        size: int,
-        depth: Callable[[int], None],
-    ) -> None:
-        self.name = name
-        self.send = send
-        self._depth = depth  # told the queue's length whenever it changes
-        self._queue: asyncio.Queue[OutboxMessage] = asyncio.Queue(size)
-        self.refusals = RefusalStreak()
-
-    def submit(self, message: OutboxMessage) -> bool:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            return False
-        self._depth(self._queue.qsize())
-        return True
-
-    @property
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    async def join(self) -> None:
-        await self._queue.join()
-
-    async def take(self) -> OutboxMessage:
-        """The next message; call `done` once it has been dealt with."""
-        return await self._queue.get()
-
-    def done(self) -> None:
-        self._queue.task_done()
-        self._depth(self._queue.qsize())
-
-    def abandon(self) -> list[OutboxMessage]:
-        """Forget what is queued (it stays pending in the store); return what that was."""
-        dropped = []
-        while not self._queue.empty():
-            dropped.append(self._queue.get_nowait())
-            self._queue.task_done()
-        self._depth(self._queue.qsize())
-        return dropped
 
 
 class Delivery:
