@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from goalkeeper.delivery import Delivery
-from goalkeeper.messages import retry_failed
+from goalkeeper.resend import retry_failed
 from goalkeeper.state import Channel, StateStore
 from goalkeeper.views import record_as_dict
 

@@ -27,7 +27,6 @@ from goalkeeper.health import Health, Monotonic
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import IPAddress, Target
 from goalkeeper.probes import HttpServer, build_app, start_http
-from goalkeeper.resend import retry_failed
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.schedule import Schedule
 from goalkeeper.state import StateStore
