@@ -1,17 +1,16 @@
 """Delivers rendered mails over SMTP with aiosmtplib: plain, STARTTLS or implicit TLS.
 
 The only module that imports aiosmtplib. It decides what a failure means: 5xx replies are
-permanent and never retried; connection errors, timeouts and 4xx replies are retried with
-backoff. With `reuse_connection`, one connection carries many mails (connect, TLS and login
-are most of a small mail's cost) until the owner calls aclose(). It must not render or change a
-mail, and the password never reaches a log line or an exception: errors carry the server's
-reply with the password masked, and no exception chain.
+permanent and never retried; connection errors, timeouts and 4xx replies are retried (the
+senders' one policy, notify/retry.py). With `reuse_connection`, one connection carries many
+mails (connect, TLS and login are most of a small mail's cost) until the owner calls aclose().
+It must not render or change a mail, and the password never reaches a log line or an
+exception: errors carry the server's reply with the password masked, and no exception chain.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import time
 from dataclasses import dataclass
@@ -20,11 +19,13 @@ from email.utils import parseaddr
 
 import aiosmtplib
 import structlog
+from structlog.typing import FilteringBoundLogger as BoundLogger
 
 from goalkeeper.aio import Sleep
 from goalkeeper.config import EmailSettings
 from goalkeeper.model import DeliveryError, OutgoingMail
 from goalkeeper.notify.render import to_mime
+from goalkeeper.notify.retry import Backoff, Retryable, retrying
 
 log = structlog.get_logger(__name__)
 
@@ -61,9 +62,7 @@ class SmtpMailer:
     ) -> None:
         self._settings = settings
         self._password = settings.password.get_secret_value() if settings.password else None
-        self._attempts = max(1, attempts)
-        self._backoff = backoff
-        self._max_backoff = max_backoff
+        self._policy = Backoff(attempts=max(1, attempts), base=backoff, cap=max_backoff)
         # One attempt is several round trips, each allowed `timeout`; the deadline stops a
         # server that answers just often enough to never trip the per-read timeout.
         self._deadline = deadline if deadline is not None else settings.timeout * 3
@@ -97,12 +96,31 @@ class SmtpMailer:
             await self._send(mail, message)
 
     async def _send(self, mail: OutgoingMail, message: EmailMessage) -> None:
-        envelope_from = parseaddr(mail.sender)[1]
         bound = log.bind(recipient=mail.recipient, message_id=mail.message_id)
-        failure = _Failure("not attempted", permanent=False)
-        attempt = 0
-        while attempt < self._attempts:
-            attempt += 1
+
+        def on_retry(attempt: int, delay: float, error: Retryable) -> None:
+            bound.warning("mail.retry", attempt=attempt, delay=round(delay, 2), reason=error.reason)
+
+        async def attempt(number: int) -> None:
+            await self._attempt(mail, message, bound, number)
+
+        try:
+            await retrying(attempt, policy=self._policy, sleep=self._sleep, on_retry=on_retry)
+        except Retryable as error:
+            reason = error.reason
+        else:
+            return
+        # Raised outside the handler, so no exception chain carries the server's words along.
+        bound.warning("mail.failed", attempts=self._policy.attempts, reason=reason)
+        raise DeliveryError(
+            f"{reason} (gave up after {self._policy.attempts} attempts)", permanent=False
+        )
+
+    async def _attempt(
+        self, mail: OutgoingMail, message: EmailMessage, bound: BoundLogger, number: int
+    ) -> None:
+        """One attempt; raise DeliveryError (permanent) or Retryable when it fails."""
+        while True:
             client = await self._connection()
             reused = client is self._kept  # a session that already carried a mail
             try:
@@ -112,36 +130,27 @@ class SmtpMailer:
                         if self._settings.username:
                             await client.login(self._settings.username, self._password or "")
                     await client.send_message(
-                        message, sender=envelope_from, recipients=[mail.recipient]
+                        message, sender=parseaddr(mail.sender)[1], recipients=[mail.recipient]
                     )
             except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as err:
                 failure = self._classify(err)
                 # After any failure the session's state is unknown: never reuse it.
                 self._kept = None
                 await self._close(client, polite=not isinstance(err, TimeoutError | OSError))
-                if reused and _session_gone(err):
-                    # The kept session may have been closed by the server while idle: one
-                    # fresh connection at once, not counted as an attempt.
-                    bound.debug("mail.reconnect", reason=failure.reason)
-                    attempt -= 1
-                    continue
+                gone = reused and _session_gone(err)
             else:
                 await self._keep_or_close(client)
-                bound.info("mail.sent", attempt=attempt, reused_connection=reused)
+                bound.info("mail.sent", attempt=number, reused_connection=reused)
                 return
-            if failure.permanent:
-                bound.warning("mail.refused", reason=failure.reason)
-                raise DeliveryError(failure.reason, permanent=True, code=failure.code)
-            if attempt < self._attempts:
-                delay = self._delay(attempt)
-                bound.warning(
-                    "mail.retry", attempt=attempt, delay=round(delay, 2), reason=failure.reason
-                )
-                await self._sleep(delay)
-        bound.warning("mail.failed", attempts=self._attempts, reason=failure.reason)
-        raise DeliveryError(
-            f"{failure.reason} (gave up after {self._attempts} attempts)", permanent=False
-        )
+            if not gone:
+                break
+            # The kept session may have been closed by the server while idle: one fresh
+            # connection at once, not counted as an attempt.
+            bound.debug("mail.reconnect", reason=failure.reason)
+        if failure.permanent:
+            bound.warning("mail.refused", reason=failure.reason)
+            raise DeliveryError(failure.reason, permanent=True, code=failure.code)
+        raise Retryable(failure.reason)
 
     async def _connection(self) -> aiosmtplib.SMTP:
         """The kept connection while it is fresh, or a new unconnected client."""
@@ -222,10 +231,6 @@ class SmtpMailer:
         if isinstance(err, TimeoutError) and not isinstance(err, aiosmtplib.SMTPException):
             return _Failure(f"no answer within the {self._deadline:g} s deadline", False)
         return _Failure(self._clean(f"{type(err).__name__}: {err}"), permanent=False)
-
-    def _delay(self, attempt: int) -> float:
-        base = min(self._max_backoff, self._backoff * 2 ** (attempt - 1))
-        return random.uniform(base / 2, base)
 
     def _clean(self, text: str) -> str:
         return text.replace(self._password, "***") if self._password else text

@@ -9,7 +9,6 @@ is handed finished Telegram-HTML and only splits it into messages Telegram accep
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import unicodedata
 from collections.abc import Awaitable, Callable
@@ -22,6 +21,7 @@ import structlog
 from goalkeeper.aio import Closing, Sleep
 from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError
+from goalkeeper.notify.retry import Backoff, Retryable, retrying
 
 MESSAGE_LIMIT = 4096  # Telegram counts UTF-16 code units
 SOFT_LIMIT = 4000  # room for the closing tags a split adds
@@ -185,8 +185,7 @@ class TelegramNotifier(Closing):
         self._settings = settings
         self._session = session
         self._owns_session = session is None
-        self._attempts = max(1, attempts)
-        self._backoff = backoff
+        self._policy = Backoff(attempts=max(1, attempts), base=backoff)
         self._max_retry_after = max_retry_after
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
         self._sleep = sleep
@@ -230,27 +229,40 @@ class TelegramNotifier(Closing):
         }
         if self._settings.message_thread_id is not None:
             payload["message_thread_id"] = self._settings.message_thread_id
-        reason = "not attempted"
-        for attempt in range(1, self._attempts + 1):
-            status, body, failure = await self._post(payload)
-            if failure is None and status == 200 and body.get("ok") is True:
-                return
-            if failure is None:
-                description = self._clean(str(body.get("description") or f"HTTP {status}"))
-                reason = f"Telegram answered {status}: {description}"
-                if status == 429:
-                    delay = self._retry_after(body)
-                elif status < 500:
-                    raise DeliveryError(reason, permanent=True)
-                else:
-                    delay = self._delay(attempt)
-            else:
-                reason = failure
-                delay = self._delay(attempt)
-            if attempt < self._attempts:
-                log.warning("telegram.retry", attempt=attempt, delay=round(delay, 2), reason=reason)
-                await self._sleep(delay)
-        raise DeliveryError(f"{reason} (gave up after {self._attempts} attempts)", permanent=False)
+
+        def on_retry(attempt: int, delay: float, error: Retryable) -> None:
+            log.warning(
+                "telegram.retry", attempt=attempt, delay=round(delay, 2), reason=error.reason
+            )
+
+        async def attempt(_: int) -> None:
+            await self._attempt(payload)
+
+        try:
+            await retrying(attempt, policy=self._policy, sleep=self._sleep, on_retry=on_retry)
+        except Retryable as error:
+            reason = error.reason
+        else:
+            return
+        # Raised outside the handler, so no exception chain carries aiohttp's words (the URL).
+        raise DeliveryError(
+            f"{reason} (gave up after {self._policy.attempts} attempts)", permanent=False
+        )
+
+    async def _attempt(self, payload: dict[str, Any]) -> None:
+        """One sendMessage; raise DeliveryError (permanent) or Retryable when it fails."""
+        status, body, failure = await self._post(payload)
+        if failure is not None:
+            raise Retryable(failure)
+        if status == 200 and body.get("ok") is True:
+            return
+        description = self._clean(str(body.get("description") or f"HTTP {status}"))
+        reason = f"Telegram answered {status}: {description}"
+        if status == 429:
+            raise Retryable(reason, after=self._retry_after(body))
+        if status < 500:
+            raise DeliveryError(reason, permanent=True)
+        raise Retryable(reason)
 
     async def _post(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any], str | None]:
         """(status, JSON body, None), or (0, {}, why) when no HTTP answer came back."""
@@ -279,12 +291,10 @@ class TelegramNotifier(Closing):
     def _retry_after(self, body: dict[str, Any]) -> float:
         parameters = body.get("parameters")
         value = parameters.get("retry_after") if isinstance(parameters, dict) else None
-        seconds = float(value) if isinstance(value, int | float) and value >= 0 else self._backoff
+        seconds = (
+            float(value) if isinstance(value, int | float) and value >= 0 else self._policy.base
+        )
         return min(seconds, self._max_retry_after)
-
-    def _delay(self, attempt: int) -> float:
-        base = self._backoff * 2 ** (attempt - 1)
-        return random.uniform(base / 2, base)
 
     def _clean(self, text: str) -> str:
         for form in {self._token, quote(self._token, safe=""), quote(self._token)}:
