@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from ipaddress import IPv4Address
 from multiprocessing.connection import Connection
+from typing import TextIO
+
+import structlog
 
 from goalkeeper import logs
 from goalkeeper.config import EmailSettings
@@ -92,9 +97,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--per-mail-sample", type=int, default=200)
     args = parser.parse_args(argv)
     # One JSON line per mail, as the daemon writes it: part of the cost, not of the output.
-    with open(os.devnull, "w", encoding="utf-8") as devnull:
-        logs.configure(level="info", fmt="json", stream=devnull)
+    with open(os.devnull, "w", encoding="utf-8") as devnull, _logging_to(devnull):
         return _measure(args.owners, args.per_mail_sample)
+
+
+@contextmanager
+def _logging_to(stream: TextIO) -> Iterator[None]:
+    """Goalkeeper's logging into `stream` for a while, then as it was: the smoke test runs main()
+    in-process, and a handler left on the closed stream would fail every later test's log line."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    libraries = {name: logging.getLogger(name).level for name in logging.root.manager.loggerDict}
+    config = structlog.get_config()
+    logs.configure(level="info", fmt="json", stream=stream)
+    try:
+        yield
+    finally:
+        structlog.configure(**config)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name, library_level in libraries.items():
+            logging.getLogger(name).setLevel(library_level)
 
 
 def _measure(owners: int, per_mail_sample: int) -> int:

@@ -10,11 +10,13 @@ checked against the real SMTP sink.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import structlog
 from structlog.testing import capture_logs
 
 from benchmarks.mail_throughput import main as mail_main
@@ -68,7 +70,11 @@ def test_small_benchmark_finds_every_open_port_and_leaves_nothing_behind(tmp_pat
 
 
 def test_mail_benchmark_delivers_every_mail_it_counts() -> None:
+    root = logging.getLogger()
+    handlers, config = root.handlers[:], structlog.get_config()
     assert mail_main(["--owners", "12", "--per-mail-sample", "3"]) == 0
+    # main() logs into a file it closes: nothing of that may outlive it in this process.
+    assert (root.handlers, structlog.get_config()) == (handlers, config)
 
 
 async def test_reused_connection_carries_mails_until_its_cap_and_survives_a_server_hangup() -> None:
