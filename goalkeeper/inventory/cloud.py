@@ -73,10 +73,6 @@ class CloudInventory:
         self._last_good: Inventory | None = None
         self._lock = asyncio.Lock()
 
-    @property
-    def last_good(self) -> Inventory | None:
-        return self._last_good
-
     async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
         """The inventory; `on_addresses` hears its addresses once OpenStack's Neutron is read,
         before Nova, Keystone and Fleio are done (not at all when a kept copy is returned)."""

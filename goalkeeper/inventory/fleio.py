@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -33,7 +33,7 @@ import structlog
 
 from goalkeeper.config import FleioSettings
 from goalkeeper.mailaddress import customer_owner
-from goalkeeper.model import UNKNOWN_OWNER, Owner
+from goalkeeper.model import Owner
 
 log = structlog.get_logger(__name__)
 
@@ -76,15 +76,6 @@ class FleioClient:
 
     def __repr__(self) -> str:
         return f"FleioClient(url={self.url!r})"
-
-    async def owners(self, project_ids: Iterable[str]) -> Mapping[str, Owner]:
-        """The owner of each of `project_ids`; UNKNOWN_OWNER (NOT FOUND) where billing lacks one."""
-        directory = await self.directory()
-        return {pid: directory.get(pid, UNKNOWN_OWNER) for pid in project_ids}
-
-    async def directory(self) -> Mapping[str, Owner]:
-        """The owner of every project billing knows, by Keystone project id."""
-        return (await self.read()).owners
 
     async def read(self) -> BillingDirectory:
         """The owners billing resolves, with the count of projects it listed at all."""

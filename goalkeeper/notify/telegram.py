@@ -23,8 +23,9 @@ from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError
 from goalkeeper.notify.retry import Backoff, Retryable, retrying
 
-MESSAGE_LIMIT = 4096  # Telegram counts UTF-16 code units
-SOFT_LIMIT = 4000  # room for the closing tags a split adds
+# Telegram takes 4,096 UTF-16 code units a message; the rest is room for the closing tags a
+# split adds.
+SOFT_LIMIT = 4000
 # A tag, an entity, or a run of text ending at the next line break, tag or entity.
 _TOKEN = re.compile(r"<[^<>]*>|&#?[0-9A-Za-z]+;|[^<&\n]*\n|[^<&\n]+|[<&]")
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")

@@ -46,7 +46,6 @@ class Catalog:
         self._ports = tuple(sorted(ports))
         self._advice = MappingProxyType(dict(advice))
         self._fallback = fallback
-        self._by_port = MappingProxyType({(spec.port, spec.protocol): spec for spec in self._ports})
 
     @property
     def ports(self) -> tuple[PortSpec, ...]:
@@ -69,10 +68,6 @@ class Catalog:
             risk=_fill(fallback.risk, service),
             fix=tuple(_fill(step, service) for step in fallback.fix),
         )
-
-    def service_for(self, port: int, protocol: Transport | str) -> str | None:
-        spec = self._by_port.get((port, Transport(protocol)))
-        return spec.service if spec is not None else None
 
 
 @functools.cache
