@@ -133,3 +133,10 @@ def unbind(*keys: str) -> None:
 def get_logger(name: str) -> structlog.stdlib.BoundLogger:
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
     return logger
+
+
+def first_line(message: object, *, limit: int = 300) -> str:
+    """An outside library's message (an exception's text) cut to its first line: the rest (SQL,
+    a response body, a traceback) belongs in no error line of ours."""
+    lines = str(message).strip().splitlines()
+    return lines[0][:limit] if lines else "(no message)"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +168,19 @@ def _check_expansion(root: Node, max_nodes: int) -> None:
         return total
 
     size(root, 1)
+
+
+def key_path(loc: Iterable[int | str]) -> str:
+    """A validation error's location as the key an operator wrote: `targets[3].network`.
+
+    A number is a list index, also as text (a location read back from an environment variable).
+    """
+    out = ""
+    for part in loc:
+        text = str(part)
+        out += (
+            f"[{text}]"
+            if isinstance(part, int) or text.isdigit()
+            else (f".{text}" if out else text)
+        )
+    return out

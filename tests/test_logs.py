@@ -70,3 +70,19 @@ def test_very_short_values_are_not_treated_as_secrets() -> None:
     # Masking "abc" would shred ordinary words; config values that short are not secrets.
     redactor = logs.Redactor(["abc", SECRET])
     assert redactor.scrub_text(f"abcdef {SECRET}") == "abcdef ***"
+
+
+@pytest.mark.parametrize(
+    ("message", "shown"),
+    [
+        (
+            "  (sqlite3.OperationalError) no such table\n[SQL: SELECT 1]",
+            "(sqlite3.OperationalError) no such table",
+        ),
+        ("", "(no message)"),
+        ("x" * 400, "x" * 300),
+        (ValueError("bad\nworse"), "bad"),
+    ],
+)
+def test_first_line_keeps_one_bounded_line(message: object, shown: str) -> None:
+    assert logs.first_line(message) == shown

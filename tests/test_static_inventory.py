@@ -14,6 +14,8 @@ from goalkeeper.config import ConfigError
 from goalkeeper.inventory.static import StaticInventory, read_static_targets
 from goalkeeper.validity import static_inventory_problems
 
+from goalkeeper.yamlfile import key_path
+
 ALLOWED = (ip_network("127.77.0.0/16"),)
 
 
@@ -201,3 +203,18 @@ targets:
         "fd00:77::103",
     ]
     assert targets[1].server_name == "web-1-v6"
+
+
+@pytest.mark.parametrize(
+    ("loc", "key"),
+    [
+        (("targets", 3, "network"), "targets[3].network"),
+        (("notify", "email", "port"), "notify.email.port"),
+        (("scan", "ports", "7"), "scan.ports[7]"),  # a location read back as text
+        ((), ""),
+    ],
+)
+def test_a_validation_location_reads_as_the_key_written(
+    loc: tuple[int | str, ...], key: str
+) -> None:
+    assert key_path(loc) == key

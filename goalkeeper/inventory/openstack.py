@@ -45,6 +45,7 @@ from goalkeeper.inventory.openstack_targets import (
     ServerRecord,
     build_targets,
 )
+from goalkeeper.logs import first_line
 from goalkeeper.model import AddressesKnown, Target
 
 log = structlog.get_logger(__name__)
@@ -166,7 +167,7 @@ class OpenStackInventory:
         if status == 401:
             detail = f"authentication refused (HTTP 401): check the credentials in {where}"
         else:
-            text, kind = _first_line(str(err)), type(err).__name__
+            text, kind = first_line(err), type(err).__name__
             detail = text if text.startswith(kind) else f"{kind}: {text}"
         for secret in self._secrets():
             detail = detail.replace(secret, "***")
@@ -340,10 +341,6 @@ def _port(port: Json) -> PortRecord:
         addresses=tuple(str(ip.get("ip_address", "")) for ip in port.get("fixed_ips") or ()),
         project_id=intern(port.get("project_id") or port.get("tenant_id") or ""),
     )
-
-
-def _first_line(text: str) -> str:
-    return text.strip().splitlines()[0][:300] if text.strip() else "(no message)"
 
 
 @contextmanager

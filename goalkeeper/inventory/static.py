@@ -23,7 +23,7 @@ from goalkeeper.config import ConfigError, Network, Problem, Settings
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains, scannable
-from goalkeeper.yamlfile import UnreadableFile, read_yaml
+from goalkeeper.yamlfile import UnreadableFile, key_path, read_yaml
 
 log = logs.get_logger(__name__)
 MAX_NETWORK_ADDRESSES = 65536
@@ -94,7 +94,7 @@ def read_static_targets(
     except ValidationError as err:
         raise ConfigError(
             [
-                Problem(source=source, key=_dotted(e["loc"]), message=e["msg"])
+                Problem(source=source, key=key_path(e["loc"]), message=e["msg"])
                 for e in err.errors(include_url=False, include_input=False)
             ]
         ) from None
@@ -212,10 +212,3 @@ def _owner_of(entry: StaticEntry) -> str:
 
 def _log_warning(text: str) -> None:
     log.warning("static inventory", problem=text)
-
-
-def _dotted(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out

@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from goalkeeper.config import redact_url
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.lifecycle import FindingKey, FindingRecord
+from goalkeeper.logs import first_line
 from goalkeeper.model import IPAddress
 from goalkeeper.state.commit import OutboxWriter
 from goalkeeper.state.health import ANY, FileWatch, HealthError, sqlite_file
@@ -75,7 +76,7 @@ def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coro
         try:
             return await method(*args, **kwargs)
         except (SQLAlchemyError, OSError) as err:
-            what = f"{method.__name__}: {type(err).__name__}: {_first_line(err)}"
+            what = f"{method.__name__}: {type(err).__name__}: {first_line(err)}"
             raise StateError(what) from err
 
     return wrapper
@@ -114,7 +115,7 @@ class StateStore:
             engine = create_engine(url)
         except (SQLAlchemyError, ValueError, OSError) as err:
             raise StateUnavailable(
-                f"cannot use state.url {redact_url(url)}: {type(err).__name__}: {_first_line(err)}"
+                f"cannot use state.url {redact_url(url)}: {type(err).__name__}: {first_line(err)}"
             ) from None
         try:
             async with engine.begin() as connection:
@@ -123,7 +124,7 @@ class StateStore:
             await engine.dispose()
             raise StateUnavailable(
                 f"cannot open the state store {redact_url(url)}: {type(err).__name__}: "
-                f"{_first_line(err)}"
+                f"{first_line(err)}"
             ) from None
         path = sqlite_file(url)
         return cls(engine, url=url, watch=FileWatch(path) if path is not None else None)
@@ -554,7 +555,3 @@ def _match(ref: MessageRef) -> ColumnElement[bool]:
 
 def _order(record: FindingRecord) -> tuple[int, int, int, str]:
     return (record.address.version, int(record.address), record.port, str(record.protocol))
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
