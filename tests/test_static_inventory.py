@@ -13,7 +13,6 @@ from goalkeeper import configsources
 from goalkeeper.config import ConfigError
 from goalkeeper.inventory.static import StaticInventory, read_static_targets
 from goalkeeper.validity import static_inventory_problems
-
 from goalkeeper.yamlfile import key_path
 
 ALLOWED = (ip_network("127.77.0.0/16"),)
