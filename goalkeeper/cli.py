@@ -294,10 +294,10 @@ def undelivered(report: TickReport) -> str | None:
         return None
     mails = sum(1 for m in report.mails if not m.delivered and not m.queued)
     total = len(report.mails)
-    parts = [f"{mails} of {total} mail{'s' * (total != 1)}"] if mails else []
+    undelivered = [f"{mails} of {total} mail{'s' * (total != 1)}"] if mails else []
     if report.summary_delivered is False:
-        parts.append("the Telegram summary")
-    return " and ".join(parts) or None
+        undelivered.append("the Telegram summary")
+    return " and ".join(undelivered) or None
 
 
 def print_report(report: TickReport, out: TextIO) -> None:

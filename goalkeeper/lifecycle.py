@@ -72,7 +72,7 @@ class FindingRecord:
     service: str
     first_seen: datetime
     last_seen: datetime
-    state: str = "open"
+    state: str = "open"  # the stored column; only open ports become findings
     evidence: str = ""
     server_id: str = ""
     server_name: str = ""
@@ -129,7 +129,6 @@ class FindingRecord:
             first_seen=self.first_seen,
             last_seen=self.last_seen,
             status=status or self.status,
-            state=self.state,
             evidence=self.evidence,
             grade=self.grade,
             cause=self.cause,
@@ -147,7 +146,6 @@ def record_from_finding(finding: Finding, previous: FindingRecord | None = None)
         service=finding.service,
         first_seen=finding.first_seen,
         last_seen=finding.last_seen,
-        state=finding.state,
         evidence=finding.evidence,
         server_id=target.server_id,
         server_name=target.server_name,

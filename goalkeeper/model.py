@@ -223,7 +223,6 @@ class Finding:
     first_seen: datetime
     last_seen: datetime
     status: FindingStatus = FindingStatus.NEW
-    state: str = "open"
     evidence: str = ""
     grade: str | None = None
     cause: str | None = None

@@ -69,7 +69,7 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "service": finding.service,
         "status": str(finding.status),
         "unmonitored_reason": finding.unmonitored_reason,
-        "state": finding.state,
+        "state": "open",  # kept for readers of earlier output; `status` says where it stands
         "evidence": finding.evidence,
         "server_name": target.server_name,
         "server_id": target.server_id,

@@ -126,14 +126,14 @@ async def one_tick(
     async with (
         inventory_source(settings, config_path) as source,
         scanner(settings) as nmap,
-        notifiers(settings) as parts,
+        notifiers(settings) as senders,
         state_store(settings) as store,
     ):
         inventory = RecentInventory(source)
         delivery = Delivery(
             store=store,
-            mailer=parts.mailer,
-            chat=parts.chat,
+            mailer=senders.mailer,
+            chat=senders.chat,
             metrics=metrics,
             wait=True,
             owner_check_attempts=3,  # then the mail stays pending: a one-off run must end

@@ -247,8 +247,8 @@ def next_page(
         return None, {}
     if href.startswith("/v"):
         href = href[href.find("/", 1) :]
-    parts = urlsplit(href)
-    return urljoin(href, parts.path), parse_qs(parts.query)
+    url = urlsplit(href)
+    return urljoin(href, url.path), parse_qs(url.query)
 
 
 class _StepFailed(Exception):

@@ -122,11 +122,11 @@ def _address_order(address: str) -> tuple[int, int]:
 
 def _tally(reasons: Iterable[str], *, limit: int = 5) -> str:
     counts = Counter(header_text(reason, limit=80) for reason in reasons).most_common()
-    parts = [f"{reason} ({count})" for reason, count in counts[:limit]]
+    shown = [f"{reason} ({count})" for reason, count in counts[:limit]]
     rest = sum(count for _, count in counts[limit:])
     if rest:
-        parts.append(f"other reasons ({rest})")
-    return "; ".join(parts)
+        shown.append(f"other reasons ({rest})")
+    return "; ".join(shown)
 
 
 def _age(seconds: float) -> str:

@@ -49,8 +49,8 @@ def split_message(text: str, *, soft_limit: int = SOFT_LIMIT) -> list[str]:
 class _Splitter:
     def __init__(self, soft_limit: int) -> None:
         self.limit = soft_limit
-        self.chunks: list[str] = []
-        self.parts: list[str] = []
+        self.messages: list[str] = []
+        self.tokens: list[str] = []  # the message being built
         self.size = 0
         self.open_tags: list[tuple[str, str]] = []  # (name, the opening tag as written)
 
@@ -64,7 +64,7 @@ class _Splitter:
         if line:
             self._add_line(line)
         self._flush()
-        return self.chunks
+        return self.messages
 
     def _add_line(self, tokens: list[str]) -> None:
         if self._fits(tokens):
@@ -107,19 +107,19 @@ class _Splitter:
 
     def _take(self, tokens: list[str]) -> None:
         for token in tokens:
-            self.parts.append(token)
+            self.tokens.append(token)
             self.size += utf16_length(token)
             _track(self.open_tags, token)
 
     def _has_content(self) -> bool:
-        return any(not part.startswith("<") and part.strip() for part in self.parts)
+        return any(not token.startswith("<") and token.strip() for token in self.tokens)
 
     def _flush(self) -> None:
         if self._has_content():
             closing = "".join(f"</{name}>" for name, _ in reversed(self.open_tags))
-            self.chunks.append(("".join(self.parts).rstrip("\n") + closing).strip("\n"))
+            self.messages.append(("".join(self.tokens).rstrip("\n") + closing).strip("\n"))
         reopened = [tag for _, tag in self.open_tags]
-        self.parts = reopened
+        self.tokens = reopened
         self.size = sum(utf16_length(tag) for tag in reopened)
 
     @staticmethod

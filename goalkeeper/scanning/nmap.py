@@ -74,9 +74,9 @@ class _Probe:
 
     @property
     def port_argument(self) -> str:
-        parts = [f"T:{','.join(map(str, sorted(self.tcp)))}"] if self.tcp else []
-        parts += [f"U:{','.join(map(str, sorted(self.udp)))}"] if self.udp else []
-        return ",".join(parts)
+        groups = [f"T:{','.join(map(str, sorted(self.tcp)))}"] if self.tcp else []
+        groups += [f"U:{','.join(map(str, sorted(self.udp)))}"] if self.udp else []
+        return ",".join(groups)
 
 
 @dataclass(frozen=True, slots=True)
