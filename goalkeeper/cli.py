@@ -1,9 +1,10 @@
 """Command line: argv → settings → one command → exit code.
 
-Exit codes are part of the contract (DESIGN.md §3): 0 done, 1 a tick failed or the state store
-cannot be opened, 2 a usage or configuration error (one message listing every problem), 3 a
-tick done whose messages were not all delivered (they stay in the outbox). Command output goes
-to stdout, logs to stderr. Nothing here holds logic a test would want to reach another way.
+Exit codes are a contract that scripts and CronJobs rely on (README.md lists them): 0 done, 1 a
+tick failed or the state store cannot be opened, 2 a usage or configuration error (one message
+listing every problem), 3 a tick done whose messages were not all delivered (they stay in the
+outbox). Command output goes to stdout, logs to stderr. Nothing here holds logic a test would
+want to reach another way.
 """
 
 from __future__ import annotations

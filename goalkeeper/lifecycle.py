@@ -1,27 +1,9 @@
 """Pure finding lifecycle: what this tick's findings mean against what was known before.
 
-Given the stored records, this tick's findings and what the tick really looked at (`Coverage`:
-which hosts were scanned to the end, for which ports and protocols), decide which findings are
-new, still open, reopened, resolved or no longer monitored, which of them a mail should
-mention, and which records to write. No I/O, no clock (the tick's time is `now`), no database
-types: the state store persists what this module decides, and the pipeline renders it.
-
-Rules (DESIGN.md issue 5):
-- a finding with no record is NEW and is notified;
-- an open record seen again is OPEN, notified again only when a reminder is due;
-- a resolved record seen again is reopened: status NEW, notified, `first_seen` kept (the history
-  of that port on that address survives), `reopened_at` set;
-- an open record seen again under a different owner is notified at once, as NEW: the new owner
-  has never heard of it;
-- an open record not seen, whose exact address, port and protocol this tick scanned, becomes
-  RESOLVED (`resolved_at=now`) and is mentioned once, in the "fixed" part, when `notify_resolved`;
-- any other open record not seen (its port off the list, its protocol skipped, its host timed
-  out, out of scope or gone from the inventory) becomes UNMONITORED, with the reason: kept,
-  shown, never resolved and never thanked for (DESIGN.md §6 "Nothing false"); seen open again
-  it is simply open (a reminder only when one is due), scanned and closed it resolves;
-- a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
-  or not: this tick's report carries it and replaces that unsent mail (the store marks the old
-  one superseded), so an owner gets one current report, never the old one and the new one.
+It decides which findings are new, open, reopened, resolved or no longer monitored, which of
+them a mail mentions, and which records to write (the rules: `plan_lifecycle`). No I/O, no
+clock (the tick's time is `now`), no database types: the state store persists what this module
+decides, and the pipeline renders it.
 """
 
 from __future__ import annotations
@@ -251,6 +233,28 @@ def plan_lifecycle(
     notify_resolved: bool,
     pending: Collection[FindingKey] = (),
 ) -> LifecyclePlan:
+    """Decide this tick from the stored records, the findings and what was really looked at.
+
+    `coverage` says which hosts were scanned to the end, for which ports and protocols. The rules:
+
+    - a finding with no record is NEW and is notified;
+    - an open record seen again is OPEN, notified again only when a reminder is due;
+    - a resolved record seen again is reopened: status NEW, notified, `first_seen` kept (the history
+      of that port on that address survives), `reopened_at` set;
+    - an open record seen again under a different owner is notified at once, as NEW: the new owner
+      has never heard of it;
+    - an open record not seen, whose exact address, port and protocol this tick scanned, becomes
+      RESOLVED (`resolved_at=now`) and is mentioned once, in the "fixed" part, when
+      `notify_resolved`;
+    - any other open record not seen (its port off the list, its protocol skipped, its host timed
+      out, out of scope or gone from the inventory) becomes UNMONITORED, with the reason: kept,
+      shown, never resolved and never thanked for (nothing false: an unscanned port is never called
+      fixed); seen open again it is simply open (a reminder only when one is due), scanned and
+      closed it resolves;
+    - a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
+      or not: this tick's report carries it and replaces that unsent mail (the store marks the old
+      one superseded), so an owner gets one current report, never the old one and the new one.
+    """
     waiting = pending if isinstance(pending, set | frozenset) else set(pending)
     seen: dict[FindingKey, Finding] = {}
     for finding in current:

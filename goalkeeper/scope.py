@@ -1,18 +1,11 @@
 """The safety rule: which addresses may be scanned at all.
 
-Nothing outside `scan.allowed_networks` is ever scanned and nothing inside `scan.exclude`. Nor is
-any address that is not a remote host's, whatever the networks say: the unspecified address
-(the kernel sends to 0.0.0.0 as to this host), "this network" 0.0.0.0/8, loopback (unless
-`scan.allow_loopback`, for tests and the demo), multicast, the limited broadcast and link-local.
-An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is refused too: nmap reaches it over IPv4, past an
-IPv4 `exclude` that an IPv6 comparison would not see. Other embeddings of IPv4 in IPv6 (6to4
-2002::/16, NAT64 64:ff9b::/96, Teredo) are not recognised here: they are compared as the IPv6
-addresses they are, and an IPv4 exclude does not cover them. Subnet-directed broadcasts cannot
-be known from an address alone. Every address the scanner sees has passed through
-`select_targets`; the scanner checks `unscannable` again. IPv6 addresses that may be targets
-are not scanned yet (DESIGN.md §11 is a later issue): they are set apart, each to be counted as
-not scanned with `IPV6_NOT_SCANNED` as the reason, never dropped and never "refused" (which says
-the inventory is wrong). Pure: no I/O, no clock.
+Nothing outside `scan.allowed_networks` is ever scanned and nothing inside `scan.exclude`, nor
+any address that is not a remote host's, whatever the networks say (`unscannable` lists them
+with the reason). Every address the scanner sees has passed through `select_targets`, and the
+scanner checks `unscannable` again. IPv6 targets are set apart, not scanned yet: each is counted
+as not scanned (`IPV6_NOT_SCANNED`), never dropped and never "refused" (which says the inventory
+is wrong). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -42,7 +35,14 @@ class Selection:
 
 
 def unscannable(address: IPAddress, *, loopback: bool = False) -> str | None:
-    """Why `address` is never scanned whatever the configured networks say, or None."""
+    """Why `address` is never scanned whatever the configured networks say, or None.
+
+    The unspecified address and 0.0.0.0/8 (the kernel sends them to this host), loopback (unless
+    `loopback`, for tests and the demo), multicast, the limited broadcast, link-local, and an
+    IPv4-mapped IPv6 address (nmap reaches it over IPv4, past an IPv4 `exclude`). Other
+    embeddings of IPv4 in IPv6 (6to4, NAT64, Teredo) are compared as the IPv6 addresses they
+    are; subnet-directed broadcasts cannot be known from an address alone.
+    """
     if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
         return "an IPv4-mapped IPv6 address: nmap would reach its IPv4 address past exclude"
     if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):

@@ -145,7 +145,8 @@ async def test_an_unreachable_fleio_is_an_error(free_port: int) -> None:
 
 
 # What Fleio may write where it refers to another object: a bare id (int, or a string id), or
-# the nested object its serializers write (DESIGN.md §4), or something that is no reference.
+# the nested object its serializers write (StaffServiceSerializer), or something that is no
+# reference.
 NESTED = [
     ("bare int", 8453, "8453"),
     ("bare string", "8453", "8453"),

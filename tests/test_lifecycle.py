@@ -161,7 +161,7 @@ CASES = {
         resolved_to_notify=(f"{A}:27017",),
         written=(f"{A}:6379", f"{A}:27017"),
     ),
-    # DESIGN.md §6 "Nothing false": resolved only when this exact address, port and protocol
+    # Nothing false: resolved only when this exact address, port and protocol
     # was scanned now and found closed; anything else is no longer monitored, never resolved.
     "port taken off the scan list: unmonitored, not resolved": Case(
         previous=(stored(port=9200),),

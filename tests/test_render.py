@@ -308,7 +308,7 @@ NOBODY = Owner(name="no mail", email=None)
 def test_no_mail_on_any_path_says_0_dangerous_open_ports(
     environment: str, send_to_customers: bool, owner: Owner, findings: tuple[Finding, ...]
 ) -> None:
-    """DESIGN.md §6: customer mail, NOT FOUND to ops, stage and customer-mail-off rerouting."""
+    """Who gets which mail: the customer, NOT FOUND to ops, stage and customer-mail-off rerouted."""
     settings = Settings.model_validate(
         {
             "environment": environment,

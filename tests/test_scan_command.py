@@ -251,7 +251,8 @@ async def test_findings_command_reads_the_store(cloud: Cloud) -> None:
 
 
 async def test_a_port_off_the_list_is_unmonitored_never_thanked_for(cloud: Cloud) -> None:
-    """DESIGN.md §6 "Nothing false": every listener keeps running while the list shrinks."""
+    """Nothing false (no port called fixed that was not scanned): every listener keeps running
+    while the list shrinks."""
     code, _, err = await cloud.goalkeeper("scan", config=cloud.config())
     assert code == 0, err
     mailed = len(cloud.smtp.messages)

@@ -272,7 +272,7 @@ async def test_fleio_envelope_paging_and_404(
 async def test_fleio_writes_the_nested_objects_its_serializers_write(
     cloud: SimulatedCloud, http: aiohttp.ClientSession
 ) -> None:
-    # DESIGN.md §4, from Fleio's StaffServiceSerializer and StaffFloatingIpSerializer.
+    # From Fleio's StaffServiceSerializer and StaffFloatingIpSerializer.
     headers = {"Authorization": f"Token {cloud.fleio_token}"}
 
     async def objects(path: str) -> list[dict[str, Any]]:

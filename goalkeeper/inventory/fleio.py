@@ -1,22 +1,10 @@
 """Who pays for each OpenStack project, read from the Fleio staff API over aiohttp.
 
-The owner of a project is found through three paged listings, read in bulk at the same time:
-`/openstack/projects` (Keystone id -> billing service), `/billing/services` (service -> client)
-and `/clients` (client -> e-mail and name). That is a handful of requests per refresh whatever
-the number of servers or addresses: never one request per address or per project. A project
-that billing does not know has no owner here, and its findings go to ops as NOT FOUND.
-
-Fleio nests related objects rather than writing bare ids: its StaffServiceSerializer writes a
-service's `client` as `{"id", "name", "external_billing_id"}` and its `product` and `cycle` as
-small objects, while a project's `service` is a bare id (DESIGN.md §4). Every reference is read
-through `reference_id`, which takes either shape, so a Fleio version that nests one more field
-(or one fewer) still joins; anything else (null, missing, a list, a bool) is no reference, and
-the project is NOT FOUND rather than a crash.
-
-Paging asks for `page` = 1, 2, ... itself rather than following `next` (Django REST framework
-builds `next` from the Host header, which is often wrong behind a TLS proxy), and stops at
-`next: null` or at a 404 past the first page. This module only reads from Fleio; the token
-never appears in an exception or a log line.
+Three paged listings read side by side (`/openstack/projects`, `/billing/services`, `/clients`)
+join a project to its client: a handful of requests per refresh whatever the size of the cloud,
+never one per address or project. A project billing does not know has no owner here (its
+findings go to ops as NOT FOUND). It only reads from Fleio, and the token never appears in an
+exception or a log line.
 """
 
 from __future__ import annotations
@@ -114,6 +102,9 @@ class FleioClient:
             raise FleioError(f"Fleio {path}: {type(err).__name__}: {err}") from None
 
     async def _pages(self, session: aiohttp.ClientSession, path: str) -> list[Mapping[str, Any]]:
+        # Asks for page 1, 2, ... itself rather than following `next`: Django REST framework
+        # builds `next` from the Host header, often wrong behind a TLS proxy. Stops at
+        # `next: null`, or at a 404 past the first page.
         objects: list[Mapping[str, Any]] = []
         page, last_page = 1, 1
         while True:
@@ -155,7 +146,12 @@ class FleioClient:
 
 def reference_id(value: object) -> str | None:
     """The id a Fleio reference names, whether written bare (`8453`) or nested (`{"id": 8453,
-    ...}`); None for null, a missing id, or anything that is not a reference (a bool, a list)."""
+    ...}`); None for null, a missing id, or anything that is not a reference (a bool, a list).
+
+    Fleio's StaffServiceSerializer nests a service's `client` (`{"id", "name",
+    "external_billing_id"}`), while a project's `service` is a bare id: taking either shape
+    keeps the join working on a Fleio that nests one field more or fewer.
+    """
     if isinstance(value, Mapping):
         value = value.get("id")
     if isinstance(value, bool):  # bool is an int to Python, never an id to Fleio

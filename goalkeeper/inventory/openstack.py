@@ -1,22 +1,11 @@
 """Every public address of every customer server, read from OpenStack with openstacksdk.
 
-This is the only module that imports `openstack`. It uses the proxy layer only (the cloud layer
-probes port 22): the connection, session, catalog, endpoint discovery and microversion headers
-of `conn.identity`, `conn.compute` and `conn.network`. Listings are read as raw JSON with the
-proxies' own `get`, paged as openstacksdk's `Resource.list` pages, and each item is cut down at
-once to the few fields a target needs: the SDK's resource methods build a heavy object per item
-(1 to 4.5 ms of CPU each; about a minute for 10,000 servers, against 2 s this way).
-
-Five listings per refresh whatever the size of the cloud: Keystone projects, Nova servers of
-all projects, Neutron floating IPs, external networks, and the ports on those (and every port
-when floating IPs lack `port_details`). openstacksdk is blocking, so worker threads read whole
-lists, side by side (a refresh takes its slowest API, not their sum); the event loop only
-awaits them, and `api_timeout` bounds every HTTP call. Targets are floating IPs (through their
-port to the server and project) and fixed addresses (IPv4 and IPv6) of ports on external
-networks. Owners are left UNKNOWN here: the billing side fills them in.
-
-It never writes to OpenStack, and no credential (password, application credential secret,
-token) ever reaches an exception or a log line it produces.
+The only module that imports `openstack`. Five listings per refresh whatever the size of the
+cloud (Keystone projects, Nova servers, Neutron floating IPs, external networks and their
+ports), read as raw JSON through the proxy layer in worker threads side by side, each item cut
+at once to the few fields a target needs: the SDK's resource objects cost far more CPU
+(docs/performance.md). Owners are left UNKNOWN here: the billing side fills them in. It never
+writes to OpenStack, and no credential ever reaches an exception or a log line it produces.
 """
 
 from __future__ import annotations
@@ -57,8 +46,8 @@ _ALL_PROJECTS = {"all_tenants": "True"}
 # The server fields read here (id, name, tenant_id) are the same at every microversion; 2.1 is
 # the base every Nova serves, and its body is the smallest.
 _NOVA_VERSION = "2.1"
-# Neutron returns only the fields asked for (`fields`, in its API reference): a port shrinks
-# from about 30 fields to 5. A Neutron that ignored it would still be read right, only slower.
+# Neutron returns only the fields asked for (`fields`, in its API reference). A Neutron that
+# ignored it would still be read right, only slower.
 _FIP_QUERY = {"fields": ["id", "floating_ip_address", "fixed_ip_address", "port_id",
                          "project_id", "port_details"]}  # fmt: skip
 _EXTERNAL_QUERY = {"router:external": "true", "fields": "id"}

@@ -1,15 +1,9 @@
 """From OpenStack's listings to targets: which public address reaches which server.
 
-Pure: the records the OpenStack client reduces its listings to, and the join that turns them
-into targets (floating IPs through their port to the server and project, then fixed addresses
-of ports on external networks that belong to a device, a server's or another's). IPv6 addresses
-are targets like any other: they are not scanned yet, and the pipeline counts each as not
-scanned with that reason (never dropped here, so nothing is skipped silently). No I/O and no
-openstacksdk here, so the join is tested with tables.
-
-Which addresses are targets depends on Neutron's listings alone; Nova's servers and Keystone's
-projects only name them. So the addresses are known (`build_targets` without servers) while Nova
-is still paging, and a scan can start on them.
+Pure, so the join is tested with tables: no I/O and no openstacksdk. Which addresses are
+targets depends on Neutron's listings alone (Nova's servers and Keystone's projects only name
+them), so a scan can start while Nova is still paging. IPv6 addresses are targets like any
+other, never dropped here: the pipeline counts them as not scanned.
 """
 
 from __future__ import annotations

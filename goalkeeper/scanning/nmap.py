@@ -1,18 +1,11 @@
 """The nmap scanner: runs nmap over a scan plan and says honestly what was and was not scanned.
 
-The only module that starts nmap or imports python-nmap. nmap runs as an asyncio subprocess,
-because python-nmap's PortScanner.scan() hides its Popen and cannot be stopped: a cancelled scan
-here SIGKILLs its nmap, and the kernel SIGKILLs it if this process dies, so none outlives the
-tick or the daemon. nmap gets only PATH and the C locale of our environment, never a secret.
-python-nmap then parses the XML in a thread pool. It hides failures (DESIGN §4): a host cut off
-by --host-timeout looks clean, a killed run loses everything and errors land in `scaninfo`. So
-the raw XML and stderr are read as well, and such hosts are reported as not scanned, never as
-clean. One failed batch is retried once and then reported; it never sinks the scan. Runs go at
-the pace the planner sets: each batch is one host group, rates come from the operator's
-ceilings, and raw-socket runs that go at once each send from their own source address (runs
-sharing one capture each other's replies and miss open ports). This module scans the addresses
-it is handed (allowed_networks and exclude are the pipeline's job), less any that
-scope.unscannable refuses, and knows nothing of owners or findings.
+The only module that starts nmap or imports python-nmap. nmap runs as an asyncio subprocess we
+can kill (python-nmap's own scan() hides its Popen), dies with this process, and gets no secret
+in its environment. python-nmap's parse hides failures (a host cut off by --host-timeout looks
+clean), so the raw XML and stderr are read too: such hosts are reported as not scanned, never as
+clean. It scans what it is handed at the planner's pace (scope is the pipeline's job, less what
+scope.unscannable refuses) and knows nothing of owners or findings.
 """
 
 from __future__ import annotations

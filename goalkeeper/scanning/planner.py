@@ -1,11 +1,9 @@
 """The scan plan: which addresses go into which nmap run, and how fast and how many at once.
 
-Batches are packed from whole subnets up to `batch_size` hosts, so that one nmap run covers a
-large host group (nmap pays a fixed price per host group: a host group of about 1,024 was the
-fastest measured) while the per-subnet cap still counts whole subnets. The pace divides the
-operator's packet-rate ceilings among the runs that may go at once, so that neither all runs
-together nor all runs touching one subnet can exceed them, whatever order nmap probes in.
-This module is pure arithmetic: it must not run nmap, read settings files, log or do any other
+Batches are packed from whole subnets up to `batch_size` hosts (nmap pays a fixed price per
+host group: docs/performance.md), and the pace divides the operator's packet-rate ceilings
+among the runs that may go at once, so that neither all runs together nor all runs touching one
+subnet can exceed them. Pure arithmetic: it must not run nmap, read files, log or do any other
 I/O, so it is tested by tables.
 """
 

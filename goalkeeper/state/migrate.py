@@ -1,18 +1,11 @@
 """Opening the database: the engine with the right SQLite settings, and the schema migrations.
 
-SQLite gets WAL (readers never wait for the writer), foreign keys, a busy timeout, and
-SQLAlchemy in charge of BEGIN: Python's sqlite3 module otherwise runs DDL and SELECTs outside
-the transaction, so a migration or a read-then-write would not be atomic. Write transactions
-begin IMMEDIATE, so they queue on the busy timeout instead of failing when two writers meet;
-engines made with `readonly()` begin DEFERRED and read a snapshot beside a running write.
-
-Every open checks the schema inside one transaction; on PostgreSQL an advisory lock keeps two
-starting processes from changing it at once. The stored revision is read with plain SQL, and
-Alembic (about 11 MiB of memory and 0.4 s to import) is loaded only when a migration has to
-run: a database at HEAD_REVISION is left as it is, and an empty one is built from schema.py and
-stamped, as Alembic documents for a database made from scratch. Anything else (an older or
-unknown revision, tables without a version) goes through Alembic and the migrations in
-goalkeeper/migrations. This module never decides what to store.
+SQLite gets WAL, foreign keys, a busy timeout and SQLAlchemy in charge of BEGIN (Python's sqlite3
+otherwise runs DDL and SELECTs outside the transaction); writes begin IMMEDIATE and queue,
+`readonly()` engines read a snapshot beside a running write. Every open checks the schema in
+one transaction (on PostgreSQL under an advisory lock). Alembic is imported only when a
+migration has to run (its cost: docs/performance.md); a fresh database is built from schema.py
+and stamped. This module never decides what to store.
 """
 
 from __future__ import annotations
@@ -53,7 +46,7 @@ def create_engine(url: str) -> AsyncEngine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         # Plans are made for each execution: a generic plan cached while the findings table
-        # was empty turned the next tick's lookups into nested seq scans (90 s instead of 2 s).
+        # was empty turned the next tick's lookups into nested seq scans (docs/performance.md).
         settings = {"plan_cache_mode": "force_custom_plan", "application_name": "goalkeeper"}
         return create_async_engine(
             parsed,

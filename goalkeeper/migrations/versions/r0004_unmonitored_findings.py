@@ -5,7 +5,7 @@ Revises: 0003
 Create Date: 2026-12-02
 
 A finding that a tick did not look at (its port off the list, its protocol or host not
-scanned, its address out of scope) is kept open and marked, never resolved (DESIGN.md §6).
+scanned, its address out of scope) is kept open and marked, never resolved: nothing false.
 Both columns are nullable: every stored row is a monitored finding, as before.
 """
 
