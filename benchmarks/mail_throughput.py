@@ -29,7 +29,7 @@ from goalkeeper import logs
 from goalkeeper.config import EmailSettings
 from goalkeeper.findings import group_reports
 from goalkeeper.model import Finding, OutgoingMail, Owner, Target, Transport
-from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.notify.email import KeptConnection, SmtpMailer
 from goalkeeper.notify.render import render_owner_report
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper_sim.smtp import SmtpSink
@@ -81,7 +81,11 @@ def serve_sink(channel: Connection) -> None:
 
 async def send_all(port: int, mails: Sequence[OutgoingMail], *, reuse: bool) -> float:
     settings = EmailSettings(host="127.0.0.1", port=port, starttls=False, timeout=30)
-    mailer = SmtpMailer(settings, reuse_connection=reuse, local_hostname="bench.goalkeeper.test")
+    mailer = SmtpMailer(
+        settings,
+        kept=KeptConnection() if reuse else None,
+        local_hostname="bench.goalkeeper.test",
+    )
     started = time.perf_counter()
     try:
         for mail in mails:

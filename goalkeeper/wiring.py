@@ -20,7 +20,7 @@ from goalkeeper.inventory.cloud import CloudInventory
 from goalkeeper.inventory.static import StaticInventory, resolve_static_path
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, InventorySource, Mailer, TickReport
-from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.notify.email import KeptConnection, SmtpMailer
 from goalkeeper.notify.telegram import TelegramNotifier
 from goalkeeper.pipeline import RecentInventory, run_tick
 from goalkeeper.resend import Owners, reroute
@@ -62,11 +62,7 @@ async def notifiers(settings: Settings) -> AsyncIterator[Notifiers]:
             stack.push_async_callback(telegram.aclose)
             chat = telegram
         # One SMTP connection carries many mails (docs/performance.md, mail throughput).
-        mailer = SmtpMailer(
-            settings.notify.email,
-            reuse_connection=True,
-            backoff=settings.notify.email.retry_backoff,
-        )
+        mailer = SmtpMailer(settings.notify.email, kept=KeptConnection())
         stack.push_async_callback(mailer.aclose)
         yield Notifiers(mailer=mailer, chat=chat)
 

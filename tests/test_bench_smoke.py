@@ -23,7 +23,7 @@ from benchmarks.mail_throughput import main as mail_main
 from benchmarks.mail_throughput import rendered_mails
 from benchmarks.netns import PREFIX
 from goalkeeper.config import EmailSettings
-from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.notify.email import KeptConnection, SmtpMailer
 from goalkeeper_sim.smtp import SmtpSink
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -81,7 +81,7 @@ async def test_reused_connection_carries_mails_until_its_cap_and_survives_a_serv
     mails = rendered_mails(7)
     async with SmtpSink() as sink:
         settings = EmailSettings(host=sink.host, port=sink.port, starttls=False, timeout=5)
-        mailer = SmtpMailer(settings, reuse_connection=True, max_per_connection=3)
+        mailer = SmtpMailer(settings, kept=KeptConnection(max_mails=3))
         with capture_logs() as logs:
             for mail in mails[:5]:
                 await mailer.send(mail)

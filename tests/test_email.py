@@ -146,6 +146,20 @@ async def test_server_down_is_a_temporary_failure_after_retries(sleep: RecordedS
     assert sleep.delays[1] > 0.99 * sleep.delays[0] / 2  # grows: 0.5-1 s, then 1-2 s
 
 
+async def test_the_waits_start_from_the_configured_retry_backoff_and_stop_at_the_cap(
+    sleep: RecordedSleep,
+) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        settings = EmailSettings(
+            host="127.0.0.1", port=closed.getsockname()[1], starttls=False, retry_backoff=20
+        )
+        with pytest.raises(DeliveryError):
+            await SmtpMailer(settings, attempts=3, sleep=sleep).send(MAIL)
+    assert 10 <= sleep.delays[0] <= 20  # notify.email.retry_backoff: 20 s, jittered down to half
+    assert 15 <= sleep.delays[1] <= 30  # 40 s, but never past the 30 s cap
+
+
 class SilentConnection(asyncio.Protocol):
     """One accepted TCP connection on which the SMTP greeting never comes."""
 

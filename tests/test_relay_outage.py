@@ -19,7 +19,7 @@ from goalkeeper.config import EmailSettings
 from goalkeeper.delivery import Delivery
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import OutgoingMail
-from goalkeeper.notify.email import SmtpMailer
+from goalkeeper.notify.email import KeptConnection, SmtpMailer
 from goalkeeper.relay import RELAY_OUTAGE_AFTER, RefusalStreak
 from goalkeeper.state import NewMessage, StateStore
 from goalkeeper_sim.smtp import SmtpSink
@@ -63,7 +63,7 @@ class Sleeps:
 
 def delivery_for(store: StateStore, smtp: SmtpSink, sleeps: Sleeps, metrics: Metrics) -> Delivery:
     settings = EmailSettings(host=smtp.host, port=smtp.port, starttls=False, timeout=5)
-    mailer = SmtpMailer(settings, reuse_connection=True, attempts=1, sleep=sleeps)
+    mailer = SmtpMailer(settings, kept=KeptConnection(), attempts=1, sleep=sleeps)
     delivery = Delivery(store=store, mailer=mailer, chat=None, metrics=metrics, wait=True,
                         sleep=sleeps, clock=lambda: T0)  # fmt: skip
     MAILERS[delivery] = mailer

@@ -2,7 +2,7 @@
 
 The only module that imports aiosmtplib. It decides what a failure means: 5xx replies are
 permanent and never retried; connection errors, timeouts and 4xx replies are retried (the
-senders' one policy, notify/retry.py). With `reuse_connection`, one connection carries many
+senders' one policy, notify/retry.py). With a `KeptConnection`, one connection carries many
 mails (connect, TLS and login are most of a small mail's cost) until the owner calls aclose().
 It must not render or change a mail, and the password never reaches a log line or an
 exception: errors carry the server's reply with the password masked, and no exception chain.
@@ -28,6 +28,7 @@ from goalkeeper.notify.render import to_mime
 from goalkeeper.notify.retry import Backoff, Retryable, retrying
 
 log = structlog.get_logger(__name__)
+MAX_BACKOFF = 30.0  # the longest wait between two attempts at one mail
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,24 +38,28 @@ class _Failure:
     code: int | None = None
 
 
-class SmtpMailer:
-    """model.Mailer over SMTP: a connection per mail, or one kept open for many.
+@dataclass(frozen=True, slots=True)
+class KeptConnection:
+    """One SMTP session kept open between sends, for at most `max_mails` mails (servers cap
+    mails per session) and `idle_timeout` seconds of silence (servers drop idle sessions)."""
 
-    With `reuse_connection` the connection stays open between sends, for at most
-    `max_per_connection` mails (servers cap mails per session) and `idle_timeout` seconds of
-    silence (servers drop idle sessions); whoever creates such a mailer must aclose() it.
+    max_mails: int = 100
+    idle_timeout: float = 30.0
+
+
+class SmtpMailer:
+    """model.Mailer over SMTP: a connection per mail, or one kept open for many (`kept`).
+
+    Whoever creates a mailer with a kept connection must aclose() it. A failed send is tried
+    `attempts` times in all, the waits doubling from the settings' `retry_backoff`.
     """
 
     def __init__(
         self,
         settings: EmailSettings,
         *,
-        reuse_connection: bool = False,
-        max_per_connection: int = 100,
-        idle_timeout: float = 30.0,
+        kept: KeptConnection | None = None,
         attempts: int = 3,
-        backoff: float = 1.0,
-        max_backoff: float = 30.0,
         deadline: float | None = None,
         tls_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
@@ -62,16 +67,18 @@ class SmtpMailer:
     ) -> None:
         self._settings = settings
         self._password = settings.password.get_secret_value() if settings.password else None
-        self._policy = Backoff(attempts=max(1, attempts), base=backoff, cap=max_backoff)
+        self._policy = Backoff(
+            attempts=max(1, attempts), base=settings.retry_backoff, cap=MAX_BACKOFF
+        )
         # One attempt is several round trips, each allowed `timeout`; the deadline stops a
         # server that answers just often enough to never trip the per-read timeout.
         self._deadline = deadline if deadline is not None else settings.timeout * 3
         self._tls_context = tls_context
         self._local_hostname = local_hostname
         self._sleep = sleep
-        self._reuse = reuse_connection
-        self._max_per_connection = max(1, max_per_connection)
-        self._idle_timeout = idle_timeout
+        self._reuse = kept is not None
+        self._max_per_connection = max(1, kept.max_mails) if kept else 1
+        self._idle_timeout = kept.idle_timeout if kept else 0.0
         self._kept: aiosmtplib.SMTP | None = None
         self._kept_sent = 0
         self._kept_since = 0.0  # monotonic time of its last mail
