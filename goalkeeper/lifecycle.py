@@ -3,7 +3,7 @@
 It decides which findings are new, open, reopened, resolved or no longer monitored, which of
 them a mail mentions, and which records to write (the rules: `plan_lifecycle`). No I/O, no
 clock (the tick's time is `now`), no database types: the state store persists what this module
-decides, and the pipeline renders it.
+decides, and the pipeline renders it. Past 300 lines: the rules are one decision, kept together.
 """
 
 from __future__ import annotations
@@ -223,6 +223,51 @@ def reminder_due(last_notified_at: datetime | None, *, now: datetime, reminder_d
     return now - last_notified_at >= period
 
 
+def _seen_again(
+    finding: Finding, record: FindingRecord | None, *, now: datetime, due: bool
+) -> tuple[Finding, FindingRecord, bool]:
+    """A finding seen this tick: its status, the record to write, and whether to mail it."""
+    if record is None:
+        decided = replace(finding, status=FindingStatus.NEW, first_seen=now, last_seen=now)
+        return decided, record_from_finding(decided), True
+    if not record.is_open:
+        decided = replace(
+            finding, status=FindingStatus.NEW, first_seen=record.first_seen, last_seen=now
+        )
+        return decided, replace(record_from_finding(decided, record), reopened_at=now), True
+    new_owner = record.owner().mail_key != finding.owner.mail_key
+    decided = replace(
+        finding,
+        status=FindingStatus.NEW if new_owner else FindingStatus.OPEN,
+        first_seen=record.first_seen,
+        last_seen=now,
+    )
+    return decided, record_from_finding(decided, record), new_owner or due
+
+
+def _not_seen(
+    record: FindingRecord, coverage: Coverage, *, now: datetime
+) -> tuple[FindingRecord, bool]:
+    """An open record not seen this tick: resolved if its port was scanned, else unmonitored;
+    and whether the record changed (an unchanged reason is not written again every tick)."""
+    why = coverage.why_not(record.address, record.port, record.protocol)
+    if why is None:
+        return replace(
+            record, resolved_at=now, unmonitored_since=None, unmonitored_reason=None
+        ), True
+    if record.unmonitored_reason == why:
+        return record, False
+    since = record.unmonitored_since or now
+    return replace(record, unmonitored_since=since, unmonitored_reason=why), True
+
+
+def _first_of_each(current: Sequence[Finding]) -> dict[FindingKey, Finding]:
+    seen: dict[FindingKey, Finding] = {}
+    for finding in current:
+        seen.setdefault(finding.key, finding)  # a duplicate key: the first one wins
+    return seen
+
+
 def plan_lifecycle(
     previous: Mapping[FindingKey, FindingRecord],
     current: Sequence[Finding],
@@ -255,10 +300,8 @@ def plan_lifecycle(
       or not: this tick's report carries it and replaces that unsent mail (the store marks the old
       one superseded), so an owner gets one current report, never the old one and the new one.
     """
-    waiting = pending if isinstance(pending, set | frozenset) else set(pending)
-    seen: dict[FindingKey, Finding] = {}
-    for finding in current:
-        seen.setdefault(finding.key, finding)  # a duplicate key: the first one wins
+    waiting = frozenset(pending)
+    seen = _first_of_each(current)
 
     findings: list[Finding] = []
     to_notify: list[Finding] = []
@@ -266,31 +309,17 @@ def plan_lifecycle(
     upserts: list[FindingRecord] = []
     for key, finding in seen.items():
         record = previous.get(key)
-        if record is None:
-            decided = replace(finding, status=FindingStatus.NEW, first_seen=now, last_seen=now)
-            notify = True
-            stored = record_from_finding(decided)
-        elif not record.is_open:
-            decided = replace(
-                finding, status=FindingStatus.NEW, first_seen=record.first_seen, last_seen=now
-            )
-            notify = True
-            stored = replace(record_from_finding(decided, record), reopened_at=now)
+        decided, stored, notify = _seen_again(
+            finding,
+            record,
+            now=now,
+            due=key in waiting
+            or reminder_due(
+                record.last_notified_at if record else None, now=now, reminder_days=reminder_days
+            ),
+        )
+        if record is not None and not record.is_open:
             reopened.append(decided)
-        else:
-            new_owner = record.owner().mail_key != finding.owner.mail_key
-            decided = replace(
-                finding,
-                status=FindingStatus.NEW if new_owner else FindingStatus.OPEN,
-                first_seen=record.first_seen,
-                last_seen=now,
-            )
-            notify = (
-                new_owner
-                or key in waiting
-                or reminder_due(record.last_notified_at, now=now, reminder_days=reminder_days)
-            )
-            stored = record_from_finding(decided, record)
         findings.append(decided)
         upserts.append(stored)
         if notify:
@@ -303,22 +332,14 @@ def plan_lifecycle(
         if key in seen:
             continue
         if record.is_open:
-            why = coverage.why_not(record.address, record.port, record.protocol)
-            if why is None:
-                closed = replace(
-                    record, resolved_at=now, unmonitored_since=None, unmonitored_reason=None
-                )
-                upserts.append(closed)
-                resolved.append(closed.to_finding())
-                continue
-            if record.unmonitored_reason != why:  # written only when it changes, not every tick
-                record = replace(
-                    record,
-                    unmonitored_since=record.unmonitored_since or now,
-                    unmonitored_reason=why,
-                )
+            record, changed = _not_seen(record, coverage, now=now)
+            if changed:
                 upserts.append(record)
-            unmonitored.append(record.to_finding())
+            if record.is_open:
+                unmonitored.append(record.to_finding())
+            else:
+                resolved.append(record.to_finding())
+                continue
         if key in waiting and (record.is_open or notify_resolved):
             carried.append(record.to_finding())
     resolved_to_notify = (*resolved, *(f for f in carried if f.status == FindingStatus.RESOLVED))

@@ -46,28 +46,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if report.unmonitored:  # open when last seen, not scanned now: not fixed, not forgotten
         reasons = _tally(f.unmonitored_reason or "unknown" for f in report.unmonitored)
         lines.append(f"<b>No longer monitored: {len(report.unmonitored)}</b> ({e(reasons)})")
-    delivered = sum(1 for m in report.mails if m.delivered)
-    queued = sum(1 for m in report.mails if m.queued)
-    failed = [m for m in report.mails if not m.delivered and not m.queued]
-    not_found = sum(1 for m in report.mails if m.intended is None)
-    if queued:
-        lines.append(f"Owners to mail: {queued} (owner not found: {not_found})")
-    else:
-        lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
-    if report.owners_not_found:
-        projects = ", ".join(_outside(p) for p in report.owners_not_found)
-        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
-    if failed or not queued:
-        lines.append(f"Mail failures: {len(failed)}")
-        lines.extend(
-            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
-        )
-    if report.notification_failures:
-        lines.append(
-            f"<b>Notifications given up on since the last run: "
-            f"{len(report.notification_failures)}</b>"
-        )
-        lines.extend(f"  {_outside(failure)}" for failure in report.notification_failures)
+    lines.extend(_mail_lines(report))
     lines.append(
         f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
     )
@@ -107,6 +86,34 @@ def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
             f"{f.port}/{f.protocol} {_outside(f.service, NAME_LIMIT)}" for f in members
         )
         lines.append(f"<code>{html.escape(address)}</code> {where}: {ports}")
+    return lines
+
+
+def _mail_lines(report: TickReport) -> list[str]:
+    """Who was mailed, whose owner is unknown, and what was not delivered."""
+    lines: list[str] = []
+    delivered = sum(1 for m in report.mails if m.delivered)
+    queued = sum(1 for m in report.mails if m.queued)
+    failed = [m for m in report.mails if not m.delivered and not m.queued]
+    not_found = sum(1 for m in report.mails if m.intended is None)
+    if queued:
+        lines.append(f"Owners to mail: {queued} (owner not found: {not_found})")
+    else:
+        lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
+    if report.owners_not_found:
+        projects = ", ".join(_outside(p) for p in report.owners_not_found)
+        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
+    if failed or not queued:
+        lines.append(f"Mail failures: {len(failed)}")
+        lines.extend(
+            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
+        )
+    if report.notification_failures:
+        lines.append(
+            f"<b>Notifications given up on since the last run: "
+            f"{len(report.notification_failures)}</b>"
+        )
+        lines.extend(f"  {_outside(failure)}" for failure in report.notification_failures)
     return lines
 
 

@@ -94,6 +94,16 @@ def parse_catalog(text: str, *, source: str) -> Catalog:
     if not isinstance(services, dict) or not services:
         problems.append("services: must be a non-empty mapping of service name to advice")
         services = {}
+    ports, advice = _services(services, problems)
+    if problems or fallback is None:
+        raise CatalogError(source, problems)
+    return Catalog(tuple(ports), advice, fallback=fallback)
+
+
+def _services(
+    services: Mapping[object, object], problems: list[str]
+) -> tuple[list[PortSpec], dict[str, ServiceAdvice]]:
+    """Each service's ports and advice; a port listed under two services is a problem."""
     owners: dict[tuple[int, Transport], str] = {}
     ports: list[PortSpec] = []
     advice: dict[str, ServiceAdvice] = {}
@@ -112,9 +122,7 @@ def parse_catalog(text: str, *, source: str) -> Catalog:
                 continue
             owners[(port, protocol)] = name
             ports.append(PortSpec(port=port, protocol=protocol, service=name))
-    if problems or fallback is None:
-        raise CatalogError(source, problems)
-    return Catalog(tuple(ports), advice, fallback=fallback)
+    return ports, advice
 
 
 def _advice(name: str, entry: object, problems: list[str], *, where: str) -> ServiceAdvice | None:

@@ -395,15 +395,7 @@ def _judge_run(document: bytes, stderr: list[str], batch: Batch, probe: _Probe) 
     Runs in a worker thread. Raises _BatchFailed when the run as a whole cannot be trusted.
     """
     members = {str(address): address for address in batch.addresses}
-    not_scanned: dict[IPAddress, str] = {}
-    for line in (line.strip() for line in stderr):
-        if not line or _WARNING.match(line):
-            continue
-        named = [members[t] for t in _tokens(line) if t in members]
-        if not named:  # an error nmap did not pin on a host may have hit any of them
-            raise _BatchFailed(f"nmap failed: {line}")
-        for address in named:
-            not_scanned.setdefault(address, f"nmap error: {line}"[:_MAX_REASON])
+    not_scanned = _errors_by_host(stderr, members)
     for host in _timed_out_hosts(document, targets=len(members)):
         if host in members:
             not_scanned[members[host]] = HOST_TIMEOUT_REASON
@@ -415,14 +407,34 @@ def _judge_run(document: bytes, stderr: list[str], batch: Batch, probe: _Probe) 
     open_ports: list[OpenPort] = []
     for host, details in parsed.get("scan", {}).items():
         found = members.get(host)
-        if found is None or found not in scanned:
-            continue
-        for transport, wanted in ((Transport.TCP, probe.tcp), (Transport.UDP, probe.udp)):
-            for port, state in details.get(str(transport), {}).items():
-                # `open` only: for UDP `open|filtered` just means nothing answered.
-                if state.get("state") == "open" and port in wanted:
-                    open_ports.append(OpenPort(found, port, transport, _evidence(state)))
+        if found is not None and found in scanned:
+            open_ports.extend(_open_ports(found, details, probe))
     return _Outcome(scanned=scanned, open_ports=tuple(open_ports), not_scanned=not_scanned)
+
+
+def _errors_by_host(stderr: list[str], members: Mapping[str, IPAddress]) -> dict[IPAddress, str]:
+    """The hosts nmap's stderr names in an error, with the error; _BatchFailed for an error it
+    pins on no host (that may have hit any of them)."""
+    not_scanned: dict[IPAddress, str] = {}
+    for line in (line.strip() for line in stderr):
+        if not line or _WARNING.match(line):
+            continue
+        named = [members[t] for t in _tokens(line) if t in members]
+        if not named:
+            raise _BatchFailed(f"nmap failed: {line}")
+        for address in named:
+            not_scanned.setdefault(address, f"nmap error: {line}"[:_MAX_REASON])
+    return not_scanned
+
+
+def _open_ports(found: IPAddress, details: Mapping[str, Any], probe: _Probe) -> list[OpenPort]:
+    ports: list[OpenPort] = []
+    for transport, wanted in ((Transport.TCP, probe.tcp), (Transport.UDP, probe.udp)):
+        for port, state in details.get(str(transport), {}).items():
+            # `open` only: for UDP `open|filtered` just means nothing answered.
+            if state.get("state") == "open" and port in wanted:
+                ports.append(OpenPort(found, port, transport, _evidence(state)))
+    return ports
 
 
 def _timed_out_hosts(document: bytes, *, targets: int) -> set[str]:

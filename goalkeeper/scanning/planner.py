@@ -92,16 +92,7 @@ def plan_scan(
         raise ValueError(f"subnet_prefix must be 0..32, not {subnet_prefix}")
     if batch_size < 1 or runs < 1:
         raise ValueError(f"batch_size and runs must be at least 1, not {batch_size}, {runs}")
-    by_subnet: dict[Subnet, set[IPAddress]] = {}
-    # One subnet object per subnet, not per address: ip_network() costs 6 µs a call.
-    subnets_by_key: dict[tuple[int, int], Subnet] = {}
-    for address in addresses:
-        prefix = subnet_prefix if isinstance(address, IPv4Address) else IPV6_SUBNET_PREFIX
-        key = (address.version, int(address) >> (address.max_prefixlen - prefix))
-        subnet = subnets_by_key.get(key)
-        if subnet is None:
-            subnet = subnets_by_key[key] = subnet_of(address, subnet_prefix=subnet_prefix)
-        by_subnet.setdefault(subnet, set()).add(address)
+    by_subnet = _by_subnet(addresses, subnet_prefix=subnet_prefix)
     total = sum(len(members) for members in by_subnet.values())
     batch_size = min(batch_size, max(SPREAD_BATCH_FLOOR, -(-total // runs)))
     batches: list[Batch] = []
@@ -127,6 +118,22 @@ def plan_scan(
             members.extend(hosts[start : start + batch_size])
     close()
     return ScanPlan(batches=tuple(batches))
+
+
+def _by_subnet(
+    addresses: Sequence[IPAddress], *, subnet_prefix: int
+) -> dict[Subnet, set[IPAddress]]:
+    by_subnet: dict[Subnet, set[IPAddress]] = {}
+    # One subnet object per subnet, not per address: ip_network() is slow (docs/performance.md).
+    subnets_by_key: dict[tuple[int, int], Subnet] = {}
+    for address in addresses:
+        prefix = subnet_prefix if isinstance(address, IPv4Address) else IPV6_SUBNET_PREFIX
+        key = (address.version, int(address) >> (address.max_prefixlen - prefix))
+        subnet = subnets_by_key.get(key)
+        if subnet is None:
+            subnet = subnets_by_key[key] = subnet_of(address, subnet_prefix=subnet_prefix)
+        by_subnet.setdefault(subnet, set()).add(address)
+    return by_subnet
 
 
 def plan_pace(
