@@ -10,7 +10,7 @@ module reads one local file; it never touches the network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
@@ -81,23 +81,7 @@ def read_static_targets(
     """
     source = str(path)
     allowed = tuple(allowed)
-    try:
-        raw = read_yaml(path, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_FILE_VALUES)
-    except UnreadableFile as err:
-        raise ConfigError([Problem(source=source, key="", message=str(err))]) from None
-    if raw is not None and not isinstance(raw, dict):
-        raise ConfigError(
-            [Problem(source=source, key="", message="the top level must be a mapping")]
-        )
-    try:
-        parsed = StaticFile.model_validate(raw or {})
-    except ValidationError as err:
-        raise ConfigError(
-            [
-                Problem(source=source, key=key_path(e["loc"]), message=e["msg"])
-                for e in err.errors(include_url=False, include_input=False)
-            ]
-        ) from None
+    parsed = _read_file(path, source)
     targets: dict[IPAddress, tuple[int, Target]] = {}  # address -> (entry index, target)
     overlaps: dict[tuple[int, int], list[IPAddress]] = {}  # (earlier, later entry) -> addresses
     problems: list[Problem] = []
@@ -112,19 +96,9 @@ def read_static_targets(
         except ValueError as err:
             problems.append(Problem(source=source, key=key, message=str(err)))
             continue
-        outside = [
-            t.address for t in expanded if scannable(t.address) and not contains(allowed, t.address)
-        ]
+        outside = _outside(entry, expanded, allowed)
         if outside:
-            what = entry.address or entry.network
-            problems.append(
-                Problem(
-                    source=source,
-                    key=key,
-                    message=f"{what} ({entry.server_name or 'no name'}) is outside "
-                    f"scan.allowed_networks ({len(outside)} address(es), e.g. {outside[0]})",
-                )
-            )
+            problems.append(Problem(source=source, key=key, message=outside))
             continue
         for target in expanded:
             earlier = targets.get(target.address)
@@ -134,6 +108,21 @@ def read_static_targets(
             overlaps.setdefault((earlier[0], index), []).append(target.address)
             if entry.address is not None and parsed.targets[earlier[0]].network is not None:
                 targets[target.address] = (index, target)  # the more specific entry
+    problems += _overlap_problems(parsed, overlaps, source=source, warn=warn)
+    if problems:
+        raise ConfigError(problems)
+    return tuple(target for _, target in targets.values())
+
+
+def _overlap_problems(
+    parsed: StaticFile,
+    overlaps: Mapping[tuple[int, int], list[IPAddress]],
+    *,
+    source: str,
+    warn: Callable[[str], None] | None,
+) -> list[Problem]:
+    """An address two entries give to two owners is a problem; to one owner, only a warning."""
+    problems: list[Problem] = []
     for (first, second), addresses in overlaps.items():
         a, b = parsed.targets[first], parsed.targets[second]
         both = f"targets[{first}] ({_describe(a)}) and targets[{second}] ({_describe(b)})"
@@ -149,9 +138,41 @@ def read_static_targets(
             )
         elif warn is not None:
             warn(f"{source}: {what} listed twice, in {both}, with the same owner")
-    if problems:
-        raise ConfigError(problems)
-    return tuple(target for _, target in targets.values())
+    return problems
+
+
+def _read_file(path: Path, source: str) -> StaticFile:
+    try:
+        raw = read_yaml(path, max_bytes=MAX_FILE_BYTES, max_nodes=MAX_FILE_VALUES)
+    except UnreadableFile as err:
+        raise ConfigError([Problem(source=source, key="", message=str(err))]) from None
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(
+            [Problem(source=source, key="", message="the top level must be a mapping")]
+        )
+    try:
+        return StaticFile.model_validate(raw or {})
+    except ValidationError as err:
+        raise ConfigError(
+            [
+                Problem(source=source, key=key_path(e["loc"]), message=e["msg"])
+                for e in err.errors(include_url=False, include_input=False)
+            ]
+        ) from None
+
+
+def _outside(entry: StaticEntry, expanded: list[Target], allowed: tuple[Network, ...]) -> str:
+    """Why `entry` reaches past scan.allowed_networks, or "" when it does not."""
+    outside = [
+        t.address for t in expanded if scannable(t.address) and not contains(allowed, t.address)
+    ]
+    if not outside:
+        return ""
+    what = entry.address or entry.network
+    return (
+        f"{what} ({entry.server_name or 'no name'}) is outside "
+        f"scan.allowed_networks ({len(outside)} address(es), e.g. {outside[0]})"
+    )
 
 
 class StaticInventory:
