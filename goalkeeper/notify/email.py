@@ -105,14 +105,15 @@ class SmtpMailer:
     async def _send(self, mail: OutgoingMail, message: EmailMessage) -> None:
         bound = log.bind(recipient=mail.recipient, message_id=mail.message_id)
 
-        def on_retry(attempt: int, delay: float, error: Retryable) -> None:
-            bound.warning("mail.retry", attempt=attempt, delay=round(delay, 2), reason=error.reason)
-
-        async def attempt(number: int) -> None:
-            await self._attempt(mail, message, bound, number)
-
         try:
-            await retrying(attempt, policy=self._policy, sleep=self._sleep, on_retry=on_retry)
+            await retrying(
+                lambda number: self._attempt(mail, message, bound, number),
+                policy=self._policy,
+                sleep=self._sleep,
+                on_retry=lambda n, delay, error: bound.warning(
+                    "mail.retry", attempt=n, delay=round(delay, 2), reason=error.reason
+                ),
+            )
         except Retryable as error:
             reason = error.reason
         else:

@@ -231,16 +231,15 @@ class TelegramNotifier(Closing):
         if self._settings.message_thread_id is not None:
             payload["message_thread_id"] = self._settings.message_thread_id
 
-        def on_retry(attempt: int, delay: float, error: Retryable) -> None:
-            log.warning(
-                "telegram.retry", attempt=attempt, delay=round(delay, 2), reason=error.reason
-            )
-
-        async def attempt(_: int) -> None:
-            await self._attempt(payload)
-
         try:
-            await retrying(attempt, policy=self._policy, sleep=self._sleep, on_retry=on_retry)
+            await retrying(
+                lambda _: self._attempt(payload),
+                policy=self._policy,
+                sleep=self._sleep,
+                on_retry=lambda n, delay, error: log.warning(
+                    "telegram.retry", attempt=n, delay=round(delay, 2), reason=error.reason
+                ),
+            )
         except Retryable as error:
             reason = error.reason
         else:
