@@ -36,7 +36,7 @@ from goalkeeper.config import (
     password_url_keys,
     secret_keys,
 )
-from goalkeeper.yamlfile import UnreadableFile, parse_yaml, read_yaml
+from goalkeeper.yamlfile import UnreadableFile, key_path, parse_yaml, read_yaml
 
 Key = tuple[str, ...]
 
@@ -68,7 +68,7 @@ class YamlFileSource(PydanticBaseSettingsSource):
         for key in data:
             if key not in self.settings_cls.model_fields:
                 message = "unknown key" if isinstance(key, str) else "Keys should be strings"
-                where = dotted((key,)) if isinstance(key, str | int) else repr(key)
+                where = key_path((key,)) if isinstance(key, str | int) else repr(key)
                 self.unknown.append(Problem(source=str(self.path), key=where, message=message))
         return {k: v for k, v in data.items() if k in self.settings_cls.model_fields}
 
@@ -248,19 +248,6 @@ def _problems_from(err: ValidationError, file: str, origin: Mapping[Key, str]) -
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         problems.append(
-            Problem(source=_source(loc, origin, file), key=dotted(loc), message=message)
+            Problem(source=_source(loc, origin, file), key=key_path(loc), message=message)
         )
     return problems
-
-
-def dotted(loc: tuple[int | str, ...]) -> str:
-    """A pydantic error location as the key an operator writes: `scan.ports[0].port`."""
-    out = ""
-    for part in loc:
-        text = str(part)
-        out += (
-            f"[{text}]"
-            if isinstance(part, int) or text.isdigit()
-            else (f".{text}" if out else text)
-        )
-    return out

@@ -1,6 +1,6 @@
 """A fake Fleio staff API serving a simulated World's billing side over aiohttp.
 
-It answers the few listings Goalkeeper reads (DESIGN.md §4): `/clients`, `/clients/<id>`,
+It answers the few listings Goalkeeper reads: `/clients`, `/clients/<id>`,
 `/openstack/projects`, `/billing/services`, `/billing/services/<id>`, `/openstack/floatingips`,
 with Fleio's list envelope `{count, next, previous, objects, totalCount, pageNo}`, `page` and
 `page_size` parameters (clamped to a maximum, as Django REST framework does), 404 past the last

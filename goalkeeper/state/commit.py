@@ -21,7 +21,7 @@ from goalkeeper.state.rows import message_row, reference_from_row
 from goalkeeper.state.schema import outbox
 from goalkeeper.state.supersede import supersede_pending
 
-# Outbox rows per INSERT: a rendered mail is ~30 KB, so this bounds what a tick holds at once.
+# Outbox rows per INSERT: a rendered mail is tens of KB, so this bounds what a tick holds at once.
 MESSAGE_CHUNK = 100
 # Everything a sender needs to find and route a message, without its (large) payload.
 _REFERENCE_COLUMNS = tuple(c for c in outbox.c if c.name != "payload")

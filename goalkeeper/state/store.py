@@ -88,7 +88,7 @@ def _translating(what: str) -> Iterator[None]:
     try:
         yield
     except (SQLAlchemyError, OSError) as err:
-        raise StateError(f"{what}: {type(err).__name__}: {_first_line(err)}") from err
+        raise StateError(f"{what}: {type(err).__name__}: {first_line(err)}") from err
 
 
 class StateStore:
