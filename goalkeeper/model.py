@@ -14,6 +14,8 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeAlias
 
+from goalkeeper.firewall import PortFirewall
+
 IPAddress: TypeAlias = IPv4Address | IPv6Address
 
 
@@ -71,6 +73,7 @@ class Target:
     project_id: str = ""
     project_name: str = ""
     owner: Owner = UNKNOWN_OWNER
+    firewall: PortFirewall | None = None  # None: not known (a static inventory, an old copy)
 
 
 class OwnerLookupState(enum.StrEnum):
