@@ -6,9 +6,9 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 
 from goalkeeper.state.commit import MESSAGE_CHUNK, OutboxWriter
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, Status
+from goalkeeper.state.records import LastTicks, OutboxTally, TickRecord
 from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
 from goalkeeper.state.supersede import OutboxChanged
-from goalkeeper.state.ticks import LastTicks, OutboxTally, TickRecord
 
 __all__ = [
     "MESSAGE_CHUNK",

@@ -36,9 +36,10 @@ from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.logs import first_line
 from goalkeeper.model import IPAddress
 from goalkeeper.state.commit import OutboxWriter
-from goalkeeper.state.health import ANY, FileWatch, HealthError, sqlite_file
+from goalkeeper.state.filewatch import ANY, FileWatch, HealthError, sqlite_file
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, parse_keys
+from goalkeeper.state.records import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 from goalkeeper.state.rows import (
     finding_row,
     message_from_row,
@@ -46,7 +47,6 @@ from goalkeeper.state.rows import (
 )
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
 from goalkeeper.state.supersede import require_pending
-from goalkeeper.state.ticks import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
