@@ -5,6 +5,7 @@ its messages to the outbox and enqueues their ids. A worker sends, then marks th
 shielded from cancellation, so a stop never turns a delivered mail into a pending one. Temporary
 failures are retried with backoff and, past that, left pending for the next pass; permanent ones
 are marked failed with the reason. A full queue drops nothing: the message waits in the store.
+Past 300 lines: a worker's send, settle and back-off steps share one message's state.
 """
 
 from __future__ import annotations

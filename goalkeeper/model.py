@@ -2,6 +2,7 @@
 
 Plain frozen values and the small Protocols that mark the pipeline's seams. Nothing here does
 I/O, reads the clock or imports an outside library: every other module may import this one.
+Past 300 lines: it is the shared vocabulary, one small frozen value after another.
 """
 
 from __future__ import annotations

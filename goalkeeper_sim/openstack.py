@@ -13,6 +13,7 @@ only the `fields` asked for. Unknown or expired tokens get 401. The JSON bodies 
 Every request is counted by path; tests make a path fail with `faults`, or page forever with
 `ignore_marker`. It is a test double: one admin user, every token sees every project, nothing
 can be written. The daemon never imports it.
+Past 300 lines: three services' routes, auth and paging, as one Keystone catalog serves them.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ body each service writes. `openstack.py` beside it serves these; they live apart
 stays about routing, auth and paging. Functions of the simulated world and their arguments
 only: no HTTP, no state, no clock (times are arguments; only a token's audit id is random, as
 Keystone's is). The daemon never imports this module.
+Past 300 lines: one builder per API reference shape, each short.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ lies inside `address_base`, which must be in 127.0.0.0/8: whatever scans this wo
 reaches loopback. Some public fixed ports also carry an IPv6 address, from `ipv6_base` inside
 fd00::/8 (unique local, never routed): targets the inventory must report, which are not scanned
 yet and so are never played by listeners (`exposed` is IPv4 only).
+Past 300 lines: one seeded generator, whose draws must keep their order for a seed's world.
 """
 
 from __future__ import annotations

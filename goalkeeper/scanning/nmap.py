@@ -6,6 +6,7 @@ in its environment. python-nmap's parse hides failures (a host cut off by --host
 clean), so the raw XML and stderr are read too: such hosts are reported as not scanned, never as
 clean. It scans what it is handed at the planner's pace (scope is the pipeline's job, less what
 scope.unscannable refuses) and knows nothing of owners or findings.
+Past 300 lines: the run, its kill and the reading of XML and stderr are one contract.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ and senders then move each message to sent or failed. Writes are bulk statements
 CONFLICT executed for a thousand rows at a time), not one ORM object per row. Database failures
 leave as StateError, so callers need not import SQLAlchemy. This module decides nothing about
 lifecycle or policy (goalkeeper.lifecycle does), and never logs or raises the URL's password.
+Past 300 lines: each query is short, and all of them are the store's one interface to SQL.
 """
 
 from __future__ import annotations
