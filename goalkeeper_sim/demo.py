@@ -55,34 +55,8 @@ async def run_demo(
         FakeTelegram() as telegram,
     ):
         clouds_yaml = cloud.write_clouds_yaml(out_dir / "clouds.yaml")
-        settings = Settings.model_validate(
-            {
-                "environment": "prod",
-                "scan": {
-                    "allowed_networks": [DEFAULT_ADDRESS_BASE],
-                    "allow_loopback": True,  # the simulated cloud lives on loopback
-                    "privileged": root,
-                    "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 60s",
-                },
-                "inventory": {
-                    "source": "openstack",
-                    "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
-                    "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
-                },
-                "notify": {
-                    "send_to_customers": True,
-                    "ops_email": OPS,
-                    "sender": f"Goalkeeper <{OPS}>",
-                    "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
-                    "telegram": {
-                        "enabled": True,
-                        "token": telegram.token,
-                        "chat_id": "-1001000000001",
-                        "api_base": telegram.url,
-                    },
-                },
-                "state": {"url": f"sqlite+aiosqlite:///{out_dir / 'state.db'}"},
-            }
+        settings = sim_settings(
+            cloud, smtp, telegram, state=out_dir / "state.db", privileged=root, host_timeout="60s"
         )
         config_path = _write_config(settings, out_dir / "config.yaml")
         with _environment(OS_CLIENT_CONFIG_FILE=str(clouds_yaml)):
@@ -90,6 +64,47 @@ async def run_demo(
         print_demo(report, smtp, telegram, world_size=(len(world.projects), len(world.servers)),
                    out=out)  # fmt: skip
     return report
+
+
+def sim_settings(
+    cloud: SimulatedCloud,
+    smtp: SmtpSink,
+    telegram: FakeTelegram,
+    *,
+    state: Path,
+    privileged: bool,
+    host_timeout: str,
+) -> Settings:
+    """Settings that point the real code at the simulated cloud: prod, mail to customers on."""
+    return Settings.model_validate(
+        {
+            "environment": "prod",
+            "scan": {
+                "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                "allow_loopback": True,  # the simulated cloud lives on loopback
+                "privileged": privileged,
+                "nmap_arguments": f"-Pn -n -T4 --max-retries 1 --host-timeout {host_timeout}",
+            },
+            "inventory": {
+                "source": "openstack",
+                "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
+                "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
+            },
+            "notify": {
+                "send_to_customers": True,
+                "ops_email": OPS,
+                "sender": f"Goalkeeper <{OPS}>",
+                "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
+                "telegram": {
+                    "enabled": True,
+                    "token": telegram.token,
+                    "chat_id": "-1001000000001",
+                    "api_base": telegram.url,
+                },
+            },
+            "state": {"url": f"sqlite+aiosqlite:///{state}"},
+        }
+    )
 
 
 _DEMO_SERVICES = {"redis", "mongodb", "mysql", "elasticsearch", "memcached", "telnet", "docker"}

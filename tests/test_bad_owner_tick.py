@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from goalkeeper.config import Settings
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.wiring import one_tick
-from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.cloud import SimulatedCloud
+from goalkeeper_sim.demo import OPS, sim_settings
 from goalkeeper_sim.smtp import SmtpSink
 from goalkeeper_sim.telegram import FakeTelegram
-from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, Client, World, build_world
-
-OPS = "security@provider.example"
+from goalkeeper_sim.world import Client, World, build_world
 
 
 def world_with_a_bad_address(email: str) -> tuple[World, Client, set[str]]:
@@ -66,34 +64,8 @@ async def test_a_tick_with_one_unusable_billing_address_mails_everyone_else(
         monkeypatch.setenv(
             "OS_CLIENT_CONFIG_FILE", str(cloud.write_clouds_yaml(tmp_path / "clouds.yaml"))
         )
-        settings = Settings.model_validate(
-            {
-                "environment": "prod",
-                "scan": {
-                    "allowed_networks": [DEFAULT_ADDRESS_BASE],
-                    "allow_loopback": True,
-                    "privileged": False,
-                    "nmap_arguments": "-Pn -n -T4 --max-retries 1 --host-timeout 30s",
-                },
-                "inventory": {
-                    "source": "openstack",
-                    "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
-                    "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
-                },
-                "notify": {
-                    "send_to_customers": True,
-                    "ops_email": OPS,
-                    "sender": f"Goalkeeper <{OPS}>",
-                    "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
-                    "telegram": {
-                        "enabled": True,
-                        "token": telegram.token,
-                        "chat_id": "-1001",
-                        "api_base": telegram.url,
-                    },
-                },
-                "state": {"url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"},
-            }
+        settings = sim_settings(
+            cloud, smtp, telegram, state=tmp_path / "state.db", privileged=False, host_timeout="30s"
         )
         report = await one_tick(settings, tmp_path / "config.yaml")
 
