@@ -35,7 +35,7 @@ from goalkeeper_sim.openstack_json import NOVA_MAX_VERSION, Json
 from goalkeeper_sim.world import World
 
 _DISCOVERY = {"/identity", "/identity/v3", "/compute", "/compute/v2.1", "/network"}
-_NEUTRON = ("floatingips", "ports", "networks", "security-groups")
+_NEUTRON = ("floatingips", "ports", "networks", "security-groups", "security-group-rules")
 _NOT_FILTERS = {"limit", "marker", "page_reverse", "fields", "sort_key", "sort_dir"}
 
 

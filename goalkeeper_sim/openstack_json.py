@@ -19,7 +19,8 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from goalkeeper_sim.world import FloatingIp, Network, Port, SecurityGroup, Server, World
+from goalkeeper_sim.world import FloatingIp, Network, Port, Server, World
+from goalkeeper_sim.world_firewalls import SecurityGroup, SecurityGroupRule
 
 Json = dict[str, Any]
 NOVA_MAX_VERSION = "2.96"
@@ -58,6 +59,9 @@ def render(
         "ports": [port(p, networks) for p in world.ports],
         "networks": [network(n) for n in world.networks],
         "security-groups": [security_group(g) for g in world.security_groups],
+        "security-group-rules": [
+            security_group_rule(g, r) for g in world.security_groups for r in g.rules
+        ],
     }
     for items in neutron.values():
         items.sort(key=lambda item: str(item["id"]))
@@ -285,6 +289,7 @@ def port(port: Port, networks: Mapping[str, Network]) -> Json:
         "device_owner": port.device_owner,
         "fixed_ips": fixed,
         "security_groups": list(port.security_group_ids),
+        "port_security_enabled": port.port_security_enabled,
     }
 
 
@@ -327,29 +332,35 @@ def network(network: Network) -> Json:
 
 
 def security_group(group: SecurityGroup) -> Json:
-    rules = [
-        {
-            **_owned(group.project_id),
-            "id": rule.id,
-            "security_group_id": group.id,
-            "direction": rule.direction,
-            "ethertype": "IPv4",
-            "protocol": rule.protocol,
-            "port_range_min": rule.port_min,
-            "port_range_max": rule.port_max,
-            "remote_ip_prefix": rule.remote_ip_prefix,
-            "normalized_cidr": rule.remote_ip_prefix,
-            "remote_group_id": rule.remote_group_id,
-            "remote_address_group_id": None,
-            "belongs_to_default_sg": group.name == "default",
-        }
-        for rule in group.rules
-    ]
+    """A group as `GET /v2.0/security-groups` lists it, its rules inside (Networking API v2.0
+    reference, "Security groups (security-groups)": each group carries `security_group_rules`)."""
     return {
         **_owned(group.project_id),
         "id": group.id,
         "name": group.name,
-        "security_group_rules": rules,
+        "security_group_rules": [security_group_rule(group, rule) for rule in group.rules],
         "stateful": True,
         "shared": False,
+    }
+
+
+def security_group_rule(group: SecurityGroup, rule: SecurityGroupRule) -> Json:
+    """A rule as `GET /v2.0/security-group-rules` lists it (Networking API v2.0 reference,
+    "Security group rules (security-group-rules)"): `protocol`, the port bounds and
+    `remote_ip_prefix` are null for "any"; `normalized_cidr` is the prefix with host bits
+    cleared, null when the prefix is."""
+    return {
+        **_owned(group.project_id),
+        "id": rule.id,
+        "security_group_id": group.id,
+        "direction": rule.direction,
+        "ethertype": rule.ethertype,
+        "protocol": rule.protocol,
+        "port_range_min": rule.port_min,
+        "port_range_max": rule.port_max,
+        "remote_ip_prefix": rule.remote_ip_prefix,
+        "normalized_cidr": rule.remote_ip_prefix,
+        "remote_group_id": rule.remote_group_id,
+        "remote_address_group_id": None,
+        "belongs_to_default_sg": group.name == "default",
     }

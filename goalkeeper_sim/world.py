@@ -23,6 +23,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from goalkeeper.model import IPAddress, PortSpec, Transport
 from goalkeeper.scanning.catalog import load_catalog
+from goalkeeper_sim.world_firewalls import SecurityGroup, SecurityGroupRule, add_firewalls
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
 DEFAULT_ADDRESS_BASE = "127.64.0.0/14"  # clear of 127.0.0.0/16 and of other suites' 127.42.0.0/16
@@ -97,6 +98,7 @@ class Port:
     address: IPv4Address
     security_group_ids: tuple[str, ...] = ()
     address6: IPv6Address | None = None
+    port_security_enabled: bool = True  # False: Neutron filters nothing, whatever the groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,29 +123,6 @@ class FloatingIp:
     network_id: str
     port_id: str | None
     fixed_address: IPv4Address | None
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityGroupRule:
-    """One rule; `remote_ip_prefix` 0.0.0.0/0 on an ingress rule is what lets the world in."""
-
-    id: str
-    direction: str
-    protocol: str | None
-    port_min: int | None
-    port_max: int | None
-    remote_ip_prefix: str | None
-    remote_group_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class SecurityGroup:
-    """A Neutron security group with its rules, for the later root-cause feature."""
-
-    id: str
-    name: str
-    project_id: str
-    rules: tuple[SecurityGroupRule, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +244,7 @@ def build_world(
     public = [server_id for server_id in server_ids if server_id in exposed]
     chosen = tuple(load_catalog().ports if services is None else services)
     builder.open(_take(rng, public, round(len(public) * open_share)), chosen)
+    add_firewalls(seed, builder.groups, builder.ports, builder.servers, public)
     return World(
         seed=seed,
         admin_project_id=builder.admin_project,

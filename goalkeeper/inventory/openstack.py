@@ -1,11 +1,12 @@
 """Every public address of every customer server, read from OpenStack with openstacksdk.
 
-The only module that imports `openstack`. Five listings per refresh whatever the size of the
-cloud (Keystone projects, Nova servers, Neutron floating IPs, external networks and their
-ports), read as raw JSON through the proxy layer in worker threads side by side, each item cut
-at once to the few fields a target needs: the SDK's resource objects cost far more CPU
-(docs/performance.md). Owners are left UNKNOWN here: the billing side fills them in. It never
-writes to OpenStack, and no credential ever reaches an exception or a log line it produces.
+The only module that imports `openstack`. Six listings per refresh whatever the size of the
+cloud (Keystone projects, Nova servers, Neutron floating IPs, external networks, ports, and
+security groups with their rules), read as raw JSON through the proxy layer in worker threads
+side by side, each item cut at once to the few fields a target needs: the SDK's resource
+objects cost far more CPU (docs/performance.md). Owners are left UNKNOWN here: the billing side
+fills them in. It never writes to OpenStack, and no credential ever reaches an exception or a
+log line it produces.
 Past 300 lines: every listing sits beside its field cut, so all that is read is seen at once.
 """
 
@@ -27,6 +28,7 @@ import openstack.warnings
 import structlog
 
 from goalkeeper.config import OpenStackSettings
+from goalkeeper.firewall import SecurityGroup, SecurityGroupRule
 from goalkeeper.inventory.openstack_targets import (
     NEUTRON_OWNED,
     FloatingIpRecord,
@@ -52,7 +54,11 @@ _NOVA_VERSION = "2.1"
 _FIP_QUERY = {"fields": ["id", "floating_ip_address", "fixed_ip_address", "port_id",
                          "project_id", "port_details"]}  # fmt: skip
 _EXTERNAL_QUERY = {"router:external": "true", "fields": "id"}
-_PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips", "project_id")
+_PORT_FIELDS = ("id", "network_id", "device_id", "device_owner", "fixed_ips", "project_id",
+                "security_groups", "port_security_enabled")  # fmt: skip
+# Neutron's security group listing carries each group's rules (`security_group_rules`, in the
+# Networking API v2.0 reference, "List security groups"): one listing, no per-rule requests.
+_GROUP_QUERY = {"fields": ["id", "name", "security_group_rules"]}
 
 
 class OpenStackError(Exception):
@@ -75,8 +81,8 @@ class OpenStackInventory:
         `on_addresses`, if given, is called (in a worker thread) with the targets' addresses as
         soon as Neutron's listings are read, while Nova and Keystone are still being read.
         """
-        listings = await asyncio.to_thread(self.read_listings, on_addresses)
-        return build_targets(listings)
+        # Joined in the thread too: a firewall per port is work the event loop need not do.
+        return await asyncio.to_thread(lambda: build_targets(self.read_listings(on_addresses)))
 
     def read_listings(self, on_addresses: AddressesKnown | None = None) -> Listings:
         """Blocking: the listings, read whole and side by side. Call it from a worker thread.
@@ -93,22 +99,31 @@ class OpenStackInventory:
                 # Each proxy is made once, here, rather than raced for by the threads (making
                 # one may already authenticate, to find its endpoint).
                 identity, compute, network = _step("connecting", self._proxies)
-                with ThreadPoolExecutor(4, thread_name_prefix="goalkeeper-openstack") as pool:
+                with ThreadPoolExecutor(6, thread_name_prefix="goalkeeper-openstack") as pool:
                     keystone = pool.submit(_step, "listing Keystone projects", _projects, identity)
                     nova = pool.submit(_step, "listing Nova servers", _servers, compute)
                     floating = pool.submit(
                         _step, "listing Neutron floating IPs", _floating_ips, network
                     )
-                    neutron = pool.submit(_external_ports, network)
+                    externals = pool.submit(
+                        _step, "listing external Neutron networks", _external_networks, network
+                    )
+                    # Every port, not only those on external networks: a floating IP's port is
+                    # on a tenant network, and only the port itself names its security groups.
+                    listed = pool.submit(_step, "listing Neutron ports", _ports, network)
+                    groups = pool.submit(
+                        _step, "listing Neutron security groups", _security_groups, network
+                    )
                     # In this order, so that when all fail (a bad password) the first is named.
-                    (fips, ports), (external, on_external) = floating.result(), neutron.result()
-                    ports |= on_external
-                    # A floating IP's port_details (Neutron's fip-port-details, on since Rocky)
-                    # names its port already; without it every port is listed (one more listing).
+                    (fips, ports), external = floating.result(), externals.result()
+                    ports |= listed.result()
+                    firewalls = groups.result()
+                    # A floating IP on a port of Neutron's own (dropped from the listing) is
+                    # still followed, through port_details or, without them, every port.
                     if any(f.port_id and f.port_id not in ports for f in fips):
-                        ports |= _step("listing Neutron ports", _ports, network, None)
+                        ports |= _step("listing Neutron ports", _ports, network, True)
                     if on_addresses is not None:
-                        neutron_only = Listings({}, {}, external, ports, fips)
+                        neutron_only = Listings({}, {}, external, ports, fips, firewalls)
                         on_addresses(frozenset(t.address for t in build_targets(neutron_only)))
                     projects, servers = keystone.result(), nova.result()
             except _StepFailed as failed:
@@ -121,8 +136,9 @@ class OpenStackInventory:
             servers=len(servers),
             ports=len(ports),
             floating_ips=len(fips),
+            security_groups=len(firewalls),
         )
-        return Listings(projects, servers, external, ports, fips)
+        return Listings(projects, servers, external, ports, fips, firewalls)
 
     def close(self) -> None:
         with self._lock:
@@ -185,7 +201,7 @@ def _listing(
     """Every item of the collection at `path` (`/servers/detail`: "servers"), page by page,
     as `Resource.list` pages: the next page is the one the service links to, marker included.
     """
-    key = path.split("/")[1]
+    key = path.split("/")[1].replace("-", "_")  # Neutron's security-groups: security_groups
     url: str | None = path
     query: dict[str, Any] = dict(params or {})
     while url is not None:
@@ -264,35 +280,55 @@ def _servers(compute: Any) -> dict[str, ServerRecord]:
     return {s["id"]: _server(s) for s in listing}
 
 
-def _external_ports(network: Any) -> tuple[frozenset[str], dict[str, PortRecord]]:
-    """The external networks, and the ports on them (for public fixed IPs of servers)."""
-    external = _step("listing external Neutron networks", _external_networks, network)
-    if not external:
-        return external, {}
-    return external, _step("listing Neutron ports", _ports, network, sorted(external))
-
-
 def _external_networks(network: Any) -> frozenset[str]:
     return frozenset(n["id"] for n in _listing(network, "/networks", _EXTERNAL_QUERY))
 
 
-def _ports(network: Any, network_ids: Sequence[str] | None) -> dict[str, PortRecord]:
-    """The ports on `network_ids` that may be a server's, or every port when None.
+def _ports(network: Any, keep_neutrons: bool = False) -> dict[str, PortRecord]:
+    """Every port that may be a server's, or every port at all with `keep_neutrons`.
 
-    On an external network most ports are Neutron's own (a floating IP's, a router's gateway:
-    device_owner "network:...", a prefix Neutron reserves for itself), never a server's; they
-    are dropped as they are read. Every port is kept when every port is asked for: a floating
-    IP without port_details is then followed to whatever port it names.
+    Most ports on external networks are Neutron's own (a floating IP's, a router's gateway:
+    device_owner "network:...", a prefix Neutron reserves for itself), never a server's, and so
+    are a tenant network's DHCP and router ports: dropped as they are read. Every port is kept
+    when a floating IP without port_details names a port the first listing dropped.
     """
     query: dict[str, str | Sequence[str]] = {"fields": _PORT_FIELDS}
-    if network_ids is None:
-        return {p["id"]: _port(p) for p in _listing(network, "/ports", query)}
-    query["network_id"] = network_ids
     return {
         p["id"]: _port(p)
         for p in _listing(network, "/ports", query)
-        if not str(p.get("device_owner") or "").startswith(NEUTRON_OWNED)
+        if keep_neutrons or not str(p.get("device_owner") or "").startswith(NEUTRON_OWNED)
     }
+
+
+def _security_groups(network: Any) -> dict[str, SecurityGroup]:
+    """Every security group with its rules, each rule cut to the fields a cause needs."""
+    groups = {}
+    for group in _listing(network, "/security-groups", _GROUP_QUERY):
+        rules = tuple(_rule(r, group["id"]) for r in group.get("security_group_rules") or ())
+        groups[group["id"]] = SecurityGroup(group["id"], group.get("name") or "", rules)
+    return groups
+
+
+def _rule(rule: Json, group_id: str) -> SecurityGroupRule:
+    # Neutron writes an IANA number as text already ("6"); an int from some other writer is
+    # made text too, so that the matcher compares like with like.
+    protocol = rule.get("protocol")
+    return SecurityGroupRule(
+        id=rule["id"],
+        security_group_id=rule.get("security_group_id") or group_id,
+        # Neutron accepts only these values; anything else is read as what never admits.
+        direction="ingress" if rule.get("direction") == "ingress" else "egress",
+        ethertype="IPv6" if rule.get("ethertype") == "IPv6" else "IPv4",
+        protocol=None if protocol is None else intern(str(protocol).lower()),
+        port_range_min=_bound(rule.get("port_range_min")),
+        port_range_max=_bound(rule.get("port_range_max")),
+        remote_ip_prefix=rule.get("remote_ip_prefix") or None,
+        remote_group_id=rule.get("remote_group_id") or None,
+    )
+
+
+def _bound(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _floating_ips(network: Any) -> tuple[tuple[FloatingIpRecord, ...], dict[str, PortRecord]]:
@@ -330,6 +366,9 @@ def _port(port: Json) -> PortRecord:
         device_owner=intern(port.get("device_owner") or ""),
         addresses=tuple(str(ip.get("ip_address", "")) for ip in port.get("fixed_ips") or ()),
         project_id=intern(port.get("project_id") or port.get("tenant_id") or ""),
+        security_group_ids=tuple(intern(str(g)) for g in port.get("security_groups") or ()),
+        # Absent without Neutron's port-security extension: security groups then always apply.
+        port_security_enabled=port.get("port_security_enabled") is not False,
     )
 
 

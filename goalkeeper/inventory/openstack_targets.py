@@ -9,11 +9,12 @@ other, never dropped here: the pipeline counts them as not scanned.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from ipaddress import ip_address
 
 import structlog
 
+from goalkeeper.firewall import PortFirewall, SecurityGroup
 from goalkeeper.model import IPAddress, Target
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,9 @@ class PortRecord:
     device_owner: str
     addresses: tuple[str, ...]
     project_id: str = ""  # not in a floating IP's port_details: that project is the FIP's
+    # None: not read (a floating IP's port_details names no groups), so the firewall is unknown
+    security_group_ids: tuple[str, ...] | None = None
+    port_security_enabled: bool = True  # Neutron's default, and without the port-security API
 
 
 NEUTRON_OWNED = "network:"  # neutron-lib's DEVICE_OWNER_NETWORK_PREFIX: routers, FIPs, DHCP
@@ -57,11 +61,13 @@ class Listings:
     external_networks: frozenset[str]
     ports: Mapping[str, PortRecord]
     floating_ips: tuple[FloatingIpRecord, ...]
+    security_groups: Mapping[str, SecurityGroup] = field(default_factory=dict)  # id -> group
 
 
 def build_targets(listings: Listings) -> tuple[Target, ...]:
     """Floating IPs through their port to the server, then public fixed IPs; one per address."""
     found: dict[IPAddress, Target] = {}
+    firewalls = _Firewalls(listings.security_groups)
     unresolved = 0
     for fip in listings.floating_ips:
         if fip.port_id is None:
@@ -75,7 +81,9 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         # public exposure of that project: keep it, with the port's device as the server.
         project_id = server.project_id if server else fip.project_id
         for address in _addresses(fip.address):
-            found.setdefault(address, _target(address, server, port, project_id, listings))
+            found.setdefault(
+                address, _target(address, server, port, project_id, listings, firewalls)
+            )
     for port in listings.ports.values():
         if (
             port.network_id not in listings.external_networks
@@ -88,9 +96,13 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         server = listings.servers.get(port.device_id)
         project_id = server.project_id if server else port.project_id
         for address in _addresses(*port.addresses):
-            found.setdefault(address, _target(address, server, port, project_id, listings))
+            found.setdefault(
+                address, _target(address, server, port, project_id, listings, firewalls)
+            )
     if unresolved:
         log.warning("floating ips with a vanished port skipped", count=unresolved)
+    if firewalls.unknown_groups:
+        log.warning("ports naming an unlisted security group", count=firewalls.unknown_groups)
     return tuple(sorted(found.values(), key=lambda t: (t.address.version, int(t.address))))
 
 
@@ -100,6 +112,7 @@ def _target(
     port: PortRecord,
     project_id: str,
     listings: Listings,
+    firewalls: _Firewalls,
 ) -> Target:
     return Target(
         address=address,
@@ -107,7 +120,38 @@ def _target(
         server_id=server.id if server else port.device_id,
         project_id=project_id,
         project_name=listings.projects.get(project_id, ""),
+        firewall=firewalls.of(port),
     )
+
+
+class _Firewalls:
+    """Each port's PortFirewall, its groups looked up in the group listing.
+
+    Thousands of ports name the same few group sets (a project's `default` and one more): each
+    set's tuple is built once and shared. A port naming a group the listing lacks (made between
+    the two listings, or hidden from this user) has an unknown firewall, None, rather than a
+    partial one that would hide the rule behind an exposure.
+    """
+
+    def __init__(self, groups: Mapping[str, SecurityGroup]) -> None:
+        self.groups = groups
+        self.unknown_groups = 0
+        self._sets: dict[tuple[str, ...], tuple[SecurityGroup, ...] | None] = {}
+
+    def of(self, port: PortRecord) -> PortFirewall | None:
+        ids = port.security_group_ids
+        if ids is None:
+            return None
+        if ids not in self._sets:
+            found = tuple(self.groups[i] for i in ids if i in self.groups)
+            self._sets[ids] = found if len(found) == len(ids) else None
+        groups = self._sets[ids]
+        if not port.port_security_enabled:  # no group applies: which ones it names is moot
+            return PortFirewall(port.id, False, groups or ())
+        if groups is None:
+            self.unknown_groups += 1
+            return None
+        return PortFirewall(port.id, True, groups)
 
 
 def _addresses(*texts: str | None) -> Iterable[IPAddress]:
