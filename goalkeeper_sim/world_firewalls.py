@@ -17,7 +17,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from goalkeeper_sim.world import Port, Server
@@ -31,13 +31,13 @@ class SecurityGroupRule:
     """One rule; `remote_ip_prefix` 0.0.0.0/0 on an ingress rule is what lets the world in."""
 
     id: str
-    direction: str
+    direction: Literal["ingress", "egress"]
     protocol: str | None
     port_min: int | None
     port_max: int | None
     remote_ip_prefix: str | None
     remote_group_id: str | None
-    ethertype: str = "IPv4"
+    ethertype: Literal["IPv4", "IPv6"] = "IPv4"
 
 
 @dataclass(frozen=True, slots=True)

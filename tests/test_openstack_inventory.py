@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from goalkeeper.config import OpenStackSettings
+from goalkeeper.firewall import PortFirewall, SecurityGroup, SecurityGroupRule
 from goalkeeper.inventory.openstack import Json, OpenStackError, OpenStackInventory, next_page
 from goalkeeper.inventory.openstack_targets import (
     FloatingIpRecord,
@@ -22,7 +23,7 @@ from goalkeeper.inventory.openstack_targets import (
 from goalkeeper.model import IPAddress
 from goalkeeper_sim.cloud import SimulatedCloud
 from goalkeeper_sim.faults import STALL
-from goalkeeper_sim.world import World, build_world
+from goalkeeper_sim.world import Port, World, build_world
 from tests.openstack_env import use_os_environment
 
 LISTINGS = (
@@ -385,3 +386,109 @@ def test_build_targets_follows_floating_ips_and_external_ports() -> None:
     # Which addresses are targets does not depend on Nova: servers only name them.
     without_nova = build_targets(_listings(ports, fips, []))
     assert {str(t.address) for t in without_nova} == set(targets)
+
+
+def _firewalls(world: World) -> dict[IPAddress, PortFirewall]:
+    """What each public address's port lets in, written straight from the world."""
+    groups = {
+        g.id: SecurityGroup(
+            g.id,
+            g.name,
+            tuple(
+                SecurityGroupRule(
+                    r.id,
+                    g.id,
+                    r.direction,
+                    r.ethertype,
+                    r.protocol,
+                    r.port_min,
+                    r.port_max,
+                    r.remote_ip_prefix,
+                    r.remote_group_id,
+                )
+                for r in g.rules
+            ),
+        )
+        for g in world.security_groups
+    }
+    ports = {p.id: p for p in world.ports}
+
+    def firewall(port: Port) -> PortFirewall:
+        named = tuple(groups[g] for g in port.security_group_ids)
+        return PortFirewall(port.id, port.port_security_enabled, named)
+
+    external = {n.id for n in world.networks if n.external}
+    found: dict[IPAddress, PortFirewall] = {
+        fip.address: firewall(ports[fip.port_id]) for fip in world.floating_ips if fip.port_id
+    }
+    for port in world.ports:
+        if port.network_id in external and port.device_owner.startswith("compute:"):
+            found[port.address] = firewall(port)
+            if port.address6 is not None:
+                found[port.address6] = firewall(port)
+    return found
+
+
+async def test_targets_carry_their_ports_security_groups_and_rules_as_neutron_lists_them(
+    cloud: SimulatedCloud, world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    use_os_environment(monkeypatch, cloud.os_env(), tmp_path)
+    inventory = OpenStackInventory(OpenStackSettings(api_timeout=10))
+    targets = await inventory.targets()
+    expected = _firewalls(world)
+    assert {t.address: t.firewall for t in targets} == {
+        t.address: expected[t.address] for t in targets
+    }
+    firewalls = [t.firewall for t in targets if t.firewall is not None]
+    assert len(firewalls) == len(targets)
+    # Every case root-cause tracing tells apart is in what was read: port security off, a rule
+    # open to the world, a range, a protocol-any rule for IPv6, a default group's member rule.
+    assert any(not f.port_security_enabled for f in firewalls)
+    rules = [r for f in firewalls for g in f.groups for r in g.rules]
+    assert any(r.remote_ip_prefix == "0.0.0.0/0" and r.protocol == "tcp" for r in rules)
+    assert any(r.port_range_min != r.port_range_max for r in rules if r.port_range_min)
+    assert any(r.ethertype == "IPv6" and r.protocol is None and r.remote_ip_prefix == "::/0"
+               for r in rules)  # fmt: skip
+    assert any(r.remote_group_id == r.security_group_id for r in rules)
+    # Paged in bulk: one request per page of 4 groups, whatever the number of ports.
+    pages = len(world.security_groups) // 4 + 1
+    assert cloud.openstack.requests["/network/v2.0/security-groups"] == pages
+    assert "/network/v2.0/security-group-rules" not in cloud.openstack.requests
+    inventory.close()
+
+
+def test_build_targets_joins_each_port_to_its_firewall() -> None:
+    web_rule = SecurityGroupRule("r1", "g-web", "ingress", "IPv4", "tcp", 80, 80, "0.0.0.0/0")
+    web = SecurityGroup("g-web", "web", (web_rule,))
+    default = SecurityGroup("g-def", "default")
+    groups = {"g-web": web, "g-def": default}
+    ports = [
+        PortRecord("p-a", "private", "s1", "compute:nova", ("10.0.0.5",), "p1", ("g-def", "g-web")),
+        PortRecord("p-b", "ext", "s1", "compute:nova", ("127.64.9.9",), "p1", ("g-def", "g-web")),
+        PortRecord("p-off", "ext", "s1", "compute:nova", ("127.64.9.8",), "p1", (), False),
+        PortRecord("p-new", "ext", "s1", "compute:nova", ("127.64.9.7",), "p1", ("g-made-since",)),
+        PortRecord("p-details", "private", "s1", "compute:nova", ("10.0.0.6",)),  # groups unread
+    ]
+    fips = [
+        FloatingIpRecord("127.64.1.1", "p-a", "p1"),
+        FloatingIpRecord("127.64.1.2", "p-details", "p1"),
+    ]
+    listings = Listings(
+        projects={"p1": "acme"},
+        servers={"s1": ServerRecord("s1", "web-1", "p1")},
+        external_networks=frozenset({"ext"}),
+        ports={p.id: p for p in ports},
+        floating_ips=tuple(fips),
+        security_groups=groups,
+    )
+    with capture_logs() as logs:
+        found = {str(t.address): t.firewall for t in build_targets(listings)}
+    assert found == {
+        "127.64.1.1": PortFirewall("p-a", True, (default, web)),  # a floating IP: its own port
+        "127.64.1.2": None,  # only port_details were read: no groups known
+        "127.64.9.7": None,  # names a group the listing lacks: unknown, not a partial firewall
+        "127.64.9.8": PortFirewall("p-off", False, ()),
+        "127.64.9.9": PortFirewall("p-b", True, (default, web)),
+    }
+    assert found["127.64.1.1"].groups is found["127.64.9.9"].groups  # type: ignore[union-attr]
+    assert [e["count"] for e in logs if "security group" in e["event"]] == [1]

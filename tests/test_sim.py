@@ -12,6 +12,7 @@ import pytest
 
 from goalkeeper.model import Transport
 from goalkeeper_sim import openstack_json
+from goalkeeper_sim import world as world_module
 from goalkeeper_sim.cloud import SimulatedCloud
 from goalkeeper_sim.world import (
     DEFAULT_ADDRESS_BASE,
@@ -310,3 +311,76 @@ async def test_listeners_play_the_open_ports() -> None:
         await writer.wait_closed()
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(str(address), 1)
+
+
+def test_the_firewall_data_covers_every_case_and_leaves_the_rest_of_the_world_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    world = build_world(7)
+    groups = {g.id: g for g in world.security_groups}
+    defaults = [g for g in world.security_groups if g.name == "default"]
+    assert len(defaults) == len(world.projects)
+    # Neutron's default group: ingress from its own members, egress anywhere, both families.
+    shapes = {(r.direction, r.ethertype, r.remote_group_id, r.protocol) for r in defaults[0].rules}
+    assert shapes == {
+        ("ingress", "IPv4", defaults[0].id, None),
+        ("ingress", "IPv6", defaults[0].id, None),
+        ("egress", "IPv4", None, None),
+        ("egress", "IPv6", None, None),
+    }
+    rules = [r for g in world.security_groups for r in g.rules if r.direction == "ingress"]
+    assert any(r.protocol is None and r.remote_ip_prefix == "::/0" for r in rules)
+    assert any(r.port_min is not None and r.port_min != r.port_max for r in rules)  # a range
+    off = [p for p in world.ports if not p.port_security_enabled]
+    assert off and all(p.security_group_ids == () for p in off)  # Neutron requires none then
+    latent = [g for g in world.security_groups if g.name == "legacy-mongodb"]
+    assert len(latent) == 1
+    holder = next(s for s in world.servers if any(
+        latent[0].id in p.security_group_ids for p in world.ports if p.id in s.port_ids
+    ))  # fmt: skip
+    assert all(spec.port != 27017 for spec in holder.services)  # nothing listens: latent
+    assert holder in world.public_addresses().values()
+    every_group_named = {g for p in world.ports for g in p.security_group_ids}
+    assert every_group_named <= groups.keys()
+    # The firewall has a generator of its own: the addresses and listeners a seed gives stay.
+    monkeypatch.setattr(world_module, "add_firewalls", lambda *args: None)
+    bare = build_world(7)
+    assert bare.servers == world.servers
+    assert bare.floating_ips == world.floating_ips
+    assert bare.exposed() == world.exposed()
+    assert [(p.id, p.address, p.mac) for p in bare.ports] == [
+        (p.id, p.address, p.mac) for p in world.ports
+    ]
+
+
+async def test_neutron_lists_security_groups_with_their_rules_and_ports_their_groups(
+    cloud: SimulatedCloud, http: aiohttp.ClientSession
+) -> None:
+    headers = await _login(cloud, http)
+    base = cloud.auth_url.replace("/identity", "/network/v2.0")
+    async with http.get(f"{base}/security-groups?limit=2", headers=headers) as response:
+        body = await response.json()
+    assert len(body["security_groups"]) == 2
+    assert body["security_groups_links"][0]["rel"] == "next"
+    group = body["security_groups"][0]
+    assert {"id", "name", "project_id", "security_group_rules", "stateful"} <= set(group)
+    rule = group["security_group_rules"][0]
+    assert {
+        "id", "security_group_id", "direction", "ethertype", "protocol", "port_range_min",
+        "port_range_max", "remote_ip_prefix", "remote_group_id", "normalized_cidr",
+    } <= set(rule)  # fmt: skip
+    assert rule["security_group_id"] == group["id"]
+    async with http.get(f"{base}/security-group-rules?limit=1000", headers=headers) as response:
+        listed = (await response.json())["security_group_rules"]
+    every = [r for g in cloud.world.security_groups for r in g.rules]
+    assert len(listed) == min(len(every), cloud.openstack.page_size)
+    assert {r["ethertype"] for r in openstack_json.render(
+        cloud.world, admin_project_name="admin", fip_port_details=True
+    )[2]["security-group-rules"]} == {"IPv4", "IPv6"}  # fmt: skip
+    fields = [("fields", "id"), ("fields", "security_groups"), ("fields", "port_security_enabled")]
+    async with http.get(f"{base}/ports", params=fields, headers=headers) as response:
+        ports = (await response.json())["ports"]
+    world_ports = {p.id: p for p in cloud.world.ports}
+    for port in ports:
+        assert port["security_groups"] == list(world_ports[port["id"]].security_group_ids)
+        assert port["port_security_enabled"] is world_ports[port["id"]].port_security_enabled
