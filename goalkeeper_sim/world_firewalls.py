@@ -100,7 +100,8 @@ def add_firewalls(
 
 def _default(rng: random.Random, group: SecurityGroup) -> SecurityGroup:
     """Neutron's `default` group: ingress from its own members, egress anywhere, both
-    families (neutron/db/securitygroups_db.py, _create_default_security_group)."""
+    families, as the Networking API v2.0 reference's "List security groups" example response
+    shows it (GET /v2.0/security-groups)."""
     members4, any4 = group.rules[0], group.rules[1]  # already drawn by world.py, kept as they are
     members6 = SecurityGroupRule(_uuid(rng), "ingress", None, None, None, None, group.id, "IPv6")
     any6 = SecurityGroupRule(_uuid(rng), "egress", None, None, None, None, None, "IPv6")

@@ -450,6 +450,9 @@ async def test_targets_carry_their_ports_security_groups_and_rules_as_neutron_li
     assert any(r.ethertype == "IPv6" and r.protocol is None and r.remote_ip_prefix == "::/0"
                for r in rules)  # fmt: skip
     assert any(r.remote_group_id == r.security_group_id for r in rules)
+    # ...and the latent exposure: a group opening 27017/tcp to the world where nothing listens.
+    latent = [g for f in firewalls for g in f.groups if g.name == "legacy-mongodb"]
+    assert latent and latent[0].rules[0].port_range_min == 27017
     # Paged in bulk: one request per page of 4 groups, whatever the number of ports.
     pages = len(world.security_groups) // 4 + 1
     assert cloud.openstack.requests["/network/v2.0/security-groups"] == pages
