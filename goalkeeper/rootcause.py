@@ -22,6 +22,7 @@ When a rule admits the scanner (`rule_admits`):
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Sequence
@@ -192,13 +193,19 @@ def port_covered(low: int | None, high: int | None, port: int) -> bool:
 def _remote_admits(rule: SecurityGroupRule, version: int, egress: Egress) -> bool:
     if rule.remote_ip_prefix is None:
         return rule.remote_group_id is None
+    ours = tuple(a for a in egress if a.version == version)
+    return _prefix_admits(rule.remote_ip_prefix, version, ours)
+
+
+# Cached: a cloud has few distinct prefixes, and latent tracing asks of each thousands of times.
+@functools.lru_cache(maxsize=4096)
+def _prefix_admits(text: str, version: int, ours: tuple[IPAddress, ...]) -> bool:
     try:
-        prefix = ip_network(rule.remote_ip_prefix.strip(), strict=False)
+        prefix = ip_network(text.strip(), strict=False)
     except ValueError:
         return False
     if prefix.version != version:
         return False
-    ours = [a for a in egress if a.version == version]
     if ours:
         return any(a in prefix for a in ours)
     return any(p.version == version and prefix.overlaps(p) for p in PUBLIC)
