@@ -3,7 +3,8 @@
 Pure: it reads a port's PortFirewall (Neutron's own values, goalkeeper.firewall), decides, and
 writes the `openstack` commands that close the port. No I/O, no clock, no outside library. It
 must never put text from a customer on a command line: commands carry validated ids, numbers
-and parsed prefixes only (`close_commands`).
+and parsed prefixes only (`close_commands`). Past 300 lines: the matcher and the commands built
+from its matches read a rule the same way (what any protocol, a range, a prefix mean), together.
 
 When a rule admits the scanner (`rule_admits`):
 - `direction` is ingress, and `ethertype` is the address's family (IPv4 / IPv6);
