@@ -125,12 +125,25 @@ class Cause:
             if kind not in CAUSE_KINDS:
                 return UNKNOWN
             rules = tuple(MatchedRule(**rule) for rule in data["rules"])
+            if not all(_well_typed(rule) for rule in rules):
+                return UNKNOWN  # the store's text is read back with the types it was written with
             return cls(kind=kind, rules=rules, port_id=str(data.get("port_id", "")))
         except (ValueError, TypeError, KeyError, AttributeError):
             return UNKNOWN
 
 
 UNKNOWN = Cause("unknown")
+
+
+def _well_typed(rule: MatchedRule) -> bool:
+    texts = (rule.security_group_id, rule.security_group_name, rule.rule_id)
+    bounds = (rule.port_range_min, rule.port_range_max)
+    return (
+        all(isinstance(t, str) for t in texts)
+        and all(isinstance(t, str | None) for t in (rule.protocol, rule.remote_ip_prefix))
+        and all(b is None or (isinstance(b, int) and not isinstance(b, bool)) for b in bounds)
+    )
+
 
 Egress: TypeAlias = Sequence[IPAddress]
 

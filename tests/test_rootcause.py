@@ -31,6 +31,7 @@ GROUP = "0b8b0f5c-5d8e-4a6b-9c3e-0e1d2f3a4b5c"
 GROUP2 = "1c9c1a6d-6e9f-4b7c-8d4f-1f2e3a4b5c6d"
 PORT_ID = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d"
 EGRESS = [ip_address("192.0.2.7"), ip_address("2001:db8::7")]
+RULE_ID = "5f0d7e3c-2b1a-4c9d-8e7f-6a5b4c3d2e1f"
 
 
 def rule(
@@ -238,13 +239,37 @@ def test_cause_json_round_trip_holds_design_fields() -> None:
 
 @pytest.mark.parametrize(
     "text",
-    [None, "", "not json", "[]", '"unknown"', '{"kind": "nonsense", "rules": []}', '{"k": 1}'],
+    [
+        None,
+        "",
+        "not json",
+        "[]",
+        '"unknown"',
+        '{"kind": "nonsense", "rules": []}',
+        '{"k": 1}',
+        '{"kind": "world_rule", "rules": [{"bogus": 1}]}',
+        json.dumps(
+            {
+                "kind": "world_rule",
+                "rules": [
+                    {
+                        "security_group_id": GROUP,
+                        "security_group_name": "web",
+                        "rule_id": RULE_ID,
+                        "protocol": "tcp",
+                        "port_range_min": "5000; rm -rf /",
+                        "port_range_max": 7000,
+                        "remote_ip_prefix": None,
+                    }
+                ],
+            }
+        ),
+    ],
 )
 def test_unreadable_cause_text_is_unknown(text: str | None) -> None:
     assert Cause.from_json(text) == UNKNOWN
 
 
-RULE_ID = "5f0d7e3c-2b1a-4c9d-8e7f-6a5b4c3d2e1f"
 DELETE = f"openstack security group rule delete {RULE_ID}"
 CREATE = "openstack security group rule create --ingress"
 
