@@ -142,6 +142,10 @@ class ScanSettings(Model):
     # sharing an address see each other's replies in their captures and miss open ports, so
     # without any only one raw-socket run goes at a time.
     source_addresses: tuple[IPv4Address | IPv6Address, ...] = ()
+    # The addresses the cloud sees the scanner's probes come from (after any NAT): root-cause
+    # tracing counts a rule's remote_ip_prefix as admitting the scanner when it covers one of
+    # them. None of a family: any prefix holding public address space counts (goalkeeper.rootcause).
+    egress_addresses: tuple[IPv4Address | IPv6Address, ...] = ()
     # Loopback targets are this host, never a customer's: only tests and the demo scan them.
     allow_loopback: bool = False
     # allowed_networks covering a whole family (0.0.0.0/0, ::/0) must be meant, not a typo.
@@ -164,6 +168,29 @@ class ScanSettings(Model):
         if problems:
             raise ValueError("; ".join(problems))
         return tuple(networks)
+
+    @field_validator("egress_addresses", mode="before")
+    @classmethod
+    def _egress(cls, value: object) -> object:
+        if value is None:
+            return ()
+        if not isinstance(value, list | tuple):
+            raise ValueError("must be a list of IP addresses")
+        problems: list[str] = []
+        addresses: list[IPv4Address | IPv6Address] = []
+        for index, item in enumerate(value):
+            try:
+                address = ip_address(str(item).strip())
+            except ValueError:
+                why = "a network, not an address" if "/" in str(item) else "not an IP address"
+                problems.append(f"[{index}] {item!r}: {why}")
+                continue
+            if address in addresses:
+                problems.append(f"[{index}] {address} is listed twice")
+            addresses.append(address)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return tuple(addresses)
 
     @field_validator("ports")
     @classmethod

@@ -22,6 +22,7 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
+from goalkeeper.rootcause import find_cause
 
 
 def build_findings(
@@ -30,8 +31,10 @@ def build_findings(
     ports: Sequence[PortSpec],
     *,
     now: datetime,
+    egress: Sequence[IPAddress] = (),
 ) -> tuple[Finding, ...]:
-    """One finding per open port that was asked for, on an address the inventory knows."""
+    """One finding per open port that was asked for, on an address the inventory knows, with
+    its cause (DESIGN §8) from the target's firewall; `egress` is scan.egress_addresses."""
     services = {(p.port, p.protocol): p.service for p in ports}
     findings = []
     for open_port in result.open_ports:
@@ -50,6 +53,13 @@ def build_findings(
                 last_seen=now,
                 status=FindingStatus.NEW,
                 evidence=open_port.evidence,
+                cause=find_cause(
+                    open_port.address,
+                    open_port.port,
+                    open_port.protocol,
+                    target.firewall,
+                    egress=egress,
+                ).to_json(),
             )
         )
     return tuple(sorted(findings, key=_order))

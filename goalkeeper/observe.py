@@ -69,7 +69,7 @@ async def observe(
         result=result,
         ports=ports,
         targets=by_address,
-        seen=build_findings(result, by_address, ports, now=now),
+        seen=build_findings(result, by_address, ports, now=now, egress=scope.egress_addresses),
         not_scanned=not_scanned,
     )
 

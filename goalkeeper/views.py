@@ -10,6 +10,7 @@ from typing import Any
 
 from goalkeeper.lifecycle import FindingRecord
 from goalkeeper.model import Finding, OwnerLookup, TickReport
+from goalkeeper.rootcause import Cause
 
 
 def report_as_dict(report: TickReport) -> dict[str, Any]:
@@ -71,6 +72,7 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "unmonitored_reason": finding.unmonitored_reason,
         "state": "open",  # kept for readers of earlier output; `status` says where it stands
         "evidence": finding.evidence,
+        "cause": cause_as_dict(finding.cause),
         "server_name": target.server_name,
         "server_id": target.server_id,
         "project_id": target.project_id,
@@ -79,6 +81,17 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "owner_email": target.owner.email,
         "first_seen": finding.first_seen.isoformat(),
         "last_seen": finding.last_seen.isoformat(),
+    }
+
+
+def cause_as_dict(text: str | None) -> dict[str, Any]:
+    """Finding.cause as data: {"kind", "port_id", "rules": [DESIGN §8's fields]}; a finding
+    stored before causes were traced, or without a firewall known, is `unknown`."""
+    cause = Cause.from_json(text)
+    return {
+        "kind": cause.kind,
+        "port_id": cause.port_id or None,
+        "rules": [dataclasses.asdict(rule) for rule in cause.rules],
     }
 
 
@@ -94,6 +107,7 @@ def record_as_dict(record: FindingRecord) -> dict[str, Any]:
         "unmonitored_since": record.unmonitored_since.isoformat()
         if record.unmonitored_since
         else None,
+        "cause": cause_as_dict(record.cause),
         "server_name": record.server_name,
         "project_id": record.project_id,
         "project_name": record.project_name,

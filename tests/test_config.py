@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from ipaddress import ip_network
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -67,6 +67,19 @@ def test_environment_overrides_nested_keys_and_lists(tmp_path: Path) -> None:
         ("scan: {ports: [{port: 70000, service: x}]}\n", "scan.ports[0].port"),
         ("scan: {ports: [{port: 53, protocol: sctp, service: dns}]}\n", "scan.ports[0].protocol"),
         ("scan: {nmap_arguments: '-Pn -iL /etc/hosts'}\n", "scan.nmap_arguments"),
+        (
+            "scan: {egress_addresses: [192.0.2.0/24]}\n",
+            "scan.egress_addresses: [0] '192.0.2.0/24': a network, not an address",
+        ),
+        (
+            "scan: {egress_addresses: [scanner.example]}\n",
+            "scan.egress_addresses: [0] 'scanner.example': not an IP address",
+        ),
+        (
+            "scan: {egress_addresses: [192.0.2.7, 2001:db8::7, 192.0.2.7]}\n",
+            "scan.egress_addresses: [2] 192.0.2.7 is listed twice",
+        ),
+        ("scan: {egress_addresses: 192.0.2.7}\n", "scan.egress_addresses: must be a list"),
         ("schedule: {cron: '0 6 * *'}\n", "schedule.cron"),
         ("schedule: {timezone: Mars/Olympus}\n", "schedule.timezone"),
         ("environment: production\n", "environment"),
@@ -84,6 +97,13 @@ def test_environment_overrides_nested_keys_and_lists(tmp_path: Path) -> None:
 def test_each_bad_input_names_its_key(tmp_path: Path, text: str, expected: str) -> None:
     found = problems(write(tmp_path, text))
     assert any(expected in p for p in found), found
+
+
+def test_egress_addresses_are_read_as_addresses(tmp_path: Path) -> None:
+    path = write(tmp_path, "scan: {egress_addresses: [192.0.2.7, ' 2001:db8::7']}\n")
+    settings = load_settings(path, environ={})
+    assert settings.scan.egress_addresses == (ip_address("192.0.2.7"), ip_address("2001:db8::7"))
+    assert config.Settings().scan.egress_addresses == ()
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from ipaddress import ip_address, ip_network
 
 import pytest
 
 from goalkeeper.findings import build_findings, group_reports, unresolved_projects
+from goalkeeper.firewall import PortFirewall
 from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import OpenPort, Owner, PortSpec, ScanResult, Target, Transport
+from goalkeeper.rootcause import Cause
 from goalkeeper.scope import in_scope, select_targets
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
@@ -187,3 +190,15 @@ def test_undeliverable_billing_address_goes_to_ops_as_not_found(email: str) -> N
     (project,) = unresolved_projects(findings)
     assert project.startswith("p9: not a usable e-mail address: ")
     assert repr(email) in project
+
+
+def test_each_finding_carries_its_cause_as_json_text() -> None:
+    off = PortFirewall(port_id="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", port_security_enabled=False)
+    known = replace(target("203.0.113.5"), firewall=off)
+    unknown = target("203.0.113.6")
+    findings = findings_for(known, unknown)
+    assert [Cause.from_json(f.cause).kind for f in findings] == [
+        "port_security_disabled",
+        "unknown",
+    ]
+    assert Cause.from_json(findings[0].cause).port_id == off.port_id

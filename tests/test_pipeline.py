@@ -8,6 +8,7 @@ what it no longer holds is dropped. A source that fails after announcing stops t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ import pytest
 
 from goalkeeper import compose
 from goalkeeper.config import Settings
+from goalkeeper.firewall import PortFirewall, SecurityGroup, SecurityGroupRule
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
     AddressesKnown,
@@ -39,7 +41,7 @@ from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import run_tick
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import MESSAGE_CHUNK, NewMessage, OutboxMessage, OutboxWriter, StateStore
-from goalkeeper.views import report_as_dict
+from goalkeeper.views import record_as_dict, report_as_dict
 
 NOW = datetime(2026, 11, 27, 6, 0, tzinfo=UTC)
 A, B, GONE, NEW = (IPv4Address(f"127.46.0.{n}") for n in (1, 2, 3, 4))
@@ -111,13 +113,14 @@ async def store(tmp_path: Path) -> AsyncIterator[StateStore]:
     await opened.aclose()
 
 
-def settings(*more_allowed: str) -> Settings:
+def settings(*more_allowed: str, egress: Sequence[str] = ()) -> Settings:
     return Settings.model_validate(
         {
             "scan": {
                 "ports": [{"port": 6379, "service": "redis"}],
                 "allowed_networks": ["127.46.0.0/16", *more_allowed],
                 "allow_loopback": True,
+                "egress_addresses": list(egress),
             },
             "notify": {"ops_email": "ops@provider.example", "send_to_customers": True},
         }
@@ -258,3 +261,40 @@ async def test_mails_are_rendered_as_the_commit_takes_them(
     assert len(report.mails) == owners
     assert rendered_when_written == [MESSAGE_CHUNK, 2 * MESSAGE_CHUNK, owners]
     assert len(await store.pending()) == owners
+
+
+RULE_ID = "5f0d7e3c-2b1a-4c9d-8e7f-6a5b4c3d2e1f"
+GROUP_ID = "0b8b0f5c-5d8e-4a6b-9c3e-0e1d2f3a4b5c"
+
+
+@pytest.mark.parametrize(
+    ("egress", "kind", "rule_ids"),
+    [
+        pytest.param([], "unknown", [], id="no egress: a loopback /32 is not public space"),
+        pytest.param(["127.0.0.9"], "world_rule", [RULE_ID], id="the rule covers our egress"),
+    ],
+)
+async def test_each_finding_carries_its_cause_into_json_and_the_store(
+    store: StateStore, egress: list[str], kind: str, rule_ids: list[str]
+) -> None:
+    rule = SecurityGroupRule(
+        id=RULE_ID, security_group_id=GROUP_ID, direction="ingress", ethertype="IPv4",
+        protocol="tcp", port_range_min=6379, port_range_max=6379,
+        remote_ip_prefix="127.0.0.9/32",
+    )  # fmt: skip
+    firewall = PortFirewall(
+        port_id="9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d",
+        port_security_enabled=True,
+        groups=(SecurityGroup(id=GROUP_ID, name="web", rules=(rule,)),),
+    )
+    report = await run_tick(
+        now=NOW, run_id="r5", settings=settings(egress=egress),
+        inventory=Listing([dataclasses.replace(target(A), firewall=firewall)]),
+        scanner=Recording(), store=store, dispatch=Kept(), catalog=load_catalog(),
+    )  # fmt: skip
+
+    shown = report_as_dict(report)["findings"][0]["cause"]
+    assert shown["kind"] == kind
+    assert [r["rule_id"] for r in shown["rules"]] == rule_ids
+    (stored,) = await store.list_findings()
+    assert record_as_dict(stored)["cause"] == shown
