@@ -10,7 +10,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # store's tests start a throwaway server; python3-venv: the venv.
 APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip
 
-.PHONY: all system venv test lint unit demo bench clean
+.PHONY: all system venv test lint unit demo bench chart-schema clean
 
 all: test
 
@@ -50,6 +50,9 @@ demo: venv  ## one real tick against the simulated cloud on loopback
 
 bench: venv  ## scan speed and memory against plain nmap (see docs/performance.md)
 	$(BIN)/python -m benchmarks
+
+chart-schema: venv  ## regenerate the chart's values.schema.json `config` part from Settings
+	$(BIN)/python -m goalkeeper.chartschema
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache demo-out

@@ -53,9 +53,9 @@ STAGE_COMMAND_LINE = {
     "secrets": {"values": {"fleioToken": "fleio-tok-stage", "smtpPassword": "smtp-pw-stage"}},
     "openstack": {"cloudsYaml": "clouds:\n  stage: {auth: {auth_url: https://keystone.test}}\n"},
 }
+CI_VALUES = [f"ci/{path.name}" for path in sorted((CHART / "ci").glob("*-values.yaml"))]
 CASES: dict[str, dict[str, Any]] = {
-    path.name.removesuffix("-values.yaml"): values_file(f"ci/{path.name}")
-    for path in sorted((CHART / "ci").glob("*-values.yaml"))
+    name.removeprefix("ci/").removesuffix("-values.yaml"): values_file(name) for name in CI_VALUES
 }
 CASES["prod"] = values_file("values-prod.yaml")
 CASES["stage"] = values_file("values-stage.yaml") | STAGE_COMMAND_LINE
@@ -500,3 +500,42 @@ def test_alert_rules_pass_promtool_and_its_unit_tests(chart: Chart, tmp_path: Pa
         check=False,
     )
     assert test.returncode == 0, test.stdout + test.stderr
+
+
+@pytest.mark.parametrize(
+    ("config", "where"),
+    [
+        ({"scan": {"allowed_network": ["203.0.113.0/24"]}}, "additional properties"),
+        ({"environment": "production"}, "/config/environment"),
+        ({"scan": {"allowed_networks": ["203.0.113.0/33"]}}, "/config/scan/allowed_networks/0"),
+        ({"scan": {"exclude": ["2001:db8::/129"]}}, "/config/scan/exclude/0"),
+        ({"notify": {"email": {"password": "pw-in-configmap"}}}, "/config/notify/email/password"),
+        ({"http": {"admin_token": "tok"}}, "/config/http/admin_token"),
+        ({"state": {"url": "postgresql+asyncpg://gk:pw@db/gk"}}, "/config/state/url"),
+        ({"scan": {"ports": [{"port": 6379, "protocl": "tcp", "service": "redis"}]}}, "protocl"),
+    ],
+)
+def test_values_schema_refuses_what_the_daemon_would(
+    chart: Chart, config: dict[str, Any], where: str
+) -> None:
+    # Helm itself applies values.schema.json, on render and on lint alike.
+    values = {"config": config}
+    with pytest.raises(HelmError, match="don't meet the specifications of the schema") as err:
+        render(chart, values)
+    assert where in str(err.value)
+    result = lint(CHART, merged(SCOPE, values), strict=True, namespace=NAMESPACE)
+    assert any(where in error for error in result["errors"]), result["errors"]
+
+
+def test_values_schema_takes_both_families_and_every_shipped_values_file(chart: Chart) -> None:
+    both = {"scan": {"allowed_networks": ["2001:db8::/32", "198.51.100.0/24"]}}
+    assert rendered_config(render(chart, {"config": both}))["scan"]["allowed_networks"] == [
+        "2001:db8::/32",
+        "198.51.100.0/24",
+    ]
+    # values.yaml alone is refused by the template (no ranges), after the schema passed it.
+    render(chart, merged(values_file("values.yaml"), SCOPE))
+    for name in CI_VALUES:
+        assert render(chart, values_file(name))
+    assert render(chart, values_file("values-prod.yaml"))
+    assert render(chart, values_file("values-stage.yaml") | STAGE_COMMAND_LINE)  # its --set
