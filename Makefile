@@ -34,11 +34,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: system $(VENV)/.installed
 
-lint: venv  ## ruff, mypy --strict, import-linter layer contracts
+lint: venv  ## ruff, mypy --strict, import-linter layer contracts, the chart's schema is current
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m goalkeeper.chartschema --check
 
 unit: venv
 	$(BIN)/pytest

@@ -64,6 +64,7 @@ PATTERNS = {
 # between the user's ":" and the first "@".
 _URL_WITH_PASSWORD = r"^[A-Za-z0-9_+]+://[^:/]*:[^@]+@"  # noqa: S105 - a pattern, not a password
 _NOISE = ("title", "default", "format", "writeOnly")
+_WIDTH = 100
 
 
 def config_schema() -> dict[str, Any]:
@@ -105,7 +106,24 @@ def values_schema(current: dict[str, Any]) -> dict[str, Any]:
 
 
 def render(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+    """The file's text: a value that fits on one line is kept on one, as the chart's own keys
+    were written by hand, so the file reads (and diffs) like a schema rather than a dump."""
+    return _compact(schema, "") + "\n"
+
+
+def _compact(node: Any, indent: str) -> str:
+    flat = json.dumps(node, ensure_ascii=False, separators=(", ", ": "))
+    if len(indent) + len(flat) <= _WIDTH or not isinstance(node, dict | list) or not node:
+        return flat
+    inner = indent + "  "
+    if isinstance(node, list):
+        items = [inner + _compact(item, inner) for item in node]
+    else:
+        items = [
+            f"{inner}{json.dumps(key)}: {_compact(value, inner)}" for key, value in node.items()
+        ]
+    brackets = "[]" if isinstance(node, list) else "{}"
+    return brackets[0] + "\n" + ",\n".join(items) + "\n" + indent + brackets[1]
 
 
 def _translated(node: Any, defs: dict[str, Any]) -> Any:
