@@ -509,6 +509,7 @@ def test_alert_rules_pass_promtool_and_its_unit_tests(chart: Chart, tmp_path: Pa
         ({"environment": "production"}, "/config/environment"),
         ({"scan": {"allowed_networks": ["203.0.113.0/33"]}}, "/config/scan/allowed_networks/0"),
         ({"scan": {"exclude": ["2001:db8::/129"]}}, "/config/scan/exclude/0"),
+        ({"scan": {"egress_addresses": ["203.0.113.0/24"]}}, "/config/scan/egress_addresses/0"),
         ({"notify": {"email": {"password": "pw-in-configmap"}}}, "/config/notify/email/password"),
         ({"http": {"admin_token": "tok"}}, "/config/http/admin_token"),
         ({"state": {"url": "postgresql+asyncpg://gk:pw@db/gk"}}, "/config/state/url"),
