@@ -22,6 +22,8 @@ TICK_OUTCOMES = ("success", "failure", "cancelled")
 CHANNELS = ("email", "telegram")
 NOTIFICATION_OUTCOMES = ("sent", "retried", "failed")
 RELOAD_OUTCOMES = ("success", "failure")
+# goalkeeper.rootcause.CAUSE_KINDS, which this layer may not import (a test keeps them equal).
+CAUSE_KINDS = ("world_rule", "port_security_disabled", "unknown")
 FAMILIES_NOT_SCANNED = ("ipv6",)  # address families the inventory holds but nmap is not run on
 
 
@@ -56,6 +58,13 @@ class Metrics:
             "goalkeeper_open_findings",
             "Open findings after the last tick.",
             ["service", "port", "protocol"],
+            registry=r,
+        )
+        self.open_findings_by_cause = Gauge(
+            "goalkeeper_open_findings_by_cause",
+            "Open findings after the last tick, by what lets them through (DESIGN §8): "
+            "world_rule, port_security_disabled, or unknown (for the staff to trace).",
+            ["cause"],
             registry=r,
         )
         self.unmonitored_findings = Gauge(
@@ -173,6 +182,7 @@ class Metrics:
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
         self.set_unmonitored_findings()
+        self.set_open_findings_by_cause()
         for family in FAMILIES_NOT_SCANNED:
             self.addresses_skipped.labels(family=family)
 
@@ -187,6 +197,11 @@ class Metrics:
         self.open_findings.clear()
         for service, port, protocol, count in counts:
             self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)
+
+    def set_open_findings_by_cause(self, causes: Mapping[str, int] | None = None) -> None:
+        """Every cause's count of open findings, zero for those without any."""
+        for kind in CAUSE_KINDS:
+            self.open_findings_by_cause.labels(cause=kind).set((causes or {}).get(kind, 0))
 
     def set_unmonitored_findings(self, reasons: Mapping[str, int] | None = None) -> None:
         """Replace the unmonitored-findings gauge: a count per reason (its detail dropped), and

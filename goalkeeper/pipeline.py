@@ -41,6 +41,7 @@ from goalkeeper.model import (
     TickReport,
 )
 from goalkeeper.observe import Observed, effective_ports, inventory_age, observe
+from goalkeeper.rootcause import Cause
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.state import (
     MESSAGE_CHUNK,
@@ -428,11 +429,16 @@ def _record_of(report: TickReport) -> dict[str, object]:
         owner_resolved_share=share,
         owner_lookup_incident=incident,
         unmonitored=_unmonitored_counts(report),
+        causes=_cause_counts(report),
     ).summary()
 
 
 def _unmonitored_counts(report: TickReport) -> dict[str, int]:
     return dict(Counter(f.unmonitored_reason or "" for f in report.unmonitored))
+
+
+def _cause_counts(report: TickReport) -> dict[str, int]:
+    return dict(Counter(Cause.from_json(f.cause).kind for f in report.findings))
 
 
 def _record(metrics: Metrics, report: TickReport) -> None:
@@ -447,6 +453,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.set_owner_lookup(report.owner_lookup)
     metrics.set_open_findings(count_by_service(report.findings))
     metrics.set_unmonitored_findings(_unmonitored_counts(report))
+    metrics.set_open_findings_by_cause(_cause_counts(report))
     if report.dry_run:
         return
     if tick_problem(report) is None:

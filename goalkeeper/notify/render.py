@@ -30,6 +30,7 @@ from goalkeeper.model import (
     OwnerReport,
     ServiceAdvice,
 )
+from goalkeeper.notify.causes import CauseText, cause_text
 
 SUBJECT_LIMIT = 200
 # Headers an override template or a stored mail may not set: they route or frame the message.
@@ -69,6 +70,7 @@ class PortLine:
     first_seen: str
     new: bool
     evidence: str
+    cause: CauseText  # which rule lets it through and the commands that close it (DESIGN §8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +220,7 @@ def _server_blocks(
                         first_seen=f.first_seen.strftime("%Y-%m-%d"),
                         new=f.status == FindingStatus.NEW,
                         evidence=f.evidence,
+                        cause=cause_text(f),
                     )
                     for f in members
                 ),

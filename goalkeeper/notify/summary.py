@@ -11,13 +11,15 @@ from __future__ import annotations
 import html
 import ipaddress
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from goalkeeper.model import Finding, FindingStatus, TickReport
 from goalkeeper.notify.render import header_text
+from goalkeeper.rootcause import CAUSE_KINDS, Cause
 
 NAME_LIMIT = 64  # a server or project name, a mail address
 TEXT_LIMIT = 200  # an error, a reason, a warning
+CAUSE_LIST_LIMIT = 20  # findings of unknown cause listed by address and port
 
 
 def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
@@ -43,6 +45,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
+    lines.extend(_cause_lines(report.findings))
     if report.unmonitored:  # open when last seen, not scanned now: not fixed, not forgotten
         reasons = _tally(f.unmonitored_reason or "unknown" for f in report.unmonitored)
         lines.append(f"<b>No longer monitored: {len(report.unmonitored)}</b> ({e(reasons)})")
@@ -61,6 +64,29 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if len(shown) < len(hosts):
         lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
     return "\n".join(lines)
+
+
+def _cause_lines(findings: Sequence[Finding]) -> list[str]:
+    """Findings per cause (DESIGN §8), and each `unknown` one for the staff to trace by hand:
+    no rule was found that lets it through, so the customer's mail gives no command."""
+    if not findings:
+        return []
+    kinds = [Cause.from_json(f.cause).kind for f in findings]
+    counts = Counter(kinds)
+    lines = ["Causes: " + " · ".join(f"{kind}: {counts[kind]}" for kind in CAUSE_KINDS)]
+    unknown = sorted(
+        (f for f, kind in zip(findings, kinds, strict=True) if kind == "unknown"),
+        key=lambda f: (_address_order(str(f.address)), str(f.protocol), f.port),
+    )
+    if unknown:
+        shown = ", ".join(
+            f"<code>{html.escape(str(f.address))}</code> {f.port}/{f.protocol}"
+            for f in unknown[:CAUSE_LIST_LIMIT]
+        )
+        more = len(unknown) - CAUSE_LIST_LIMIT
+        tail = f" <i>… and {more} more</i>" if more > 0 else ""
+        lines.append(f"⚠️ <b>Cause unknown, for staff to look at: {len(unknown)}</b>: {shown}{tail}")
+    return lines
 
 
 def _owner_lookup(report: TickReport) -> list[str]:

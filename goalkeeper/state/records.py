@@ -35,6 +35,7 @@ class TickRecord:
     owner_resolved_share: float = 1.0
     owner_lookup_incident: bool = False
     unmonitored: Mapping[str, int] = field(default_factory=dict)  # reason -> findings
+    causes: Mapping[str, int] = field(default_factory=dict)  # open findings per cause kind
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class TickRecord:
             "owner_resolved_share": self.owner_resolved_share,
             "owner_lookup_incident": self.owner_lookup_incident,
             "unmonitored": dict(self.unmonitored),
+            "causes": dict(self.causes),
         }
 
     @classmethod
@@ -69,6 +71,8 @@ class TickRecord:
                 unmonitored={
                     str(reason): int(n) for reason, n in summary.get("unmonitored", {}).items()
                 },
+                # Not in records written before causes were traced: none counted then.
+                causes={str(kind): int(n) for kind, n in summary.get("causes", {}).items()},
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             return None
