@@ -298,3 +298,36 @@ async def test_each_finding_carries_its_cause_into_json_and_the_store(
     assert [r["rule_id"] for r in shown["rules"]] == rule_ids
     (stored,) = await store.list_findings()
     assert record_as_dict(stored)["cause"] == shown
+
+
+async def test_open_findings_are_counted_by_cause_in_the_metrics_and_the_tick_record(
+    store: StateStore,
+) -> None:
+    rule = SecurityGroupRule(
+        id=RULE_ID, security_group_id=GROUP_ID, direction="ingress", ethertype="IPv4",
+        protocol="tcp", port_range_min=6379, port_range_max=6379, remote_ip_prefix="127.0.0.9/32",
+    )  # fmt: skip
+    ruled = PortFirewall(
+        "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", True, (SecurityGroup(GROUP_ID, "web", (rule,)),)
+    )
+    off = PortFirewall("1a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", False)
+    targets = [
+        dataclasses.replace(target(A), firewall=ruled),
+        dataclasses.replace(target(B), firewall=off),
+        target(NEW),  # no firewall known: unknown
+    ]
+    metrics = Metrics()
+    await run_tick(
+        now=NOW, run_id="r6", settings=settings(egress=["127.0.0.9"]), inventory=Listing(targets),
+        scanner=Recording(), store=store, dispatch=Kept(), catalog=load_catalog(), metrics=metrics,
+    )  # fmt: skip
+    by_cause = {
+        kind: metrics.registry.get_sample_value(
+            "goalkeeper_open_findings_by_cause", {"cause": kind}
+        )
+        for kind in ("world_rule", "port_security_disabled", "unknown")
+    }
+    assert by_cause == {"world_rule": 1, "port_security_disabled": 1, "unknown": 1}
+    last = (await store.last_ticks()).last
+    assert last is not None
+    assert dict(last.causes) == {"world_rule": 1, "port_security_disabled": 1, "unknown": 1}

@@ -127,6 +127,7 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
         "failure", targets=41, owners_unresolved=2, open_findings=good.open_findings,
         owner_resolved_share=0.25, owner_lookup_incident=True,
         unmonitored={"port no longer on the scan list": 2, "host not scanned: nmap failed": 1},
+        causes={"world_rule": 3, "unknown": 1},
     )  # fmt: skip
     await store.finish_run("r2", finished_at=T0 + timedelta(days=1), summary=failed.summary())
 
@@ -150,6 +151,13 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
     assert unmonitored == {
         (("reason", "port no longer on the scan list"),): 2,
         (("reason", "host not scanned"),): 1,
+    }
+    by_cause = {labels: value for (name, labels), value in gauges.items()
+                if name == "goalkeeper_open_findings_by_cause"}  # fmt: skip
+    assert by_cause == {
+        (("cause", "world_rule"),): 3,
+        (("cause", "port_security_disabled"),): 0,
+        (("cause", "unknown"),): 1,
     }
 
 
