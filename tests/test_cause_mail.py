@@ -175,3 +175,17 @@ def test_tick_record_keeps_causes_and_reads_old_records_as_none() -> None:
     del old["causes"]
     back = TickRecord.from_summary(old)
     assert back is not None and dict(back.causes) == {}
+
+
+def test_a_rule_behind_several_ports_of_one_mail_says_so_once_per_port() -> None:
+    ranged = world_rule(port_range_min=6000, port_range_max=7000)
+    redis = with_cause(ranged)
+    other = replace(finding("203.0.113.5", 6380, "redis"), cause=ranged.to_json())
+    message = parsed(render(customer_report(redis, other)))
+    text_part = message.get_body(("plain",))
+    assert isinstance(text_part, EmailMessage)
+    text = text_part.get_content()
+    warning = f"Rule {RULE_ID} also lets through 1 other port listed in this mail: delete it once"
+    assert text.count(warning) == 2
+    alone, _ = bodies(redis)
+    assert "also lets through" not in alone

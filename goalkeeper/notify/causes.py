@@ -10,6 +10,8 @@ never says more than the cause knows: an `unknown` cause gets no command.
 from __future__ import annotations
 
 import unicodedata
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import ip_network
 
@@ -31,8 +33,15 @@ class CauseText:
     panel: tuple[str, ...]
 
 
-def cause_text(finding: Finding) -> CauseText:
-    """The words and commands for `finding`'s stored cause (absent or unreadable: unknown)."""
+def rule_ports(findings: Iterable[Finding]) -> Counter[str]:
+    """How many of these findings each rule lets through: a range or any-protocol rule may
+    expose several ports of one mail, and each port's commands delete and re-create it."""
+    return Counter(rule.rule_id for f in findings for rule in Cause.from_json(f.cause).rules)
+
+
+def cause_text(finding: Finding, shared: Mapping[str, int] | None = None) -> CauseText:
+    """The words and commands for `finding`'s stored cause (absent or unreadable: unknown).
+    `shared` (from `rule_ports` over the same mail) adds a warning to a rule behind several."""
     cause = Cause.from_json(finding.cause)
     port, protocol = finding.port, finding.protocol
     where = f"{port}/{protocol}"
@@ -47,14 +56,22 @@ def cause_text(finding: Finding) -> CauseText:
             commands=tuple(close_commands(cause, port, protocol, finding.address.version)),
             panel=(
                 "Turn port security back on for the port and attach a security group that"
-                " allows only what you need (the commands below), or run a firewall on the"
+                " allows only what you need (the commands above), or run a firewall on the"
                 f" server itself (nftables, ufw, firewalld) that blocks {where} from the Internet.",
             ),
         )
     if cause.kind == "world_rule" and cause.rules:
         return CauseText(
             kind=cause.kind,
-            reasons=tuple(_reason(rule, finding.address.version) for rule in cause.rules),
+            reasons=tuple(_reason(rule, finding.address.version) for rule in cause.rules)
+            + tuple(
+                f"Rule {_clean(rule.rule_id)} also lets through {others} other"
+                f" port{'s' if others > 1 else ''} listed in this mail: delete it once, and"
+                " re-create only the ports you mean to keep open (the re-create commands below"
+                " would open those ports again)."
+                for rule in cause.rules
+                if (others := (shared or {}).get(rule.rule_id, 1) - 1) > 0
+            ),
             commands=tuple(close_commands(cause, port, protocol, finding.address.version)),
             panel=tuple(
                 "In the control panel: Network → Security groups →"

@@ -12,7 +12,7 @@ import functools
 import hashlib
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -30,7 +30,7 @@ from goalkeeper.model import (
     OwnerReport,
     ServiceAdvice,
 )
-from goalkeeper.notify.causes import CauseText, cause_text
+from goalkeeper.notify.causes import CauseText, cause_text, rule_ports
 
 SUBJECT_LIMIT = 200
 # Headers an override template or a stored mail may not set: they route or frame the message.
@@ -195,8 +195,9 @@ def _oneline(value: object) -> str:
 
 
 def _server_blocks(
-    findings: Iterable[Finding], advice: Mapping[str, ServiceAdvice]
+    findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice]
 ) -> list[ServerBlock]:
+    shared = rule_ports(findings)
     groups: dict[tuple[str, str, str, str], list[Finding]] = defaultdict(list)
     for finding in findings:
         groups[_server_key(finding)].append(finding)
@@ -220,7 +221,7 @@ def _server_blocks(
                         first_seen=f.first_seen.strftime("%Y-%m-%d"),
                         new=f.status == FindingStatus.NEW,
                         evidence=f.evidence,
-                        cause=cause_text(f),
+                        cause=cause_text(f, shared),
                     )
                     for f in members
                 ),
