@@ -49,7 +49,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         # No `<counter>_created` series: they double the exposition and no dashboard reads them.
         # The library's switch is process-wide; this is where every registry is built.
-        disable_created_metrics()
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it bare
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.ticks = Counter("goalkeeper_ticks", "Ticks run, by outcome.", ["outcome"], registry=r)
