@@ -296,7 +296,8 @@ async def test_sigterm_during_a_tick_exits_in_time_and_kills_nmap(
     listeners: PortListeners,
     daemon_factory: Callable[[Path], Awaitable[DaemonProcess]],
 ) -> None:
-    # 4,096 hosts at a ceiling of 200 packets/s: the tick cannot finish before the deadline.
+    # 4,094 hosts (a /20 less its network and broadcast) at a ceiling of 200 packets/s: the
+    # tick cannot finish before the deadline.
     daemon = await daemon_factory(
         setup.write_config(
             [6379, 27017],
