@@ -59,7 +59,8 @@ RUN apt-get update \
     && install -d -o goalkeeper -g goalkeeper -m 0750 /var/lib/goalkeeper
 
 COPY --from=build /opt/goalkeeper /opt/goalkeeper
-# A default config for `docker run ... check-config`; in Kubernetes a ConfigMap replaces the folder.
+# A default config for `docker run ... check-config` (exit 2 until scan.allowed_networks is set,
+# as scan and run would); in Kubernetes a ConfigMap replaces the folder.
 COPY config.yaml /etc/goalkeeper/config.yaml
 
 # The relative default state URL (./goalkeeper-state.db) lands in the state folder.

@@ -25,6 +25,7 @@ import yaml
 from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import serve
+from goalkeeper.metrics import version
 from goalkeeper.model import TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
@@ -32,6 +33,7 @@ from goalkeeper.probes import BindError
 from goalkeeper.resend import retry_failed
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.state import Channel, StateError, StateUnavailable
+from goalkeeper.state.filewatch import sqlite_file
 from goalkeeper.validity import load_settings, scope_problem, static_inventory_warnings
 from goalkeeper.views import record_as_dict, report_as_dict
 from goalkeeper.wiring import one_tick, state_store
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2 invalid configuration or usage; 3 (scan) the tick is done but some messages were "
         "not delivered: they are kept in the outbox and sent again later",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     scan = commands.add_parser(
         "scan",
@@ -71,21 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         parents=[common],
         help="the daemon: scan on schedule, serve probes",
+        description="The daemon: run a tick on the schedule, send the outbox, serve /healthz, "
+        "/readyz, /metrics and the admin API until SIGTERM; SIGHUP reloads the config.",
         epilog="exit codes: 0 after a clean shutdown; 1 the state store cannot be opened; "
         "2 invalid configuration, or the HTTP port cannot be opened",
     )
     findings = commands.add_parser(
-        "findings", parents=[common], help="open findings from the state store"
+        "findings",
+        parents=[common],
+        help="open findings from the state store",
+        description="List the findings the state store holds (open and unmonitored; --all: "
+        "resolved too). Read-only: a SQLite store that does not exist is not created.",
+        epilog="exit codes: 0 listed; 1 the state store cannot be opened or read (a corrupt "
+        "database too); 2 invalid configuration or usage, or no state store at state.url",
     )
     findings.add_argument("--all", action="store_true", help="resolved findings too")
     findings.add_argument("--json", action="store_true", help="print them as JSON")
     commands.add_parser(
-        "check-config", parents=[common], help="validate and print the effective config"
+        "check-config",
+        parents=[common],
+        help="validate and print the effective config",
+        description="Validate the config file and GOALKEEPER_* variables as scan and run would, "
+        "and print the effective config with secrets redacted.",
+        epilog="exit codes: 0 valid; 2 invalid, or nothing could be scanned with it (every "
+        "problem listed)",
     )
     retry = commands.add_parser(
         "retry-failed",
         parents=[common],
         help="move failed messages back to pending (a running daemon sends them within 5 min)",
+        description="Move failed messages back to pending with their attempts reset (all, one "
+        "channel's, or the ones named by --id); a running daemon sends them on its next pass.",
+        epilog="exit codes: 0 done; 1 the state store failed; 2 invalid configuration or usage",
     )
     retry.add_argument("--channel", choices=("email", "telegram"), help="only this channel")
     retry.add_argument(
@@ -97,12 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="only message N (repeatable)",
     )
     demo = commands.add_parser(
-        "demo", help="run one real tick against a simulated cloud on loopback (needs no config)"
+        "demo",
+        help="run one real tick against a simulated cloud on loopback (needs no config)",
+        description="Start the simulated cloud (OpenStack, Fleio, SMTP, Telegram, open ports) on "
+        "loopback, run one real tick against it and print where its mails went.",
+        epilog="exit codes: 0 done; 2 the simulator is not installed",
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="where mails are written")
-    demo.add_argument("--seed", type=int, default=1)
-    demo.add_argument("--projects", type=int, default=10)
-    demo.add_argument("--servers-per-project", type=int, default=6)
+    demo.add_argument("--seed", type=int, default=1, help="the simulated cloud's random seed")
+    demo.add_argument("--projects", type=int, default=10, help="projects in the simulated cloud")
+    demo.add_argument("--servers-per-project", type=int, default=6, help="servers per project")
     return parser
 
 
@@ -181,6 +205,14 @@ def run(settings: Settings, path: Path) -> int:
 
 
 async def list_findings(settings: Settings, *, include_resolved: bool, as_json: bool) -> int:
+    database = sqlite_file(settings.state.url)
+    if database is not None and not database.exists():  # opening it would create it
+        print(
+            f"goalkeeper: no state store at {database} (state.url): nothing to list; "
+            "point --config or GOALKEEPER_STATE__URL at the one scan or run writes",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         async with state_store(settings) as store:
             records = await store.list_findings(include_resolved=include_resolved)
@@ -244,9 +276,12 @@ def check_config(settings: Settings, out: TextIO, *, warnings: Sequence[str] = (
             for p in load_catalog().ports
         ]
     yaml.safe_dump(data, out, sort_keys=False)
-    problem = scope_problem(settings)
-    for warning in (*([problem] if problem else []), *warnings):
+    for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    problem = scope_problem(settings)
+    if problem:  # what scan and run refuse, refused here the same way
+        print(f"goalkeeper: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 

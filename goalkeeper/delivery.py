@@ -292,6 +292,8 @@ class Delivery:
                     self._stalled.discard(channel.name)
                     self._recovered.set()
                 self.metrics.notifications.labels(channel=channel.name, outcome="sent").inc()
+                waited = (self._clock() - message.created_at).total_seconds()
+                self.metrics.delivery_duration.labels(channel=channel.name).observe(waited)
                 log.info("notification sent", channel=channel.name, recipient=message.recipient,
                          run=message.run_id)  # fmt: skip
                 return None

@@ -7,9 +7,21 @@ on are created at start, so they read zero before the first tick. No secret is e
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 from collections.abc import Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
 
 from goalkeeper.model import (
     UNMONITORED_REASONS,
@@ -27,14 +39,27 @@ CAUSE_KINDS = ("world_rule", "port_security_disabled", "unknown")
 FAMILIES_NOT_SCANNED = ("ipv6",)  # address families the inventory holds but nmap is not run on
 
 
+def version() -> str:
+    """The installed distribution's version (what `goalkeeper --version` prints too)."""
+    try:
+        return importlib.metadata.version("goalkeeper")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
+        return "unknown"
+
+
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # No `<counter>_created` series: they double the exposition and no dashboard reads them.
+        # The library's switch is process-wide; this is where every registry is built.
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # the library leaves it bare
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.ticks = Counter("goalkeeper_ticks", "Ticks run, by outcome.", ["outcome"], registry=r)
         self.tick_duration = Histogram(
             "goalkeeper_tick_duration_seconds",
-            "Wall time of a whole tick: inventory, scan, findings, notifications.",
+            "Wall time of a tick: inventory, scan, findings, commit to the outbox and handing its "
+            "messages to delivery; the daemon's tick does not wait for them to be sent (see "
+            "goalkeeper_delivery_duration_seconds).",
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
             registry=r,
         )
@@ -134,9 +159,16 @@ class Metrics:
             ["family"],
             registry=r,
         )
+        self.delivery_duration = Histogram(
+            "goalkeeper_delivery_duration_seconds",
+            "Time from a message's commit to the outbox to its delivery (relay or Telegram "
+            "accepted it), by channel: queueing, owner checks and retries included.",
+            ["channel"],
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+            registry=r,
+        )
         self._store_series()
-        # goalkeeper_process_resident_memory_bytes, _cpu_seconds_total, _open_fds, ...
-        ProcessCollector(namespace="goalkeeper", registry=r)
+        self._standard_series()
         self._initialise()
 
     def _store_series(self) -> None:
@@ -172,6 +204,17 @@ class Metrics:
             for gauge in (self.outbox_pending, self.outbox_oldest_pending_age, self.outbox_failed):
                 gauge.labels(channel=channel)
 
+    def _standard_series(self) -> None:
+        """The names stock dashboards and alerts look for: process_*, python_*, *_build_info."""
+        r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, _cpu_seconds_total, ...
+        PlatformCollector(registry=r)  # python_info
+        GCCollector(registry=r)  # python_gc_*
+        # The nmap version is not here: learning it means running nmap, which a scrape must not.
+        Info("goalkeeper_build", "The running Goalkeeper and its Python.", registry=r).info(
+            {"version": version(), "python": platform.python_version()}
+        )
+
     def _initialise(self) -> None:
         for outcome in TICK_OUTCOMES:
             self.ticks.labels(outcome=outcome)
@@ -179,6 +222,8 @@ class Metrics:
             self.queue_depth.labels(channel=channel)
             for outcome in NOTIFICATION_OUTCOMES:
                 self.notifications.labels(channel=channel, outcome=outcome)
+        for channel in CHANNELS:
+            self.delivery_duration.labels(channel=channel)
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
         self.set_unmonitored_findings()

@@ -32,12 +32,13 @@ def load_settings(path: Path, *, environ: Mapping[str, str] | None = None) -> Se
 
 
 def scope_problem(settings: Settings) -> str | None:
-    """Why nothing could be scanned with these settings, or None. `check-config` says it as a
-    warning (a config may be checked before its ranges are known); `run` and `scan` refuse."""
+    """Why nothing could be scanned with these settings, or None. `check-config`, `run` and
+    `scan` all refuse it (exit 2), in the same words; `findings` does not need a scope."""
     if not settings.scan.allowed_networks:
         return (
-            "scan.allowed_networks is empty: nothing may be scanned. "
-            "List the cloud's public ranges there (CIDRs)."
+            "scan.allowed_networks is empty, so nothing may be scanned: set it to the cloud's "
+            "public ranges, e.g. allowed_networks: [203.0.113.0/24] "
+            "(or GOALKEEPER_SCAN__ALLOWED_NETWORKS='[\"203.0.113.0/24\"]')"
         )
     return None
 

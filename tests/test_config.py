@@ -232,7 +232,14 @@ def test_check_config_exits_2_for_a_fleio_url_without_a_token(tmp_path: Path) ->
     assert result.returncode == 2
     assert "inventory.fleio.token" in result.stderr
     off = path.with_name("off.yaml")
-    off.write_text(yaml.safe_dump({"inventory": {"fleio": {"url": FLEIO_URL, "enabled": False}}}))
+    off.write_text(
+        yaml.safe_dump(
+            {
+                "inventory": {"fleio": {"url": FLEIO_URL, "enabled": False}},
+                "scan": {"allowed_networks": ["203.0.113.0/24"]},
+            }
+        )
+    )
     result = subprocess.run(
         [sys.executable, "-m", "goalkeeper", "--config", str(off), "check-config"],
         env=env,

@@ -116,3 +116,22 @@ async def test_a_reference_is_read_from_the_store_and_sent_only_while_pending(
         again = await delivery.submit([reference])
     assert again == {reference.id: "not sent: already sent"}
     assert mailer.sent == ["a@b.example"]
+
+
+async def test_delivery_time_counts_from_the_commit_to_the_relay_accepting(
+    store: StateStore,
+) -> None:
+    await stored_mail(store)  # committed at T0
+    metrics = Metrics()
+
+    async def no_sleep(seconds: float) -> None:
+        pass
+
+    delivery = Delivery(store=store, mailer=Mailer(DeliveryError("busy", permanent=False)),
+                        chat=None, metrics=metrics, wait=True, sleep=no_sleep,
+                        clock=lambda: T0 + timedelta(seconds=42))  # fmt: skip
+    async with delivery.running():
+        assert list((await delivery.submit(await store.pending())).values()) == [None]
+    name, email = "goalkeeper_delivery_duration_seconds", {"channel": "email"}
+    assert metrics.registry.get_sample_value(f"{name}_count", email) == 1  # the retry is in it
+    assert metrics.registry.get_sample_value(f"{name}_sum", email) == 42

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import platform
 import shutil
 import subprocess
 
@@ -9,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from goalkeeper.metrics import Metrics
+from goalkeeper.metrics import Metrics, version
 from goalkeeper.model import OwnerLookup, OwnerLookupState
 
 
@@ -32,7 +34,28 @@ def test_series_read_zero_before_the_first_tick() -> None:
         assert samples[(f"goalkeeper_{name}", (("channel", "telegram"),))] == 0
     assert samples[("goalkeeper_state_store_up", ())] == 0  # unknown until the daemon checks
     assert samples[("goalkeeper_addresses_skipped", (("family", "ipv6"),))] == 0
-    assert all(name.startswith("goalkeeper_") for name, _ in samples)
+    assert not [name for name, _ in samples if name.endswith("_created")]
+
+
+def test_standard_collector_names_and_build_info() -> None:
+    names = {
+        family.name
+        for family in text_string_to_metric_families(generate_latest(Metrics().registry).decode())
+    }
+    # The names stock dashboards and alerts use, not renamed under goalkeeper_.
+    assert {"process_resident_memory_bytes", "process_cpu_seconds", "python_info"} <= names
+    assert "python_gc_collections" in names
+    assert not [name for name in names if name.startswith("goalkeeper_process")]
+    text = generate_latest(Metrics().registry).decode()
+    (info,) = [
+        s
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "goalkeeper_build_info"
+    ]
+    assert info.labels == {"version": version(), "python": platform.python_version()}
+    assert info.value == 1
+    assert version() == importlib.metadata.version("goalkeeper")
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) absent")

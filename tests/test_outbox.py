@@ -228,7 +228,7 @@ def gauges(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if not s.name.startswith("goalkeeper_process_")
+        if s.name.startswith("goalkeeper_") and not s.name.startswith("goalkeeper_build")
     }
 
 

@@ -40,17 +40,31 @@ targets:
 """,
     )
     targets = read_static_targets(path, allowed=ALLOWED)
-    assert [str(t.address) for t in targets] == [
-        "127.77.0.10",
-        "127.77.1.0",
-        "127.77.1.1",
-        "127.77.1.2",
-        "127.77.1.3",
-    ]
+    # A /30's first and last addresses are its network and broadcast: not servers.
+    assert [str(t.address) for t in targets] == ["127.77.0.10", "127.77.1.1", "127.77.1.2"]
     assert targets[0].owner.email == "admin@acme.example"
     assert targets[0].owner.name == "ACME Ltd"
     assert targets[1].owner.known is False  # no e-mail: NOT FOUND, goes to ops
     assert {t.server_name for t in targets[1:]} == {"pool"}
+
+
+@pytest.mark.parametrize(
+    ("network", "addresses"),
+    [
+        ("127.77.2.0/24", [f"127.77.2.{n}" for n in range(1, 255)]),  # not .0, not .255
+        ("127.77.2.8/29", [f"127.77.2.{n}" for n in range(9, 15)]),
+        ("127.77.2.4/30", ["127.77.2.5", "127.77.2.6"]),
+        ("127.77.2.6/31", ["127.77.2.6", "127.77.2.7"]),  # point-to-point: both are hosts
+        ("127.77.2.9/32", ["127.77.2.9"]),
+        ("fd00:77::100/126", [f"fd00:77::10{n}" for n in range(4)]),  # no broadcast in IPv6
+    ],
+)
+def test_a_network_entry_skips_its_network_and_broadcast_addresses(
+    tmp_path: Path, network: str, addresses: list[str]
+) -> None:
+    path = write(tmp_path, f"targets:\n  - {{network: {network}, server_name: pool}}\n")
+    targets = read_static_targets(path, allowed=ALLOWED)
+    assert [str(t.address) for t in targets] == addresses
 
 
 @pytest.mark.parametrize(
@@ -127,7 +141,7 @@ def test_the_same_owner_twice_is_a_warning_and_the_address_entry_wins(tmp_path: 
     path = write(tmp_path, OVERLAP % ("ACME", "Admin@ACME.example"))
     warnings: list[str] = []
     targets = read_static_targets(path, allowed=ALLOWED, warn=warnings.append)
-    assert [str(t.address) for t in targets] == [f"127.77.0.{n}" for n in range(4)]
+    assert [str(t.address) for t in targets] == ["127.77.0.1", "127.77.0.2"]
     assert {str(t.address): t.server_name for t in targets}["127.77.0.2"] == "web-2"
     (warning,) = warnings
     assert "127.77.0.2 listed twice, in targets[0] (127.77.0.0/30, pool) and targets[1] " in warning

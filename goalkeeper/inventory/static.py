@@ -217,7 +217,11 @@ def _expand(entry: StaticEntry) -> Iterable[Target]:
         raise ValueError(f"not a CIDR network: {entry.network!r} ({err})") from None
     if network.num_addresses > MAX_NETWORK_ADDRESSES:
         raise ValueError(f"{network} has more than {MAX_NETWORK_ADDRESSES} addresses")
-    return [Target(address=address, **common) for address in network]
+    # An IPv4 network's first and last addresses name the network and its broadcast, never a
+    # server: a /24 means its 254 hosts. A /31 (RFC 3021 point-to-point) and a /32 have no such
+    # addresses; IPv6 has no broadcast, so every address of an IPv6 network is meant.
+    addresses = network.hosts() if network.version == 4 and network.prefixlen < 31 else network
+    return [Target(address=address, **common) for address in addresses]
 
 
 def _describe(entry: StaticEntry) -> str:
