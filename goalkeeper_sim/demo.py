@@ -14,6 +14,7 @@ import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -27,7 +28,7 @@ from goalkeeper.wiring import one_tick
 from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
 from goalkeeper_sim.smtp import SmtpSink
 from goalkeeper_sim.telegram import FakeTelegram
-from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, build_world
+from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, World, build_world
 
 OPS = "security@provider.example"
 
@@ -49,21 +50,47 @@ async def run_demo(
             if p.service in _DEMO_SERVICES and (root or (p.port >= 1024 and p.protocol == "tcp"))
         ],
     )  # fmt: skip
+    tick = await sim_tick(
+        world, out_dir, privileged=root, host_timeout="60s", mail_dir=out_dir / "mail"
+    )
+    print_demo(tick.report, tick.smtp, tick.telegram,
+               world_size=(len(world.projects), len(world.servers)), out=out)  # fmt: skip
+    return tick.report
+
+
+@dataclass(frozen=True, slots=True)
+class SimTick:
+    """One real tick's report and what the simulated SMTP server and Telegram received."""
+
+    report: TickReport
+    smtp: SmtpSink
+    telegram: FakeTelegram
+
+
+async def sim_tick(
+    world: World,
+    directory: Path,
+    *,
+    privileged: bool = False,
+    host_timeout: str = "30s",
+    mail_dir: Path | None = None,
+) -> SimTick:
+    """Serve `world` on loopback and run one real tick against it (the demo's and the tests'
+    end-to-end tick); the state store, clouds.yaml and config are written under `directory`."""
     async with (
         SimulatedCloud(world) as cloud,
-        SmtpSink(directory=out_dir / "mail") as smtp,
+        SmtpSink(directory=mail_dir) as smtp,
         FakeTelegram() as telegram,
     ):
-        clouds_yaml = cloud.write_clouds_yaml(out_dir / "clouds.yaml")
+        clouds_yaml = cloud.write_clouds_yaml(directory / "clouds.yaml")
         settings = sim_settings(
-            cloud, smtp, telegram, state=out_dir / "state.db", privileged=root, host_timeout="60s"
-        )
-        config_path = _write_config(settings, out_dir / "config.yaml")
+            cloud, smtp, telegram, state=directory / "state.db", privileged=privileged,
+            host_timeout=host_timeout,
+        )  # fmt: skip
+        config_path = _write_config(settings, directory / "config.yaml")
         with _environment(OS_CLIENT_CONFIG_FILE=str(clouds_yaml)):
             report = await one_tick(settings, config_path)
-        print_demo(report, smtp, telegram, world_size=(len(world.projects), len(world.servers)),
-                   out=out)  # fmt: skip
-    return report
+    return SimTick(report, smtp, telegram)
 
 
 def sim_settings(

@@ -14,11 +14,7 @@ from pathlib import Path
 import pytest
 
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.wiring import one_tick
-from goalkeeper_sim.cloud import SimulatedCloud
-from goalkeeper_sim.demo import OPS, sim_settings
-from goalkeeper_sim.smtp import SmtpSink
-from goalkeeper_sim.telegram import FakeTelegram
+from goalkeeper_sim.demo import OPS, sim_tick
 from goalkeeper_sim.world import Client, World, build_world
 
 
@@ -57,17 +53,11 @@ def world_with_a_bad_address(email: str) -> tuple[World, Client, set[str]]:
     ],
 )
 async def test_a_tick_with_one_unusable_billing_address_mails_everyone_else(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, email: str, shown: str
+    tmp_path: Path, email: str, shown: str
 ) -> None:
     world, bad, others = world_with_a_bad_address(email)
-    async with SimulatedCloud(world) as cloud, SmtpSink() as smtp, FakeTelegram() as telegram:
-        monkeypatch.setenv(
-            "OS_CLIENT_CONFIG_FILE", str(cloud.write_clouds_yaml(tmp_path / "clouds.yaml"))
-        )
-        settings = sim_settings(
-            cloud, smtp, telegram, state=tmp_path / "state.db", privileged=False, host_timeout="30s"
-        )
-        report = await one_tick(settings, tmp_path / "config.yaml")
+    tick = await sim_tick(world, tmp_path)
+    report, smtp, telegram = tick.report, tick.smtp, tick.telegram
 
     assert all(mail.delivered for mail in report.mails), report.mails
     mailed = {mail.rcpt_tos[0]: mail.message for mail in smtp.messages}

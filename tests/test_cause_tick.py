@@ -11,14 +11,8 @@ from email.message import EmailMessage
 from ipaddress import IPv4Address
 from pathlib import Path
 
-import pytest
-
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.wiring import one_tick
-from goalkeeper_sim.cloud import SimulatedCloud
-from goalkeeper_sim.demo import sim_settings
-from goalkeeper_sim.smtp import SmtpSink
-from goalkeeper_sim.telegram import FakeTelegram
+from goalkeeper_sim.demo import sim_tick
 from goalkeeper_sim.world import Server, World, build_world
 
 SEED = 4  # gives a world rule for 6379/tcp and servers with port security off (world_firewalls)
@@ -83,19 +77,13 @@ def text_of(message: EmailMessage) -> str:
 
 
 async def test_owners_get_the_rule_that_exposes_them_and_the_command_that_closes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     world = the_world()
     ruled, open_ports = world_rules(world, REDIS), unfiltered(world)
     assert ruled and open_ports, "the seed must give both causes"
-    async with SimulatedCloud(world) as cloud, SmtpSink() as smtp, FakeTelegram() as telegram:
-        monkeypatch.setenv(
-            "OS_CLIENT_CONFIG_FILE", str(cloud.write_clouds_yaml(tmp_path / "clouds.yaml"))
-        )
-        settings = sim_settings(
-            cloud, smtp, telegram, state=tmp_path / "state.db", privileged=False, host_timeout="30s"
-        )
-        report = await one_tick(settings, tmp_path / "config.yaml")
+    tick = await sim_tick(world, tmp_path)
+    report, smtp, telegram = tick.report, tick.smtp, tick.telegram
 
     assert all(mail.delivered for mail in report.mails), report.mails
     mails: dict[str, list[str]] = {}
