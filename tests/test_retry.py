@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from goalkeeper.notify.retry import Backoff, Retryable, retrying
+from goalkeeper.notify.retry import Backoff, Retryable, failed_reason, retrying
 from tests.recorded_sleep import RecordedSleep
 
 
@@ -82,3 +82,16 @@ async def test_any_other_error_ends_the_attempts_at_once() -> None:
         )
     assert seen == [1]
     assert sleep.delays == []
+
+
+@pytest.mark.parametrize(("failures", "expected"), [(1, None), (3, "failure 3")])
+async def test_failed_reason_is_none_once_through_else_the_last_reason(
+    failures: int, expected: str | None
+) -> None:
+    seen, attempt = _failing(failures)
+    policy = Backoff(attempts=3, base=0.0)
+    reason = await failed_reason(
+        attempt, policy=policy, sleep=RecordedSleep(), on_retry=lambda *_: None
+    )
+    assert reason == expected
+    assert seen == [1, 2, 3][: min(failures + 1, 3)]

@@ -25,7 +25,7 @@ from goalkeeper.aio import Sleep
 from goalkeeper.config import EmailSettings
 from goalkeeper.model import DeliveryError, OutgoingMail
 from goalkeeper.notify.render import to_mime
-from goalkeeper.notify.retry import Backoff, Retryable, retrying
+from goalkeeper.notify.retry import Backoff, Retryable, failed_reason
 
 log = structlog.get_logger(__name__)
 MAX_BACKOFF = 30.0  # the longest wait between two attempts at one mail
@@ -105,18 +105,15 @@ class SmtpMailer:
     async def _send(self, mail: OutgoingMail, message: EmailMessage) -> None:
         bound = log.bind(recipient=mail.recipient, message_id=mail.message_id)
 
-        try:
-            await retrying(
-                lambda number: self._attempt(mail, message, bound, number),
-                policy=self._policy,
-                sleep=self._sleep,
-                on_retry=lambda n, delay, error: bound.warning(
-                    "mail.retry", attempt=n, delay=round(delay, 2), reason=error.reason
-                ),
-            )
-        except Retryable as error:
-            reason = error.reason
-        else:
+        reason = await failed_reason(
+            lambda number: self._attempt(mail, message, bound, number),
+            policy=self._policy,
+            sleep=self._sleep,
+            on_retry=lambda n, delay, error: bound.warning(
+                "mail.retry", attempt=n, delay=round(delay, 2), reason=error.reason
+            ),
+        )
+        if reason is None:
             return
         # Raised outside the handler, so no exception chain carries the server's words along.
         bound.warning("mail.failed", attempts=self._policy.attempts, reason=reason)

@@ -76,6 +76,19 @@ async def retrying(
     raise AssertionError("tenacity ended the attempts without an outcome")  # pragma: no cover
 
 
+async def failed_reason(
+    attempt: Callable[[int], Awaitable[object]], *, policy: Backoff, sleep: Sleep, on_retry: OnRetry
+) -> str | None:
+    """`retrying`, for a sender: None once an attempt went through, else the last failure's
+    reason. The exception itself is dropped, so nothing the sender raises next carries the other
+    side's words (or a URL with a token) along in its chain."""
+    try:
+        await retrying(attempt, policy=policy, sleep=sleep, on_retry=on_retry)
+    except Retryable as error:
+        return error.reason
+    return None
+
+
 def _retryable(state: tenacity.RetryCallState) -> Retryable:
     error = state.outcome.exception() if state.outcome is not None else None
     assert isinstance(error, Retryable)  # the retry predicate lets nothing else through

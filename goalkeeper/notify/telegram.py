@@ -21,7 +21,7 @@ import structlog
 from goalkeeper.aio import Closing, Sleep
 from goalkeeper.config import TelegramSettings
 from goalkeeper.model import DeliveryError
-from goalkeeper.notify.retry import Backoff, Retryable, retrying
+from goalkeeper.notify.retry import Backoff, Retryable, failed_reason
 
 # Telegram takes 4,096 UTF-16 code units a message; the rest is room for the closing tags a
 # split adds.
@@ -231,18 +231,15 @@ class TelegramNotifier(Closing):
         if self._settings.message_thread_id is not None:
             payload["message_thread_id"] = self._settings.message_thread_id
 
-        try:
-            await retrying(
-                lambda _: self._attempt(payload),
-                policy=self._policy,
-                sleep=self._sleep,
-                on_retry=lambda n, delay, error: log.warning(
-                    "telegram.retry", attempt=n, delay=round(delay, 2), reason=error.reason
-                ),
-            )
-        except Retryable as error:
-            reason = error.reason
-        else:
+        reason = await failed_reason(
+            lambda _: self._attempt(payload),
+            policy=self._policy,
+            sleep=self._sleep,
+            on_retry=lambda n, delay, error: log.warning(
+                "telegram.retry", attempt=n, delay=round(delay, 2), reason=error.reason
+            ),
+        )
+        if reason is None:
             return
         # Raised outside the handler, so no exception chain carries aiohttp's words (the URL).
         raise DeliveryError(
