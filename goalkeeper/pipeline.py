@@ -442,11 +442,16 @@ def _record_of(report: TickReport) -> dict[str, object]:
         owner_lookup_incident=incident,
         unmonitored=_unmonitored_counts(report),
         causes=_cause_counts(report),
+        acknowledged=_acknowledged_counts(report),
     ).summary()
 
 
 def _unmonitored_counts(report: TickReport) -> dict[str, int]:
     return dict(Counter(f.unmonitored_reason or "" for f in report.unmonitored))
+
+
+def _acknowledged_counts(report: TickReport) -> dict[str, int]:
+    return dict(Counter(f.acknowledged.source for f in report.acknowledged if f.acknowledged))
 
 
 def _cause_counts(report: TickReport) -> dict[str, int]:
@@ -466,6 +471,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.set_open_findings(count_by_service(report.findings))
     metrics.set_unmonitored_findings(_unmonitored_counts(report))
     metrics.set_open_findings_by_cause(_cause_counts(report))
+    metrics.set_acknowledged_findings(_acknowledged_counts(report))
     if report.dry_run:
         return
     if tick_problem(report) is None:

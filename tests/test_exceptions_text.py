@@ -11,6 +11,8 @@ from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from goalkeeper.cli import _status_cell
 from goalkeeper.compose import with_reports
@@ -18,6 +20,7 @@ from goalkeeper.config import ConfigError, Settings
 from goalkeeper.exceptions import Acknowledgement, Allowance
 from goalkeeper.inventory.static import read_static_targets
 from goalkeeper.lifecycle import record_from_finding
+from goalkeeper.metrics import Metrics
 from goalkeeper.model import (
     Finding,
     FindingStatus,
@@ -30,6 +33,7 @@ from goalkeeper.model import (
 from goalkeeper.notify.accepted import allow_command
 from goalkeeper.notify.render import render_owner_report
 from goalkeeper.notify.summary import render_summary
+from goalkeeper.state.records import TickRecord
 from goalkeeper.validity import load_settings
 from goalkeeper.views import record_as_dict
 
@@ -243,3 +247,26 @@ def test_settings_give_the_provider_exceptions_as_rules() -> None:
     (rule,) = settings.provider_exceptions()
     assert rule.applies_to(ip_address("198.51.100.10"), "p1")
     assert rule.allowance.covers(6379, "tcp") and rule.allowance.source == "provider"
+
+
+def test_acknowledged_findings_are_a_gauge_by_source_kept_in_the_tick_record() -> None:
+    metrics = Metrics()
+
+    def series() -> dict[str, float]:
+        text = generate_latest(metrics.registry).decode()
+        return {
+            s.labels["source"]: s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "goalkeeper_acknowledged_findings"
+            for s in family.samples
+        }
+
+    assert series() == {"customer": 0, "provider": 0}  # before the first tick
+    record = TickRecord("success", 2, (), 0, acknowledged={"customer": 3})
+    restored = TickRecord.from_summary(record.summary())
+    assert restored is not None
+    metrics.set_acknowledged_findings(restored.acknowledged)
+    assert series() == {"customer": 3, "provider": 0}
+    old = record.summary()
+    del old["acknowledged"]  # a record written before exceptions
+    assert TickRecord.from_summary(old) == replace(record, acknowledged={})
