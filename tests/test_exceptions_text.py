@@ -77,6 +77,13 @@ def test_an_acknowledged_port_is_listed_as_accepted_not_as_exposed() -> None:
     assert "accepted by you until 2027-03-31 (public DNS)" in html
 
 
+def test_a_reason_is_escaped_in_html() -> None:
+    hostile = replace(ACK, reason=HOSTILE)
+    _, html = mail_text(finding(), finding(53, Transport.UDP, status=FindingStatus.ACKNOWLEDGED,
+                                           acknowledged=hostile))  # fmt: skip
+    assert "<b>" not in html and "echo &#39;&lt;b&gt;" in html
+
+
 def test_a_capped_exception_says_so_and_a_provider_one_says_whose() -> None:
     capped = replace(ACK, requested_until=date(2099, 1, 1), source="provider")
     text, _ = mail_text(finding(), finding(53, Transport.UDP, status=FindingStatus.ACKNOWLEDGED,
