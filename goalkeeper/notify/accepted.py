@@ -10,12 +10,49 @@ from __future__ import annotations
 
 import shlex
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from goalkeeper.exceptions import METADATA_KEY, Acknowledgement, Allowance, PortKey, port_list
+from goalkeeper.model import Finding, FindingStatus
 
 REASON_PLACEHOLDER = "WHY"
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionWords:
+    """What the exception texts of one mail are relative to: its day, and the cap in days."""
+
+    today: date
+    max_days: int
+
+    def port_texts(self, finding: Finding) -> tuple[str, str]:
+        """The port's `accepted` text and its exception note (ended, not honoured)."""
+        accepted = finding.acknowledged if finding.status == FindingStatus.ACKNOWLEDGED else None
+        note = finding.not_honoured or ""
+        if finding.ended is not None:
+            note = ended_text(finding.ended, today=self.today, max_days=self.max_days)
+        elif note:
+            note = f"Note: {note}."
+        return (accepted_text(accepted, max_days=self.max_days) if accepted else "", note)
+
+    def server_texts(self, members: Sequence[Finding]) -> tuple[str, str | None]:
+        """Why the server's goalkeeper.allow cannot be read, and the command declaring one."""
+        target = members[0].target
+        name = target.server_name or "(unnamed server)"
+        command = None
+        if any(f.status not in (FindingStatus.RESOLVED, FindingStatus.ACKNOWLEDGED)
+               for f in members):  # fmt: skip
+            command = allow_command(
+                target.server_id,
+                ((f.port, str(f.protocol)) for f in members),
+                current=target.allow,
+                today=self.today,
+                max_days=self.max_days,
+            )
+        problem = target.allow_problem
+        return (unreadable_text(name, problem) if problem else "", command)
 
 
 def plain(text: str) -> str:

@@ -14,7 +14,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, getaddresses, parseaddr
@@ -30,7 +30,7 @@ from goalkeeper.model import (
     OwnerReport,
     ServiceAdvice,
 )
-from goalkeeper.notify.accepted import accepted_text, allow_command, ended_text, unreadable_text
+from goalkeeper.notify.accepted import ExceptionWords
 from goalkeeper.notify.causes import CauseText, cause_text, rule_ports
 
 SUBJECT_LIMIT = 200
@@ -119,7 +119,7 @@ def render_owner_report(
     resolved = [f for f in report.findings if f.status == FindingStatus.RESOLVED]
     accepted = [f for f in report.findings if f.status == FindingStatus.ACKNOWLEDGED]
     services = sorted({f.service for f in open_findings})
-    words = _Exceptions(_aware(generated_at).astimezone(UTC).date(), max_exception_days)
+    words = ExceptionWords(_aware(generated_at).astimezone(UTC).date(), max_exception_days)
     context: dict[str, Any] = {
         "environment": environment,
         "run_id": run_id,
@@ -207,43 +207,8 @@ def _oneline(value: object) -> str:
     return header_text(str(value), limit=300)
 
 
-@dataclass(frozen=True, slots=True)
-class _Exceptions:
-    """What the exception texts of one mail are relative to: its day, and the cap in days."""
-
-    today: date
-    max_days: int
-
-    def port_texts(self, finding: Finding) -> tuple[str, str]:
-        """The port's `accepted` text and its exception note (ended, not honoured)."""
-        accepted = finding.acknowledged if finding.status == FindingStatus.ACKNOWLEDGED else None
-        note = finding.not_honoured or ""
-        if finding.ended is not None:
-            note = ended_text(finding.ended, today=self.today, max_days=self.max_days)
-        elif note:
-            note = f"Note: {note}."
-        return (accepted_text(accepted, max_days=self.max_days) if accepted else "", note)
-
-    def server_texts(self, members: Sequence[Finding]) -> tuple[str, str | None]:
-        """Why the server's goalkeeper.allow cannot be read, and the command declaring one."""
-        target = members[0].target
-        name = target.server_name or "(unnamed server)"
-        command = None
-        if any(f.status not in (FindingStatus.RESOLVED, FindingStatus.ACKNOWLEDGED)
-               for f in members):  # fmt: skip
-            command = allow_command(
-                target.server_id,
-                ((f.port, str(f.protocol)) for f in members),
-                current=target.allow,
-                today=self.today,
-                max_days=self.max_days,
-            )
-        problem = target.allow_problem
-        return (unreadable_text(name, problem) if problem else "", command)
-
-
 def _server_blocks(
-    findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice], words: _Exceptions
+    findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice], words: ExceptionWords
 ) -> list[ServerBlock]:
     shared = rule_ports(findings)
     groups: dict[tuple[str, str, str, str], list[Finding]] = defaultdict(list)
