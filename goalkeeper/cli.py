@@ -26,7 +26,7 @@ from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import serve
 from goalkeeper.metrics import version
-from goalkeeper.model import TickReport
+from goalkeeper.model import Finding, TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
@@ -349,6 +349,11 @@ def undelivered(report: TickReport) -> str | None:
     return " and ".join(undelivered) or None
 
 
+def _accepted(finding: Finding) -> str:
+    ack = finding.acknowledged
+    return f" ACKNOWLEDGED ({ack.source} until {ack.until.isoformat()})" if ack else ""
+
+
 def print_report(report: TickReport, out: TextIO) -> None:
     mode = " (dry run: nothing was sent)" if report.dry_run else ""
     print(f"Tick {report.run_id} [{report.environment}]{mode}", file=out)
@@ -371,7 +376,7 @@ def print_report(report: TickReport, out: TextIO) -> None:
         print(
             f"  {finding.address} {finding.port}/{finding.protocol} {finding.service} "
             f"server={target.server_name!r} project={target.project_name or target.project_id!r} "
-            f"owner={target.owner.email or 'NOT FOUND'}",
+            f"owner={target.owner.email or 'NOT FOUND'}" + _accepted(finding),
             file=out,
         )
     for mail in report.mails:

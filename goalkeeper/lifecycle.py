@@ -3,7 +3,8 @@
 It decides which findings are new, open, reopened, resolved, acknowledged (an exception covers
 them, DESIGN §9) or no longer monitored, which of them a mail mentions, and which records to
 write (the rules: `plan_lifecycle`). No I/O, no clock (the tick's time is `now`), no database
-types: the state store persists what this module decides, and the pipeline renders it. Past 300 lines: the rules are one decision, kept together.
+types: the state store persists what this module decides, and the pipeline renders it. Past
+300 lines: the rules are one decision, kept together.
 """
 
 from __future__ import annotations

@@ -74,6 +74,10 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "state": "open",  # kept for readers of earlier output; `status` says where it stands
         "evidence": finding.evidence,
         "cause": cause_as_dict(finding.cause),
+        "exception": exception_as_dict(finding.acknowledged),
+        "exception_ended": exception_as_dict(finding.ended),
+        "exception_not_honoured": finding.not_honoured,
+        "allow_problem": target.allow_problem,  # its goalkeeper.allow could not be read
         "server_name": target.server_name,
         "server_id": target.server_id,
         "project_id": target.project_id,

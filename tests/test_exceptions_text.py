@@ -4,6 +4,7 @@ static file's `allow`, provider entries validated with the rest of the config.""
 
 from __future__ import annotations
 
+import io
 import shlex
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from goalkeeper.cli import _status_cell
+from goalkeeper.cli import _status_cell, print_report
 from goalkeeper.compose import with_reports
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.exceptions import Acknowledgement, Allowance
@@ -35,13 +36,18 @@ from goalkeeper.notify.render import render_owner_report
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.state.records import TickRecord
 from goalkeeper.validity import load_settings
-from goalkeeper.views import record_as_dict
+from goalkeeper.views import finding_as_dict, record_as_dict
 
 NOW = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
 ACME = Owner(name="ACME Ltd", email="admin@acme.example")
 SERVER_ID = "5f0c6e5a-26f4-4d6e-9a1b-0d3f2f0f6b1c"
 ACK = Acknowledgement("customer", "public DNS", date(2027, 3, 31), date(2027, 3, 31), NOW)
 HOSTILE = "x' ; rm -rf / ; echo '<b>"
+REPORT = TickReport(
+    run_id="r1", environment="prod", started_at=NOW, finished_at=NOW + timedelta(seconds=1),
+    inventory_source="openstack", inventory_age_seconds=1, inventory_stale_reason=None,
+    targets=2, refused=(), excluded=0, hosts_scanned=2, not_scanned={}, findings=(),
+)  # fmt: skip
 
 
 def finding(
@@ -164,12 +170,9 @@ def test_acknowledged_findings_ride_only_in_a_mail_that_goes_out_anyway() -> Non
 def test_the_summary_counts_accepted_findings_and_unreadable_values() -> None:
     accepted = finding(53, Transport.UDP, status=FindingStatus.ACKNOWLEDGED, acknowledged=ACK)
     bad = Target(ip_address("198.51.100.12"), server_id="s2", allow_problem="nonsense")
-    report = TickReport(
-        run_id="r1", environment="prod", started_at=NOW, finished_at=NOW + timedelta(seconds=1),
-        inventory_source="openstack", inventory_age_seconds=1, inventory_stale_reason=None,
-        targets=2, refused=(), excluded=0, hosts_scanned=2, not_scanned={},
-        findings=(finding(), accepted, finding(target=bad)), acknowledged=(accepted,),
-    )  # fmt: skip
+    report = replace(
+        REPORT, findings=(finding(), accepted, finding(target=bad)), acknowledged=(accepted,)
+    )
     summary = render_summary(report)
     assert "(new: 2, resolved: 0, accepted: 1)" in summary
     assert "Servers with an unreadable goalkeeper.allow: 1" in summary
@@ -185,6 +188,12 @@ def test_findings_shows_status_source_reason_and_until() -> None:
     }  # fmt: skip
     assert _status_cell(row) == "acknowledged (customer until 2027-03-31: public DNS)"
     assert record_as_dict(record_from_finding(finding()))["exception"] is None
+    ticked = finding_as_dict(accepted)  # scan --json
+    assert ticked["status"] == "acknowledged" and ticked["exception"]["until"] == "2027-03-31"
+    out = io.StringIO()
+    print_report(replace(REPORT, findings=(accepted,), acknowledged=(accepted,)), out)
+    assert "53/udp dns" in out.getvalue()
+    assert "ACKNOWLEDGED (customer until 2027-03-31)" in out.getvalue()
 
 
 def test_the_static_file_reads_allow_and_a_strict_read_refuses_a_bad_one(tmp_path: Path) -> None:
