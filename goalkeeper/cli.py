@@ -18,7 +18,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -26,7 +26,7 @@ from goalkeeper import config, logs
 from goalkeeper.config import ConfigError, Settings
 from goalkeeper.daemon import serve
 from goalkeeper.metrics import version
-from goalkeeper.model import TickReport
+from goalkeeper.model import Finding, TickReport
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.pipeline import tick_problem
 from goalkeeper.probes import BindError
@@ -236,9 +236,7 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
             r["owner_email"] or f"NOT FOUND ({r['project_name'] or r['project_id']})",
             r["first_seen"][:16].replace("T", " "),
             r["last_seen"][:16].replace("T", " "),
-            f"{r['status']} ({r['unmonitored_reason']})"
-            if r["unmonitored_reason"]
-            else r["status"],
+            _status_cell(r),
             str(r["times_notified"]),
         )
         for r in rows
@@ -249,6 +247,20 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
     return EXIT_OK
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    """The status, with why it is unmonitored or whose exception acknowledges it until when."""
+    if row["unmonitored_reason"]:
+        return f"{row['status']} ({row['unmonitored_reason']})"
+    exception = row["exception"]
+    if exception and row["status"] == "acknowledged":
+        capped = ", capped" if exception["capped"] else ""
+        return (
+            f"acknowledged ({exception['source']} until {exception['until']}{capped}: "
+            f"{exception['reason']})"
+        )
+    return str(row["status"])
 
 
 async def retry(settings: Settings, *, channel: Channel | None, ids: list[int] | None) -> int:
@@ -337,6 +349,11 @@ def undelivered(report: TickReport) -> str | None:
     return " and ".join(undelivered) or None
 
 
+def _accepted(finding: Finding) -> str:
+    ack = finding.acknowledged
+    return f" ACKNOWLEDGED ({ack.source} until {ack.until.isoformat()})" if ack else ""
+
+
 def print_report(report: TickReport, out: TextIO) -> None:
     mode = " (dry run: nothing was sent)" if report.dry_run else ""
     print(f"Tick {report.run_id} [{report.environment}]{mode}", file=out)
@@ -359,7 +376,7 @@ def print_report(report: TickReport, out: TextIO) -> None:
         print(
             f"  {finding.address} {finding.port}/{finding.protocol} {finding.service} "
             f"server={target.server_name!r} project={target.project_name or target.project_id!r} "
-            f"owner={target.owner.email or 'NOT FOUND'}",
+            f"owner={target.owner.email or 'NOT FOUND'}" + _accepted(finding),
             file=out,
         )
     for mail in report.mails:

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator
 from datetime import datetime
 
 from goalkeeper.config import Settings
-from goalkeeper.findings import group_reports
+from goalkeeper.findings import group_reports, recipient_key
 from goalkeeper.lifecycle import LifecyclePlan
 from goalkeeper.model import Finding, MailOutcome, OwnerReport, TickReport
 from goalkeeper.notify.render import render_owner_report
@@ -49,14 +49,22 @@ class ComposedMail:
 def compose_tick(
     plan: LifecyclePlan, *, settings: Settings, catalog: Catalog, run_id: str, now: datetime
 ) -> Iterator[ComposedMail]:
-    """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved."""
+    """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved;
+    each owner's acknowledged findings ride along in a mail that goes out anyway."""
+    told = (*plan.to_notify, *plan.resolved_to_notify)
     return compose_mails(
-        (*plan.to_notify, *plan.resolved_to_notify),
+        (*told, *with_reports(plan.acknowledged, told)),
         settings=settings,
         catalog=catalog,
         run_id=run_id,
         now=now,
     )
+
+
+def with_reports(acknowledged: Iterable[Finding], told: Iterable[Finding]) -> list[Finding]:
+    """The acknowledged findings whose owner gets a mail anyway: never one of their own."""
+    mailed = {recipient_key(f.owner, f.target) for f in told}
+    return [f for f in acknowledged if recipient_key(f.owner, f.target) in mailed]
 
 
 def compose_mails(
@@ -82,6 +90,7 @@ def compose_mails(
             advice={f.service: catalog.advice_for(f.service) for f in report.findings},
             generated_at=now,
             templates_dir=notify.templates_dir,
+            max_exception_days=notify.max_exception_days,
         )
         message = NewMessage.email(
             mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]

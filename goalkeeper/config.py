@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import date
 from email.utils import parseaddr
 from ipaddress import (
     IPv4Address,
@@ -38,6 +39,12 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from goalkeeper.exceptions import (
+    Allowance,
+    AllowValueError,
+    ProviderException,
+    parse_ports,
+)
 from goalkeeper.mailaddress import checked_mail_address
 from goalkeeper.nmapargs import nmap_arguments_problems
 
@@ -339,6 +346,11 @@ class NotifySettings(Model):
     retry_backoff: float = Field(default=10, ge=0, le=3600)
     email: EmailSettings = EmailSettings()
     telegram: TelegramSettings = TelegramSettings()
+    # Exceptions (DESIGN §9): an until further ahead than this is capped, counted from the day
+    # the exception is first honoured; and whether a customer's exception may silence a service
+    # that answers without a password (grade `unauthenticated`).
+    max_exception_days: int = Field(default=180, ge=1, le=3650)
+    acknowledge_unauthenticated: bool = False
 
     @field_validator("templates_dir")
     @classmethod
@@ -362,6 +374,68 @@ class NotifySettings(Model):
             raise ValueError(f"not a sender address: {value!r}")
         _check_address(address)
         return value
+
+
+class ExceptionEntry(Model):
+    """One provider exception: ports accepted open on an address, a network or a project."""
+
+    address: str | None = None
+    network: str | None = None
+    project_id: str | None = Field(default=None, min_length=1, max_length=255)
+    ports: tuple[str, ...]
+    until: date
+    reason: str = Field(min_length=1, max_length=500)
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ip_address(value.strip())
+            except ValueError:
+                raise ValueError(f"not an IP address: {value!r}") from None
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str | None) -> str | None:
+        if value is not None:
+            _network(value)  # raises ValueError naming the value
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            parse_ports(value)
+        except AllowValueError as err:
+            raise ValueError(str(err)) from None
+        return value
+
+    @field_validator("reason")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if not value.strip() or not value.isprintable():
+            raise ValueError("give one line of text saying why the port may stay open")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ExceptionEntry:
+        given = [v for v in (self.address, self.network, self.project_id) if v is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of address, network or project_id")
+        return self
+
+    def rule(self) -> ProviderException:
+        allowance = Allowance(
+            ports=parse_ports(self.ports), until=self.until, reason=self.reason, source="provider"
+        )
+        return ProviderException(
+            allowance=allowance,
+            address=ip_address(self.address.strip()) if self.address else None,
+            network=_network(self.network) if self.network else None,
+            project_id=self.project_id,
+        )
 
 
 # Marks a URL field whose password, if any, is a secret: refused in the file, hidden in output.
@@ -447,6 +521,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     logging: LoggingSettings = LoggingSettings()
     daemon: DaemonSettings = DaemonSettings()
+    exceptions: tuple[ExceptionEntry, ...] = ()  # the provider's (DESIGN §9); reloaded on SIGHUP
 
     @classmethod
     def settings_customise_sources(
@@ -469,6 +544,9 @@ class Settings(BaseSettings):
             if isinstance(node, SecretStr):
                 values.append(node.get_secret_value())
         return [value for value in values if value]
+
+    def provider_exceptions(self) -> tuple[ProviderException, ...]:
+        return tuple(entry.rule() for entry in self.exceptions)
 
     def state_passwords(self) -> list[str]:
         """The database password as SQLAlchemy reads it, and as it may be written in the URL."""

@@ -1,18 +1,27 @@
 """Pure finding lifecycle: what this tick's findings mean against what was known before.
 
-It decides which findings are new, open, reopened, resolved or no longer monitored, which of
-them a mail mentions, and which records to write (the rules: `plan_lifecycle`). No I/O, no
-clock (the tick's time is `now`), no database types: the state store persists what this module
-decides, and the pipeline renders it. Past 300 lines: the rules are one decision, kept together.
+It decides which findings are new, open, reopened, resolved, acknowledged (an exception covers
+them, DESIGN §9) or no longer monitored, which of them a mail mentions, and which records to
+write (the rules: `plan_lifecycle`). No I/O, no clock (the tick's time is `now`), no database
+types: the state store persists what this module decides, and the pipeline renders it. Past
+300 lines: the rules are one decision, kept together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TypeAlias
 
+from goalkeeper.exceptions import (
+    NO_EXCEPTIONS,
+    Acknowledgement,
+    ExceptionPolicy,
+    Exposure,
+    Source,
+    judge,
+)
 from goalkeeper.mailaddress import customer_owner
 from goalkeeper.model import (
     HOST_NOT_SCANNED,
@@ -71,6 +80,12 @@ class FindingRecord:
     cause: str | None = None
     unmonitored_since: datetime | None = None  # set while the tick does not look at it
     unmonitored_reason: str | None = None
+    # The exception that acknowledges it (DESIGN §9); all None while none does.
+    exception_source: Source | None = None
+    exception_reason: str | None = None
+    exception_until: date | None = None  # capped at notify.max_exception_days
+    exception_requested_until: date | None = None
+    acknowledged_since: datetime | None = None
 
     @property
     def key(self) -> FindingKey:
@@ -87,7 +102,25 @@ class FindingRecord:
             return FindingStatus.RESOLVED
         if self.unmonitored_reason is not None:
             return FindingStatus.UNMONITORED
+        if self.exception_source is not None:
+            return FindingStatus.ACKNOWLEDGED
         return FindingStatus.OPEN
+
+    def acknowledgement(self) -> Acknowledgement | None:
+        """The exception stored as acknowledging it, or None."""
+        if (
+            self.exception_source is None
+            or self.exception_until is None
+            or self.acknowledged_since is None
+        ):
+            return None
+        return Acknowledgement(
+            source=self.exception_source,
+            reason=self.exception_reason or "",
+            until=self.exception_until,
+            requested_until=self.exception_requested_until or self.exception_until,
+            since=self.acknowledged_since,
+        )
 
     def owner(self) -> Owner:
         # Checked again: a row written before the address check may hold one that cannot be used.
@@ -115,6 +148,7 @@ class FindingRecord:
             grade=self.grade,
             cause=self.cause,
             unmonitored_reason=self.unmonitored_reason,
+            acknowledged=self.acknowledgement(),
         )
 
 
@@ -142,6 +176,11 @@ def record_from_finding(finding: Finding, previous: FindingRecord | None = None)
         last_notified_at=previous.last_notified_at if previous else None,
         grade=finding.grade,
         cause=finding.cause,
+        exception_source=ack.source if (ack := finding.acknowledged) else None,
+        exception_reason=ack.reason if ack else None,
+        exception_until=ack.until if ack else None,
+        exception_requested_until=ack.requested_until if ack else None,
+        acknowledged_since=ack.since if ack else None,
     )
 
 
@@ -205,6 +244,8 @@ class LifecyclePlan:
     `unmonitored`: every open record given that this tick did not look at (status UNMONITORED,
     with the reason), whether it became so now or earlier; it is never mailed.
     `upserts`: the records to write; untouched records are not in it.
+    `acknowledged`: the part of `current` an exception covers: never in `to_notify`, listed in
+    a report that goes out to its owner anyway.
     """
 
     current: tuple[Finding, ...]
@@ -214,6 +255,7 @@ class LifecyclePlan:
     reopened: tuple[Finding, ...]
     upserts: tuple[FindingRecord, ...]
     unmonitored: tuple[Finding, ...] = ()
+    acknowledged: tuple[Finding, ...] = ()
 
 
 def reminder_due(last_notified_at: datetime | None, *, now: datetime, reminder_days: float) -> bool:
@@ -224,9 +266,39 @@ def reminder_due(last_notified_at: datetime | None, *, now: datetime, reminder_d
 
 
 def _seen_again(
-    finding: Finding, record: FindingRecord | None, *, now: datetime, due: bool
+    finding: Finding,
+    record: FindingRecord | None,
+    *,
+    now: datetime,
+    due: bool,
+    exceptions: ExceptionPolicy,
 ) -> tuple[Finding, FindingRecord, bool]:
     """A finding seen this tick: its status, the record to write, and whether to mail it."""
+    previous = record.acknowledgement() if record is not None and record.is_open else None
+    exposure = Exposure(
+        address=finding.address,
+        port=finding.port,
+        protocol=str(finding.protocol),
+        project_id=finding.target.project_id,
+        grade=finding.grade,
+        customer=finding.target.allow,
+    )
+    judgement = judge(exposure, policy=exceptions, previous=previous, now=now)
+    if judgement.acknowledged is not None:
+        decided = replace(
+            finding,
+            status=FindingStatus.ACKNOWLEDGED,
+            first_seen=record.first_seen if record else now,
+            last_seen=now,
+            acknowledged=judgement.acknowledged,
+        )
+        stored = record_from_finding(decided, record)
+        if record is not None and not record.is_open:
+            stored = replace(stored, reopened_at=now)
+        return decided, stored, False
+    # An exception that covered it until now has ended: told at once, as a port open again.
+    finding = replace(finding, ended=previous, not_honoured=judgement.not_honoured)
+    due = due or previous is not None
     if record is None:
         decided = replace(finding, status=FindingStatus.NEW, first_seen=now, last_seen=now)
         return decided, record_from_finding(decided), True
@@ -251,9 +323,17 @@ def _not_seen(
     """An open record not seen this tick: resolved if its port was scanned, else unmonitored;
     and whether the record changed (an unchanged reason is not written again every tick)."""
     why = coverage.why_not(record.address, record.port, record.protocol)
-    if why is None:
+    if why is None:  # closed: any exception on it has nothing left to do
         return replace(
-            record, resolved_at=now, unmonitored_since=None, unmonitored_reason=None
+            record,
+            resolved_at=now,
+            unmonitored_since=None,
+            unmonitored_reason=None,
+            exception_source=None,
+            exception_reason=None,
+            exception_until=None,
+            exception_requested_until=None,
+            acknowledged_since=None,
         ), True
     if record.unmonitored_reason == why:
         return record, False
@@ -277,6 +357,7 @@ def plan_lifecycle(
     reminder_days: float,
     notify_resolved: bool,
     pending: Collection[FindingKey] = (),
+    exceptions: ExceptionPolicy = NO_EXCEPTIONS,
 ) -> LifecyclePlan:
     """Decide this tick from the stored records, the findings and what was really looked at.
 
@@ -298,7 +379,12 @@ def plan_lifecycle(
       closed it resolves;
     - a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
       or not: this tick's report carries it and replaces that unsent mail (the store marks the old
-      one superseded), so an owner gets one current report, never the old one and the new one.
+      one superseded), so an owner gets one current report, never the old one and the new one;
+    - a finding seen open that a valid exception covers (`exceptions`, and the customer's own on
+      its target) is ACKNOWLEDGED: never notified of its own, whatever is due; when that
+      exception ends (its until passed, or it was removed) the finding is OPEN again and notified
+      at once, carrying the exception that ended; acknowledged when it closes, it resolves
+      without a thank-you (it was never reported as a problem while accepted).
     """
     waiting = frozenset(pending)
     seen = _first_of_each(current)
@@ -317,6 +403,7 @@ def plan_lifecycle(
             or reminder_due(
                 record.last_notified_at if record else None, now=now, reminder_days=reminder_days
             ),
+            exceptions=exceptions,
         )
         if record is not None and not record.is_open:
             reopened.append(decided)
@@ -326,6 +413,9 @@ def plan_lifecycle(
             to_notify.append(decided)
 
     resolved: list[Finding] = []
+    silently = {  # open records an exception covers, not seen: resolved without a thank-you
+        key for key, record in previous.items() if record.exception_source is not None
+    }
     unmonitored: list[Finding] = []
     carried: list[Finding] = []  # told about by a waiting mail that this tick's report replaces
     for key, record in previous.items():
@@ -342,7 +432,10 @@ def plan_lifecycle(
                 continue
         if key in waiting and (record.is_open or notify_resolved):
             carried.append(record.to_finding())
-    resolved_to_notify = (*resolved, *(f for f in carried if f.status == FindingStatus.RESOLVED))
+    resolved_to_notify = (
+        *(f for f in resolved if f.key not in silently),
+        *(f for f in carried if f.status == FindingStatus.RESOLVED),
+    )
 
     return LifecyclePlan(
         current=tuple(findings),
@@ -352,4 +445,5 @@ def plan_lifecycle(
         reopened=tuple(reopened),
         upserts=tuple(upserts),
         unmonitored=tuple(unmonitored),
+        acknowledged=tuple(f for f in findings if f.status == FindingStatus.ACKNOWLEDGED),
     )

@@ -99,6 +99,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.acknowledged_findings = Gauge(
+            "goalkeeper_acknowledged_findings",
+            "Open findings after the last tick that an exception covers (DESIGN §9), by whose "
+            "exception (customer or provider): counted in goalkeeper_open_findings, never mailed.",
+            ["source"],
+            registry=r,
+        )
         self.notifications = Counter(
             "goalkeeper_notifications",
             "Notification attempts, by channel and outcome.",
@@ -227,6 +234,7 @@ class Metrics:
         for outcome in RELOAD_OUTCOMES:
             self.config_reloads.labels(outcome=outcome)
         self.set_unmonitored_findings()
+        self.set_acknowledged_findings()
         self.set_open_findings_by_cause()
         for family in FAMILIES_NOT_SCANNED:
             self.addresses_skipped.labels(family=family)
@@ -248,6 +256,11 @@ class Metrics:
         for kind in CAUSE_KINDS:
             self.open_findings_by_cause.labels(cause=kind).set((causes or {}).get(kind, 0))
 
+    def set_acknowledged_findings(self, sources: Mapping[str, int] | None = None) -> None:
+        """Each exception source's count of acknowledged findings, zero for those without."""
+        for source in EXCEPTION_SOURCES:
+            self.acknowledged_findings.labels(source=source).set((sources or {}).get(source, 0))
+
     def set_unmonitored_findings(self, reasons: Mapping[str, int] | None = None) -> None:
         """Replace the unmonitored-findings gauge: a count per reason (its detail dropped), and
         zero for every reason without findings, so the series exist before the first tick."""
@@ -256,6 +269,9 @@ class Metrics:
             self.unmonitored_findings.labels(reason=kind).set(0)
         for reason, count in (reasons or {}).items():
             self.unmonitored_findings.labels(reason=unmonitored_kind(reason)).inc(count)
+
+
+EXCEPTION_SOURCES = ("customer", "provider")
 
 
 def owner_gauges(lookup: OwnerLookup | None) -> tuple[float, bool]:

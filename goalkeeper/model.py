@@ -15,6 +15,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, TypeAlias
 
+from goalkeeper.exceptions import Acknowledgement, Allowance
 from goalkeeper.firewall import PortFirewall
 
 IPAddress: TypeAlias = IPv4Address | IPv6Address
@@ -75,6 +76,9 @@ class Target:
     project_name: str = ""
     owner: Owner = UNKNOWN_OWNER
     firewall: PortFirewall | None = None  # None: not known (a static inventory, an old copy)
+    # The server's own goalkeeper.allow (DESIGN §9): what it accepts, or why it cannot be read.
+    allow: Allowance | None = None
+    allow_problem: str | None = None
 
 
 class OwnerLookupState(enum.StrEnum):
@@ -195,6 +199,9 @@ class FindingStatus(enum.StrEnum):
     # Open when last seen, and not looked at since (port off the list, host not scanned, ...):
     # never "resolved", never thanked for; open again as soon as a scan sees it open.
     UNMONITORED = "unmonitored"
+    # Open, and covered by a valid exception (DESIGN §9): sends nothing of its own, listed as
+    # accepted when a report goes out anyway; open again once the exception ends.
+    ACKNOWLEDGED = "acknowledged"
 
 
 # Why a finding is UNMONITORED. Each stored reason starts with one of these (a detail may follow:
@@ -231,6 +238,9 @@ class Finding:
     grade: str | None = None
     cause: str | None = None
     unmonitored_reason: str | None = None  # why it is UNMONITORED
+    acknowledged: Acknowledgement | None = None  # the exception that covers it (ACKNOWLEDGED)
+    ended: Acknowledgement | None = None  # the exception that covered it until this tick
+    not_honoured: str | None = None  # why an exception of the customer's does not silence it
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -359,6 +369,7 @@ class TickReport:
     findings: tuple[Finding, ...]
     resolved: tuple[Finding, ...] = ()
     unmonitored: tuple[Finding, ...] = ()  # open when last seen, not looked at this tick
+    acknowledged: tuple[Finding, ...] = ()  # of `findings`, those an exception covers
     mails: tuple[MailOutcome, ...] = ()
     owners_not_found: tuple[str, ...] = ()  # projects whose owner billing does not know
     failed_batches: int = 0

@@ -27,6 +27,7 @@ from goalkeeper.aio import Clock, run_blocking, utc_now
 from goalkeeper.compose import SUMMARY_KEY, ComposedMail, compose_summary, compose_tick
 from goalkeeper.config import Settings
 from goalkeeper.crashpoints import crash_point
+from goalkeeper.exceptions import ExceptionPolicy
 from goalkeeper.findings import count_by_service, unresolved_projects
 from goalkeeper.lifecycle import Coverage, FindingKey, LifecyclePlan, plan_lifecycle
 from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
@@ -112,6 +113,15 @@ class RecentInventory:
         if latest is None or self.clock() - latest.fetched_at > self.max_age:
             await self.fetch()
         return self._owners
+
+
+def exception_policy(settings: Settings) -> ExceptionPolicy:
+    """The exceptions a tick honours, from the settings it started with (SIGHUP swaps them)."""
+    return ExceptionPolicy(
+        provider=settings.provider_exceptions(),
+        max_days=settings.notify.max_exception_days,
+        acknowledge_unauthenticated=settings.notify.acknowledge_unauthenticated,
+    )
 
 
 def tick_problem(report: TickReport) -> str | None:
@@ -241,6 +251,7 @@ async def _plan(tick: TickContext, observed: Observed) -> Decision:
         reminder_days=tick.settings.notify.reminder_days,
         notify_resolved=tick.settings.notify.notify_resolved,
         pending=waiting,
+        exceptions=exception_policy(tick.settings),
     )
     since = await store.previous_run_start(tick.now) or tick.now - FAILURES_LOOKBACK
     failures = tuple(
@@ -358,6 +369,7 @@ def _report(
         findings=plan.current,
         resolved=plan.resolved,
         unmonitored=plan.unmonitored,
+        acknowledged=plan.acknowledged,
         mails=mails,
         owners_not_found=unresolved_projects(plan.current),
         failed_batches=result.failed_batches,
@@ -430,11 +442,16 @@ def _record_of(report: TickReport) -> dict[str, object]:
         owner_lookup_incident=incident,
         unmonitored=_unmonitored_counts(report),
         causes=_cause_counts(report),
+        acknowledged=_acknowledged_counts(report),
     ).summary()
 
 
 def _unmonitored_counts(report: TickReport) -> dict[str, int]:
     return dict(Counter(f.unmonitored_reason or "" for f in report.unmonitored))
+
+
+def _acknowledged_counts(report: TickReport) -> dict[str, int]:
+    return dict(Counter(f.acknowledged.source for f in report.acknowledged if f.acknowledged))
 
 
 def _cause_counts(report: TickReport) -> dict[str, int]:
@@ -454,6 +471,7 @@ def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.set_open_findings(count_by_service(report.findings))
     metrics.set_unmonitored_findings(_unmonitored_counts(report))
     metrics.set_open_findings_by_cause(_cause_counts(report))
+    metrics.set_acknowledged_findings(_acknowledged_counts(report))
     if report.dry_run:
         return
     if tick_problem(report) is None:

@@ -97,6 +97,7 @@ class StoreWatch:
             metrics.owner_resolved_share.set(last.last.owner_resolved_share)
             metrics.owner_lookup_incident.set(1 if last.last.owner_lookup_incident else 0)
             metrics.set_unmonitored_findings(last.last.unmonitored)
+            metrics.set_acknowledged_findings(last.last.acknowledged)
             metrics.set_open_findings_by_cause(last.last.causes)
         log.info(
             "gauges restored from the state store",

@@ -2,18 +2,20 @@
 
 The schema (goalkeeper.config) checks each value; this module adds what needs several sections
 or the disk: Fleio configured by halves, the static inventory file, the cron schedule firing,
-and the scope being empty. Each check names the sections it reads, and runs whenever those are
-valid, so `check-config` reports every problem at once.
+the scope being empty, and provider exceptions outside the scope. Each check names the sections
+it reads, and runs whenever those are valid, so `check-config` reports every problem at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from goalkeeper.config import ConfigError, Problem, Settings
+from goalkeeper.config import ConfigError, Network, Problem, Settings
 from goalkeeper.configsources import Loaded, read
 from goalkeeper.inventory.static import read_static_targets, resolve_static_path
+from goalkeeper.model import IPAddress
 from goalkeeper.schedule import schedule_problems
 
 
@@ -100,6 +102,36 @@ def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str
     return warnings
 
 
+def exception_problems(settings: Settings, loaded: Loaded) -> list[Problem]:
+    """A provider exception for an address or network no scan reaches could never apply: a
+    typo that would let the operator believe a port is accepted while it is reported."""
+    allowed = settings.scan.allowed_networks
+    problems = []
+    for index, entry in enumerate(settings.exceptions):
+        rule = entry.rule()
+        where = rule.network or rule.address
+        if where is None or not allowed:  # a project, or no scope at all (said elsewhere)
+            continue
+        if not any(_overlaps(where, network) for network in allowed):
+            problems.append(
+                Problem(
+                    source=loaded.source_of("exceptions"),
+                    key=f"exceptions[{index}]",
+                    message=f"{where} is outside scan.allowed_networks, so this exception "
+                    "could never apply",
+                )
+            )
+    return problems
+
+
+def _overlaps(where: Network | IPAddress, network: Network) -> bool:
+    if where.version != network.version:
+        return False
+    if isinstance(where, IPv4Network | IPv6Network):
+        return where.overlaps(network)
+    return where in network
+
+
 def _static_check(settings: Settings, loaded: Loaded) -> list[Problem]:
     return static_inventory_problems(settings, loaded.path)
 
@@ -117,4 +149,5 @@ _CHECKS: tuple[tuple[frozenset[str], Callable[[Settings, Loaded], list[Problem]]
     (frozenset({"inventory"}), billing_problems),
     (frozenset({"inventory", "scan"}), _static_check),
     (frozenset({"schedule"}), _schedule_check),
+    (frozenset({"exceptions", "scan"}), exception_problems),
 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from goalkeeper.exceptions import Acknowledgement
 from goalkeeper.lifecycle import FindingRecord
 from goalkeeper.model import Finding, OwnerLookup, TickReport
 from goalkeeper.rootcause import Cause
@@ -73,6 +74,10 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "state": "open",  # kept for readers of earlier output; `status` says where it stands
         "evidence": finding.evidence,
         "cause": cause_as_dict(finding.cause),
+        "exception": exception_as_dict(finding.acknowledged),
+        "exception_ended": exception_as_dict(finding.ended),
+        "exception_not_honoured": finding.not_honoured,
+        "allow_problem": target.allow_problem,  # its goalkeeper.allow could not be read
         "server_name": target.server_name,
         "server_id": target.server_id,
         "project_id": target.project_id,
@@ -95,6 +100,20 @@ def cause_as_dict(text: str | None) -> dict[str, Any]:
     }
 
 
+def exception_as_dict(ack: Acknowledgement | None) -> dict[str, Any] | None:
+    """The exception acknowledging a finding (DESIGN §9): whose, why, until (capped) and since."""
+    if ack is None:
+        return None
+    return {
+        "source": ack.source,
+        "reason": ack.reason,
+        "until": ack.until.isoformat(),
+        "requested_until": ack.requested_until.isoformat(),
+        "capped": ack.capped,
+        "since": ack.since.isoformat(),
+    }
+
+
 def record_as_dict(record: FindingRecord) -> dict[str, Any]:
     """A stored finding, as `goalkeeper findings --json` and GET /findings show it."""
     return {
@@ -102,12 +121,14 @@ def record_as_dict(record: FindingRecord) -> dict[str, Any]:
         "port": record.port,
         "protocol": str(record.protocol),
         "service": record.service,
-        "status": str(record.status),  # open, unmonitored (with the reason) or resolved
+        # open, acknowledged (with the exception), unmonitored (with the reason) or resolved
+        "status": str(record.status),
         "unmonitored_reason": record.unmonitored_reason,
         "unmonitored_since": record.unmonitored_since.isoformat()
         if record.unmonitored_since
         else None,
         "cause": cause_as_dict(record.cause),
+        "exception": exception_as_dict(record.acknowledgement()),
         "server_name": record.server_name,
         "project_id": record.project_id,
         "project_name": record.project_name,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import yaml
 
@@ -74,9 +75,13 @@ async def sim_tick(
     privileged: bool = False,
     host_timeout: str = "30s",
     mail_dir: Path | None = None,
+    now: datetime | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ) -> SimTick:
     """Serve `world` on loopback and run one real tick against it (the demo's and the tests'
-    end-to-end tick); the state store, clouds.yaml and config are written under `directory`."""
+    end-to-end tick); the state store, clouds.yaml and config are written under `directory`, so
+    ticks in the same directory follow each other. `now` is the tick's time (a fake clock);
+    `overrides` are merged, section by section, into the settings (`{"exceptions": [...]}`)."""
     async with (
         SimulatedCloud(world) as cloud,
         SmtpSink(directory=mail_dir) as smtp,
@@ -85,11 +90,11 @@ async def sim_tick(
         clouds_yaml = cloud.write_clouds_yaml(directory / "clouds.yaml")
         settings = sim_settings(
             cloud, smtp, telegram, state=directory / "state.db", privileged=privileged,
-            host_timeout=host_timeout,
+            host_timeout=host_timeout, overrides=overrides or {},
         )  # fmt: skip
         config_path = _write_config(settings, directory / "config.yaml")
         with _environment(OS_CLIENT_CONFIG_FILE=str(clouds_yaml)):
-            report = await one_tick(settings, config_path)
+            report = await one_tick(settings, config_path, now=now)
     return SimTick(report, smtp, telegram)
 
 
@@ -101,37 +106,51 @@ def sim_settings(
     state: Path,
     privileged: bool,
     host_timeout: str,
+    overrides: Mapping[str, Any] | None = None,
 ) -> Settings:
     """Settings that point the real code at the simulated cloud: prod, mail to customers on."""
     return Settings.model_validate(
-        {
-            "environment": "prod",
-            "scan": {
-                "allowed_networks": [DEFAULT_ADDRESS_BASE],
-                "allow_loopback": True,  # the simulated cloud lives on loopback
-                "privileged": privileged,
-                "nmap_arguments": f"-Pn -n -T4 --max-retries 1 --host-timeout {host_timeout}",
-            },
-            "inventory": {
-                "source": "openstack",
-                "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
-                "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
-            },
-            "notify": {
-                "send_to_customers": True,
-                "ops_email": OPS,
-                "sender": f"Goalkeeper <{OPS}>",
-                "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
-                "telegram": {
-                    "enabled": True,
-                    "token": telegram.token,
-                    "chat_id": "-1001000000001",
-                    "api_base": telegram.url,
+        _merged(
+            {
+                "environment": "prod",
+                "scan": {
+                    "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                    "allow_loopback": True,  # the simulated cloud lives on loopback
+                    "privileged": privileged,
+                    "nmap_arguments": f"-Pn -n -T4 --max-retries 1 --host-timeout {host_timeout}",
                 },
+                "inventory": {
+                    "source": "openstack",
+                    "openstack": {"cloud": SIM_CLOUD_NAME, "api_timeout": 30},
+                    "fleio": {"url": cloud.fleio_url, "token": cloud.fleio_token},
+                },
+                "notify": {
+                    "send_to_customers": True,
+                    "ops_email": OPS,
+                    "sender": f"Goalkeeper <{OPS}>",
+                    "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
+                    "telegram": {
+                        "enabled": True,
+                        "token": telegram.token,
+                        "chat_id": "-1001000000001",
+                        "api_base": telegram.url,
+                    },
+                },
+                "state": {"url": f"sqlite+aiosqlite:///{state}"},
             },
-            "state": {"url": f"sqlite+aiosqlite:///{state}"},
-        }
+            overrides or {},
+        )
     )
+
+
+def _merged(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 _DEMO_SERVICES = {"redis", "mongodb", "mysql", "elasticsearch", "memcached", "telnet", "docker"}

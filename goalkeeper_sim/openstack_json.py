@@ -259,6 +259,7 @@ def server(
         "created": created,
         "updated": created,
         "addresses": addresses,
+        "metadata": dict(server.metadata),
         "OS-SRV-USG:launched_at": created.replace("Z", ".000000"),
         "OS-EXT-SRV-ATTR:host": host,
         "OS-EXT-SRV-ATTR:hypervisor_hostname": f"{host}.cloud.example",

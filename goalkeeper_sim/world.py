@@ -18,7 +18,7 @@ import random
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from goalkeeper.model import IPAddress, PortSpec, Transport
@@ -26,6 +26,9 @@ from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper_sim.world_firewalls import SecurityGroup, SecurityGroupRule, add_firewalls
 
 LOOPBACK = IPv4Network("127.0.0.0/8")
+ALLOW_KEY = "goalkeeper.allow"  # as a customer sets it: openstack server set --property ...
+DNS_REASON = "public DNS resolver for our customers"
+UNREADABLE_ALLOW = "6379/tcp;until=2027-13-01;reason=cache for the web servers"
 DEFAULT_ADDRESS_BASE = "127.64.0.0/14"  # clear of 127.0.0.0/16 and of other suites' 127.42.0.0/16
 UNIQUE_LOCAL = IPv6Network("fd00::/8")
 DEFAULT_IPV6_BASE = "fd00:64::/64"  # the public-direct network's IPv6 subnet
@@ -111,6 +114,8 @@ class Server:
     created: datetime
     port_ids: tuple[str, ...]
     services: tuple[PortSpec, ...] = ()
+    # Nova's server `metadata`: string keys to string values (Compute API, "Show Server Details").
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +209,7 @@ def build_world(
     services: Sequence[PortSpec] | None = None,
     ipv6_share: float = 0.5,
     ipv6_base: str = DEFAULT_IPV6_BASE,
+    exceptions_until: date | None = None,
 ) -> World:
     """A world of `projects` x `servers_per_project` servers. Shares are exact, rounded counts.
 
@@ -213,6 +219,9 @@ def build_world(
     played by the listeners). `address_base` is split in four: floating IPs, public fixed IPs,
     tenant networks, unused. `ipv6_share` of the public fixed ports (the first ones) also get an
     address from `ipv6_base`, as a dual-stack external network gives them.
+    With `exceptions_until`, the first owned server with open services leaves DNS (53/udp) and
+    Redis (6379/tcp) open and accepts 53/udp in its `goalkeeper.allow` metadata until that day;
+    the next one has a value that cannot be read (DESIGN §9).
     """
     base = IPv4Network(address_base)
     if not base.subnet_of(LOOPBACK):
@@ -244,6 +253,8 @@ def build_world(
     public = [server_id for server_id in server_ids if server_id in exposed]
     chosen = tuple(load_catalog().ports if services is None else services)
     builder.open(_take(rng, public, round(len(public) * open_share)), chosen)
+    if exceptions_until is not None:
+        builder.declare_exceptions(exceptions_until, owned=set(project_ids) - set(unknown))
     add_firewalls(seed, builder.groups, builder.ports, builder.servers, public)
     return World(
         seed=seed,
@@ -400,6 +411,34 @@ class _Builder:
                 self.ports[port_id] = dataclasses.replace(
                     port, security_group_ids=(*port.security_group_ids, group.id)
                 )
+
+    def declare_exceptions(self, until: date, *, owned: set[str]) -> None:
+        """One owned open server accepts 53/udp (and leaves Redis open), one says nonsense."""
+        candidates = [
+            index
+            for index, server in enumerate(self.servers)
+            if server.services and server.project_id in owned
+        ]
+        if len(candidates) < 2:
+            raise ValueError("exceptions_until needs two owned servers with open services")
+        catalog = {(p.port, p.protocol): p for p in load_catalog().ports}
+        dns, redis = catalog[(53, Transport.UDP)], catalog[(6379, Transport.TCP)]
+        accepting, unreadable = (self.servers[i] for i in candidates[:2])
+        self.servers[candidates[0]] = dataclasses.replace(
+            accepting,
+            services=tuple(sorted({*accepting.services, dns, redis})),
+            metadata=((ALLOW_KEY, f"53/udp;until={until.isoformat()};reason={DNS_REASON}"),),
+        )
+        group = self._open_group(accepting.project_id, (dns, redis))
+        self.groups.append(group)
+        for port_id in accepting.port_ids:
+            port = self.ports[port_id]
+            self.ports[port_id] = dataclasses.replace(
+                port, security_group_ids=(*port.security_group_ids, group.id)
+            )
+        self.servers[candidates[1]] = dataclasses.replace(
+            unreadable, metadata=((ALLOW_KEY, UNREADABLE_ALLOW),)
+        )
 
     def _network(self, name: str, project_id: str, external: bool, cidr: IPv4Network) -> Network:
         net = Network(_uuid(self.rng), name, project_id, external, _uuid(self.rng), cidr)

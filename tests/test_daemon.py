@@ -47,6 +47,7 @@ METRICS = (
     "goalkeeper_outbox_failed",
     "goalkeeper_state_store_up",
     "goalkeeper_unmonitored_findings",
+    "goalkeeper_acknowledged_findings",
     "goalkeeper_delivery_duration_seconds",
     "goalkeeper_build_info",
     "process_resident_memory_bytes",  # the standard names stock dashboards and alerts use

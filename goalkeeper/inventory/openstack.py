@@ -28,6 +28,7 @@ import openstack.warnings
 import structlog
 
 from goalkeeper.config import OpenStackSettings
+from goalkeeper.exceptions import METADATA_KEY
 from goalkeeper.firewall import SecurityGroup, SecurityGroupRule
 from goalkeeper.inventory.openstack_targets import (
     NEUTRON_OWNED,
@@ -46,8 +47,8 @@ Json: TypeAlias = dict[str, Any]
 T = TypeVar("T")
 _ACCEPT = {"Accept": "application/json"}
 _ALL_PROJECTS = {"all_tenants": "True"}
-# The server fields read here (id, name, tenant_id) are the same at every microversion; 2.1 is
-# the base every Nova serves, and its body is the smallest.
+# The server fields read here (id, name, tenant_id, metadata) are the same at every
+# microversion; 2.1 is the base every Nova serves, and its body is the smallest.
 _NOVA_VERSION = "2.1"
 # Neutron returns only the fields asked for (`fields`, in its API reference). A Neutron that
 # ignored it would still be read right, only slower.
@@ -354,8 +355,20 @@ def _floating_ips(network: Any) -> tuple[tuple[FloatingIpRecord, ...], dict[str,
 # makes each a string of its own: interned, the listings of 10,000 servers keep a quarter less.
 def _server(server: Json) -> ServerRecord:
     return ServerRecord(
-        server["id"], server.get("name") or "", intern(server.get("tenant_id") or "")
+        server["id"],
+        server.get("name") or "",
+        intern(server.get("tenant_id") or ""),
+        allow=_allow(server.get("metadata")),
     )
+
+
+def _allow(metadata: Any) -> str | None:
+    """The server's goalkeeper.allow (Compute API: `metadata` maps strings to strings); a value
+    of another type is kept as text, so that it is reported as unreadable, not dropped."""
+    if not isinstance(metadata, dict) or METADATA_KEY not in metadata:
+        return None
+    value = metadata[METADATA_KEY]
+    return value if isinstance(value, str) else str(value)
 
 
 def _port(port: Json) -> PortRecord:

@@ -14,6 +14,7 @@ from ipaddress import ip_address
 
 import structlog
 
+from goalkeeper.exceptions import read_allow
 from goalkeeper.firewall import PortFirewall, SecurityGroup
 from goalkeeper.model import IPAddress, Target
 
@@ -50,6 +51,7 @@ class ServerRecord:
     id: str
     name: str
     project_id: str
+    allow: str | None = None  # its metadata's goalkeeper.allow, as written (DESIGN §9)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +116,7 @@ def _target(
     listings: Listings,
     firewalls: _Firewalls,
 ) -> Target:
+    allow, problem = read_allow(server.allow if server else None)
     return Target(
         address=address,
         server_name=server.name if server else f"({port.device_owner or 'unattached port'})",
@@ -121,6 +124,8 @@ def _target(
         project_id=project_id,
         project_name=listings.projects.get(project_id, ""),
         firewall=firewalls.of(port),
+        allow=allow,
+        allow_problem=problem,
     )
 
 

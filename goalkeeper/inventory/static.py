@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from goalkeeper import logs
 from goalkeeper.aio import Clock, utc_now
 from goalkeeper.config import ConfigError, Network, Problem, Settings
+from goalkeeper.exceptions import read_allow
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
 from goalkeeper.scope import contains, scannable
@@ -43,6 +44,7 @@ class StaticEntry(BaseModel):
     project_name: str = ""
     owner_name: str | None = None
     owner_email: str | None = None
+    allow: str | None = None  # as a server's goalkeeper.allow metadata (DESIGN §9)
 
     @model_validator(mode="after")
     def _one_of(self) -> StaticEntry:
@@ -78,6 +80,8 @@ def read_static_targets(
     the same owner is only said to `warn`; the address entry wins over a network, else the first.
     An owner_email that cannot be mailed to is an error when `strict` (config load, check-config);
     in a tick it leaves that owner NOT FOUND with the reason, so one typo stops nobody else's mail.
+    An `allow` that cannot be read is the same: an error when `strict`, else told to the owner
+    in their next report, as an unreadable goalkeeper.allow on a cloud server is.
     """
     source = str(path)
     allowed = tuple(allowed)
@@ -87,10 +91,8 @@ def read_static_targets(
     problems: list[Problem] = []
     for index, entry in enumerate(parsed.targets):
         key = f"targets[{index}]"
-        if strict and entry.owner_email is not None:
-            why = mail_address_problem(entry.owner_email)
-            if why:
-                problems.append(Problem(source=source, key=f"{key}.owner_email", message=why))
+        if strict:
+            problems += _entry_problems(entry, key, source)
         try:
             expanded = list(_expand(entry))
         except ValueError as err:
@@ -112,6 +114,19 @@ def read_static_targets(
     if problems:
         raise ConfigError(problems)
     return tuple(target for _, target in targets.values())
+
+
+def _entry_problems(entry: StaticEntry, key: str, source: str) -> list[Problem]:
+    """What only a strict read refuses: an owner address or an allow value that cannot be used."""
+    found = {
+        "owner_email": mail_address_problem(entry.owner_email) if entry.owner_email else None,
+        "allow": read_allow(entry.allow)[1],
+    }
+    return [
+        Problem(source=source, key=f"{key}.{name}", message=why)
+        for name, why in found.items()
+        if why
+    ]
 
 
 def _overlap_problems(
@@ -198,7 +213,10 @@ class StaticInventory:
 
 def _expand(entry: StaticEntry) -> Iterable[Target]:
     owner = customer_owner(entry.owner_name, entry.owner_email)
+    allow, problem = read_allow(entry.allow)
     common: dict[str, Any] = {
+        "allow": allow,
+        "allow_problem": problem,
         "server_name": entry.server_name,
         "server_id": entry.server_id,
         "project_id": entry.project_id,

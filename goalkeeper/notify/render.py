@@ -30,6 +30,7 @@ from goalkeeper.model import (
     OwnerReport,
     ServiceAdvice,
 )
+from goalkeeper.notify.accepted import ExceptionWords
 from goalkeeper.notify.causes import CauseText, cause_text, rule_ports
 
 SUBJECT_LIMIT = 200
@@ -71,6 +72,9 @@ class PortLine:
     new: bool
     evidence: str
     cause: CauseText  # which rule lets it through and the commands that close it (DESIGN §8)
+    # Exceptions (DESIGN §9): "accepted by you until ...", why one ended or was not honoured.
+    accepted: str = ""
+    exception_note: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,8 @@ class ServerBlock:
     project_id: str
     addresses: tuple[str, ...]
     ports: tuple[PortLine, ...]
+    allow_problem: str = ""  # its goalkeeper.allow could not be read, in plain words
+    allow_command: str | None = None  # how to accept its open ports on the server itself
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,7 @@ def render_owner_report(
     advice: Mapping[str, ServiceAdvice],
     generated_at: datetime,
     templates_dir: Path | None = None,
+    max_exception_days: int = 180,
 ) -> OutgoingMail:
     """One multipart mail for one recipient, listing every exposed server and port."""
     recipient = _single_address(report.recipient, "recipient")
@@ -106,9 +113,13 @@ def render_owner_report(
         raise ValueError("a report mail needs at least one finding: it would say nothing true")
     # Anything not seen closed is exposed as far as anyone knows (an unmonitored finding in a
     # mail rerouted after the tick included): only RESOLVED is ever thanked for.
-    open_findings = [f for f in report.findings if f.status != FindingStatus.RESOLVED]
+    # Acknowledged ones are open too, but accepted: listed apart, never counted as exposed.
+    quiet = (FindingStatus.RESOLVED, FindingStatus.ACKNOWLEDGED)
+    open_findings = [f for f in report.findings if f.status not in quiet]
     resolved = [f for f in report.findings if f.status == FindingStatus.RESOLVED]
+    accepted = [f for f in report.findings if f.status == FindingStatus.ACKNOWLEDGED]
     services = sorted({f.service for f in open_findings})
+    words = ExceptionWords(_aware(generated_at).astimezone(UTC).date(), max_exception_days)
     context: dict[str, Any] = {
         "environment": environment,
         "run_id": run_id,
@@ -118,8 +129,10 @@ def render_owner_report(
         "redirected": report.redirected,
         "not_found": report.not_found,
         "owner": report.owner,
-        "servers": _server_blocks(open_findings, advice),
-        "resolved": _server_blocks(resolved, advice),
+        "servers": _server_blocks(open_findings, advice, words),
+        "resolved": _server_blocks(resolved, advice, words),
+        "accepted": _server_blocks(accepted, advice, words),
+        "max_exception_days": max_exception_days,
         "advice": [advice.get(service) or _fallback_advice(service) for service in services],
         "projects": sorted(
             {ProjectRef(f.target.project_id, f.target.project_name) for f in report.findings},
@@ -195,7 +208,7 @@ def _oneline(value: object) -> str:
 
 
 def _server_blocks(
-    findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice]
+    findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice], words: ExceptionWords
 ) -> list[ServerBlock]:
     shared = rule_ports(findings)
     groups: dict[tuple[str, str, str, str], list[Finding]] = defaultdict(list)
@@ -204,6 +217,7 @@ def _server_blocks(
     blocks = []
     for (server_id, name, project_id, project_name), members in groups.items():
         members.sort(key=lambda f: (f.address, f.protocol, f.port))
+        allow_problem, command = words.server_texts(members)
         blocks.append(
             ServerBlock(
                 name=name or "(unnamed server)",
@@ -222,9 +236,13 @@ def _server_blocks(
                         new=f.status == FindingStatus.NEW,
                         evidence=f.evidence,
                         cause=cause_text(f, shared),
+                        accepted=(texts := words.port_texts(f))[0],
+                        exception_note=texts[1],
                     )
                     for f in members
                 ),
+                allow_problem=allow_problem,
+                allow_command=command,
             )
         )
     return sorted(blocks, key=lambda b: (b.project_name, b.name, b.addresses))

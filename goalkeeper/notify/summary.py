@@ -39,13 +39,18 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if report.failed_batches:
         lines.append(f"<b>Failed nmap batches: {report.failed_batches}</b>")
     new = sum(1 for f in report.findings if f.status == FindingStatus.NEW)
+    accepted = f", accepted: {len(report.acknowledged)}" if report.acknowledged else ""
     lines.append(
         f"<b>Open findings: {len(report.findings)}</b> (new: {new},"
-        f" resolved: {len(report.resolved)})"
+        f" resolved: {len(report.resolved)}{accepted})"
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
     lines.extend(_cause_lines(report.findings))
+    unreadable = {f.target.server_id or str(f.address) for f in report.findings
+                  if f.target.allow_problem}  # fmt: skip
+    if unreadable:  # told to each customer in their mail; staff see how many
+        lines.append(f"Servers with an unreadable goalkeeper.allow: {len(unreadable)}")
     if report.unmonitored:  # open when last seen, not scanned now: not fixed, not forgotten
         reasons = _tally(f.unmonitored_reason or "unknown" for f in report.unmonitored)
         lines.append(f"<b>No longer monitored: {len(report.unmonitored)}</b> ({e(reasons)})")

@@ -36,6 +36,7 @@ class TickRecord:
     owner_lookup_incident: bool = False
     unmonitored: Mapping[str, int] = field(default_factory=dict)  # reason -> findings
     causes: Mapping[str, int] = field(default_factory=dict)  # open findings per cause kind
+    acknowledged: Mapping[str, int] = field(default_factory=dict)  # per exception source
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class TickRecord:
             "owner_lookup_incident": self.owner_lookup_incident,
             "unmonitored": dict(self.unmonitored),
             "causes": dict(self.causes),
+            "acknowledged": dict(self.acknowledged),
         }
 
     @classmethod
@@ -73,6 +75,10 @@ class TickRecord:
                 },
                 # Not in records written before causes were traced: none counted then.
                 causes={str(kind): int(n) for kind, n in summary.get("causes", {}).items()},
+                # Not in records written before exceptions: none acknowledged then.
+                acknowledged={
+                    str(source): int(n) for source, n in summary.get("acknowledged", {}).items()
+                },
             )
         except (AttributeError, KeyError, TypeError, ValueError):
             return None

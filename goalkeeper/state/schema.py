@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -91,6 +92,12 @@ findings = Table(
     Column("cause", Text, nullable=True),
     Column("unmonitored_since", UtcDateTime, nullable=True),
     Column("unmonitored_reason", Text, nullable=True),
+    # The exception acknowledging it (DESIGN §9): whose, why, until (capped), asked-for until.
+    Column("exception_source", String(16), nullable=True),
+    Column("exception_reason", Text, nullable=True),
+    Column("exception_until", Date, nullable=True),
+    Column("exception_requested_until", Date, nullable=True),
+    Column("acknowledged_since", UtcDateTime, nullable=True),
     Index(None, "resolved_at"),
 )
 
