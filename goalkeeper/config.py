@@ -23,7 +23,7 @@ from ipaddress import (
     ip_network,
 )
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeAlias, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias, get_args
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -36,8 +36,9 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 from goalkeeper.exceptions import (
     Allowance,
@@ -657,6 +658,10 @@ def url_passwords(url: str) -> list[str]:
 
 
 def database_url(url: str) -> URL | None:
+    # SQLAlchemy loads on first use: `--help` and most config checks never read a state URL.
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url)
     except (ArgumentError, ValueError):

@@ -7,7 +7,6 @@ on are created at start, so they read zero before the first tick. No secret is e
 
 from __future__ import annotations
 
-import importlib.metadata
 import platform
 from collections.abc import Iterable, Mapping
 
@@ -23,6 +22,7 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from goalkeeper import version
 from goalkeeper.model import (
     UNMONITORED_REASONS,
     OwnerLookup,
@@ -37,14 +37,6 @@ RELOAD_OUTCOMES = ("success", "failure")
 # goalkeeper.rootcause.CAUSE_KINDS, which this layer may not import (a test keeps them equal).
 CAUSE_KINDS = ("world_rule", "port_security_disabled", "unknown")
 FAMILIES_NOT_SCANNED = ("ipv6",)  # address families the inventory holds but nmap is not run on
-
-
-def version() -> str:
-    """The installed distribution's version (what `goalkeeper --version` prints too)."""
-    try:
-        return importlib.metadata.version("goalkeeper")
-    except importlib.metadata.PackageNotFoundError:  # run from a checkout never installed
-        return "unknown"
 
 
 class Metrics:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
-
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
+from typing import TYPE_CHECKING
 
 from goalkeeper.aio import utc_now
 from goalkeeper.config import ScheduleSettings
+
+if TYPE_CHECKING:
+    from apscheduler.triggers.cron import CronTrigger
+
+# APScheduler loads on first use (a schedule checked or started), not with the CLI's --help.
 
 MISFIRE_GRACE_SECONDS = 6 * 3600  # a tick that is late (daemon busy, clock jump) still runs
 CRON_HORIZON_YEARS = 100
@@ -70,6 +73,8 @@ def cron_trigger(schedule: ScheduleSettings, *, end_date: datetime | None = None
     if len(fields) != 5:
         raise ValueError(f"a cron expression has 5 fields, not {len(fields)}")
     minute, hour, day, month, weekday = fields
+    from apscheduler.triggers.cron import CronTrigger
+
     return CronTrigger(
         minute=minute,
         hour=hour,
@@ -112,6 +117,8 @@ class Schedule:
     """The running schedule: `start` it, `run` it as a task, `reschedule` on reload."""
 
     def __init__(self) -> None:
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._due = asyncio.Event()
 

@@ -79,11 +79,8 @@ async def scanner(settings: Settings) -> AsyncIterator[NmapScanner]:
 
 @asynccontextmanager
 async def state_store(settings: Settings) -> AsyncIterator[StateStore]:
-    store = await StateStore.open(settings.state.url)
-    try:
+    async with StateStore.opened(settings.state.url) as store:
         yield store
-    finally:
-        await store.aclose()
 
 
 def owner_check(

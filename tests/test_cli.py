@@ -97,3 +97,54 @@ def test_an_empty_scope_is_refused_alike_with_what_to_set(command: str, tmp_path
     )
     assert "warning:" not in result.stderr
     assert list(tmp_path.iterdir()) == []  # refused before any state store was made
+
+
+# What a short command must not load: the tick's libraries cost ~0.6 s of import that `--help`,
+# `check-config` and `findings` never use (benchmarks/startup.py measures the whole process).
+TICK_LIBRARIES = ("openstack", "aiohttp", "jinja2", "nmap", "aiosmtplib", "tenacity", "alembic")
+
+
+def _loaded_after(code: str, cwd: Path) -> set[str]:
+    probe = (
+        f"{code}\nimport sys\nprint(' '.join(sorted({{m.partition('.')[0] for m in sys.modules}})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=cwd, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_the_cli_module_loads_none_of_the_tick_s_libraries(tmp_path: Path) -> None:
+    loaded = _loaded_after("import goalkeeper.cli", tmp_path)
+    assert "goalkeeper" in loaded  # the probe sees what was imported
+    heavy = {*TICK_LIBRARIES, "apscheduler", "sqlalchemy", "prometheus_client"}
+    assert loaded.isdisjoint(heavy), loaded & heavy
+
+
+def test_check_config_loads_none_of_the_tick_s_libraries(tmp_path: Path) -> None:
+    code = (
+        "import contextlib, io\nfrom goalkeeper.cli import main\n"
+        "out, err = io.StringIO(), io.StringIO()\n"
+        "with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):\n"
+        f"    main(['--config', {str(SHIPPED)!r}, 'check-config'])"
+    )
+    loaded = _loaded_after(code, tmp_path)
+    assert "pydantic_settings" in loaded  # the check really ran
+    assert loaded.isdisjoint(TICK_LIBRARIES), loaded & set(TICK_LIBRARIES)
+
+
+def test_findings_loads_none_of_the_tick_s_libraries(tmp_path: Path) -> None:
+    store = tmp_path / "state.db"
+    code = (
+        "import asyncio, contextlib, io, os\nfrom goalkeeper.cli import main\n"
+        "from goalkeeper.state import StateStore\n"
+        f"url = 'sqlite+aiosqlite:///{store}'\n"
+        "async def make():\n    async with StateStore.opened(url):\n        pass\n"
+        "asyncio.run(make())\nos.environ['GOALKEEPER_STATE__URL'] = url\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['--config', {str(SHIPPED)!r}, 'findings']) == 0\n"
+    )
+    loaded = _loaded_after(code, tmp_path)
+    assert "sqlalchemy" in loaded  # it read the store
+    assert loaded.isdisjoint(TICK_LIBRARIES), loaded & set(TICK_LIBRARIES)

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from goalkeeper.metrics import Metrics, version
+from goalkeeper import version
+from goalkeeper.metrics import Metrics
 from goalkeeper.model import OwnerLookup, OwnerLookupState
 
 

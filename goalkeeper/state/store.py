@@ -130,6 +130,16 @@ class StateStore:
         path = sqlite_file(url)
         return cls(engine, url=url, watch=FileWatch(path) if path is not None else None)
 
+    @classmethod
+    @asynccontextmanager
+    async def opened(cls, url: str) -> AsyncIterator[StateStore]:
+        """`open` for the length of a `with` block, closed however it ends."""
+        store = await cls.open(url)
+        try:
+            yield store
+        finally:
+            await store.aclose()
+
     async def aclose(self) -> None:
         await self._engine.dispose()
         if self._watch is not None:
