@@ -7,6 +7,7 @@ listed them was committed (for notify.latent_days). Queries here are each given 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -37,6 +38,10 @@ class LatentRecord:
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.address, self.port, self.protocol)
+
+    def as_dict(self) -> dict[str, Any]:
+        """As `findings --json --latent` prints it: the rules parsed, the time in ISO 8601."""
+        return asdict(self) | {"rules": json.loads(self.rules), "seen_at": self.seen_at.isoformat()}
 
 
 async def replace_latent(
