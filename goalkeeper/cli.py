@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     findings.add_argument("--all", action="store_true", help="resolved findings too")
     findings.add_argument("--json", action="store_true", help="print them as JSON")
+    findings.add_argument(
+        "--latent",
+        action="store_true",
+        help="instead: the last tick's latent exposures (rules open to the world on catalog "
+        "ports where nothing answered; advisories, never findings)",
+    )
     commands.add_parser(
         "check-config",
         parents=[common],
@@ -162,7 +168,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "scan":
         return asyncio.run(scan(settings, path, dry_run=args.dry_run, as_json=args.json))
     if args.command == "findings":
-        return asyncio.run(list_findings(settings, include_resolved=args.all, as_json=args.json))
+        return asyncio.run(
+            list_findings(
+                settings, include_resolved=args.all, as_json=args.json, latent=args.latent
+            )
+        )
     if args.command == "run":
         return run(settings, path)
     if args.command == "retry-failed":
@@ -215,7 +225,9 @@ def run(settings: Settings, path: Path) -> int:
     return EXIT_OK
 
 
-async def list_findings(settings: Settings, *, include_resolved: bool, as_json: bool) -> int:
+async def list_findings(
+    settings: Settings, *, include_resolved: bool, as_json: bool, latent: bool = False
+) -> int:
     from goalkeeper.state import StateError, StateStore, StateUnavailable
     from goalkeeper.state.filewatch import sqlite_file
     from goalkeeper.views import record_as_dict
@@ -230,38 +242,64 @@ async def list_findings(settings: Settings, *, include_resolved: bool, as_json: 
         return EXIT_USAGE
     try:
         async with StateStore.opened(settings.state.url) as store:
-            records = await store.list_findings(include_resolved=include_resolved)
+            if latent:
+                rows = [r.as_dict() for r in await store.load_latent()]
+            else:
+                records = await store.list_findings(include_resolved=include_resolved)
+                rows = [record_as_dict(r) for r in records]
     except StateUnavailable as err:
         print(f"goalkeeper: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
         return EXIT_TICK_FAILED
     except StateError as err:
         print(f"goalkeeper: cannot read the state store: {err}", file=sys.stderr)
         return EXIT_TICK_FAILED
-    rows = [record_as_dict(r) for r in records]
     if as_json:
         json.dump(rows, sys.stdout, indent=2)
         print()
         return EXIT_OK
-    header = ("ADDRESS", "PORT", "SERVICE", "OWNER", "FIRST SEEN", "LAST SEEN", "STATUS", "MAILED")
-    table = [header] + [
-        (
-            r["address"],
-            f"{r['port']}/{r['protocol']}",
-            r["service"],
-            r["owner_email"] or f"NOT FOUND ({r['project_name'] or r['project_id']})",
-            r["first_seen"][:16].replace("T", " "),
-            r["last_seen"][:16].replace("T", " "),
-            _status_cell(r),
-            str(r["times_notified"]),
+    if latent:
+        _print_table(
+            ("ADDRESS", "PORT", "SERVER", "OWNER", "RULES", "SEEN"),
+            [
+                (
+                    r["address"],
+                    f"{r['port']}/{r['protocol']}",
+                    r["server_name"] or r["server_id"],
+                    r["recipient_key"],
+                    ", ".join(rule["rule_id"] for rule in r["rules"]),
+                    r["seen_at"][:16].replace("T", " "),
+                )
+                for r in rows
+            ],
         )
-        for r in rows
-    ]
+        return EXIT_OK
+    header = ("ADDRESS", "PORT", "SERVICE", "OWNER", "FIRST SEEN", "LAST SEEN", "STATUS", "MAILED")
+    _print_table(
+        header,
+        [
+            (
+                r["address"],
+                f"{r['port']}/{r['protocol']}",
+                r["service"],
+                r["owner_email"] or f"NOT FOUND ({r['project_name'] or r['project_id']})",
+                r["first_seen"][:16].replace("T", " "),
+                r["last_seen"][:16].replace("T", " "),
+                _status_cell(r),
+                str(r["times_notified"]),
+            )
+            for r in rows
+        ],
+    )
+    return EXIT_OK
+
+
+def _print_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
+    table = [header, *body]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
-    return EXIT_OK
 
 
 def _status_cell(row: dict[str, Any]) -> str:

@@ -8,13 +8,14 @@ store, the network or the clock. Mails come out one at a time as they are taken,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
 from goalkeeper.config import Settings
-from goalkeeper.findings import group_reports, recipient_key
+from goalkeeper.findings import LatentPlan, group_reports, latent_report, recipient_key
 from goalkeeper.lifecycle import LifecyclePlan
-from goalkeeper.model import Finding, MailOutcome, OwnerReport, TickReport
+from goalkeeper.model import Finding, LatentAdvice, MailOutcome, OwnerReport, TickReport
+from goalkeeper.notify.latent import render_latent_report
 from goalkeeper.notify.render import render_owner_report
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
@@ -47,18 +48,53 @@ class ComposedMail:
 
 
 def compose_tick(
-    plan: LifecyclePlan, *, settings: Settings, catalog: Catalog, run_id: str, now: datetime
+    plan: LifecyclePlan,
+    *,
+    settings: Settings,
+    catalog: Catalog,
+    run_id: str,
+    now: datetime,
+    latent: LatentPlan | None = None,
 ) -> Iterator[ComposedMail]:
-    """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved;
-    each owner's acknowledged findings ride along in a mail that goes out anyway."""
+    """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved,
+    each with its owner's latent exposures (acknowledged findings ride along in a mail that goes
+    out anyway); then the latent exposures mailed alone."""
+    latent = latent or LatentPlan()
     told = (*plan.to_notify, *plan.resolved_to_notify)
-    return compose_mails(
+    yield from compose_mails(
         (*told, *with_reports(plan.acknowledged, told)),
         settings=settings,
         catalog=catalog,
         run_id=run_id,
         now=now,
+        latent=latent.attached,
     )
+    yield from compose_latent(latent.alone, settings=settings, run_id=run_id, now=now)
+
+
+def compose_latent(
+    alone: Mapping[str, Sequence[LatentAdvice]],
+    *,
+    settings: Settings,
+    run_id: str,
+    now: datetime,
+) -> Iterator[ComposedMail]:
+    """One mail of latent exposures only per recipient key, routed as reports are (NOT FOUND
+    to ops, stage and customer mail off to ops)."""
+    notify = settings.notify
+    redirect = settings.environment == "stage" or not notify.send_to_customers
+    for key, items in alone.items():
+        report = latent_report(key, items, ops_email=notify.ops_email, redirect=redirect)
+        mail = render_latent_report(
+            report,
+            environment=settings.environment,
+            run_id=run_id,
+            sender=notify.sender,
+            generated_at=now,
+            latent_days=notify.latent_days,
+            templates_dir=notify.templates_dir,
+        )
+        yield ComposedMail(report, NewMessage.email(mail, recipient_key=key, finding_keys=[]))
 
 
 def with_reports(acknowledged: Iterable[Finding], told: Iterable[Finding]) -> list[Finding]:
@@ -75,13 +111,15 @@ def compose_mails(
     run_id: str,
     now: datetime,
     key_suffix: str = "",
+    latent: Mapping[str, Sequence[LatentAdvice]] | None = None,
 ) -> Iterator[ComposedMail]:
     """One rendered mail per recipient key, rendered one at a time as they are taken: the
     caller decides how many are alive."""
     notify = settings.notify
     redirect = settings.environment == "stage" or not notify.send_to_customers
     for grouped in group_reports(findings, ops_email=notify.ops_email, redirect=redirect):
-        report = dataclasses.replace(grouped, key=grouped.key + key_suffix)
+        listed = tuple((latent or {}).get(grouped.key, ()))
+        report = dataclasses.replace(grouped, key=grouped.key + key_suffix, latent=listed)
         mail = render_owner_report(
             report,
             environment=settings.environment,

@@ -340,6 +340,9 @@ class NotifySettings(Model):
     sender: str = "Goalkeeper <security@example.com>"
     # A bound keeps `now + timedelta(days=...)` finite: .inf or 1e300 overflowed on every tick.
     reminder_days: float = Field(default=1, ge=0, le=365)
+    # Latent exposures (DESIGN §8) told alone at most this often per owner; 0: only inside a
+    # report that goes out anyway. Bounded for the same reason as reminder_days.
+    latent_days: float = Field(default=30, ge=0, le=365)
     notify_resolved: bool = True
     templates_dir: Path | None = None  # overrides the built-in mail templates, file by file
     # Seconds before a message that failed is tried again in the same pass (doubling, with

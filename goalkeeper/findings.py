@@ -8,13 +8,15 @@ tested as tables.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from goalkeeper.model import (
     Finding,
     FindingStatus,
     IPAddress,
+    LatentAdvice,
     Owner,
     OwnerReport,
     PortSpec,
@@ -22,7 +24,7 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
-from goalkeeper.rootcause import find_cause
+from goalkeeper.rootcause import LatentExposure, find_cause, latent_advice
 
 
 def build_findings(
@@ -94,6 +96,74 @@ def group_reports(
             )
         )
     return tuple(reports)
+
+
+# Like reminders (goalkeeper.lifecycle.REMINDER_SLACK): due slightly before the whole period,
+# so `latent_days: 30` with daily ticks means every 30th tick, not every 31st.
+LATENT_SLACK = 0.05
+
+
+def latent_due(last_told: datetime | None, *, now: datetime, latent_days: float) -> bool:
+    """Whether an owner's latent exposures are mailed alone now; 0 days: never alone."""
+    if latent_days <= 0:
+        return False
+    if last_told is None:
+        return True
+    return now - last_told >= timedelta(days=latent_days) * (1 - LATENT_SLACK)
+
+
+@dataclass(frozen=True, slots=True)
+class LatentPlan:
+    """Per recipient key, the latent exposures listed in a report that goes out anyway
+    (`attached`) and those mailed alone (`alone`); `told` is every key of either."""
+
+    attached: Mapping[str, tuple[LatentAdvice, ...]] = field(default_factory=dict)
+    alone: Mapping[str, tuple[LatentAdvice, ...]] = field(default_factory=dict)
+
+    @property
+    def told(self) -> frozenset[str]:
+        return frozenset(self.attached) | frozenset(self.alone)
+
+
+def plan_latent(
+    latent: Iterable[LatentExposure],
+    *,
+    reports: Collection[str],
+    told: Mapping[str, datetime],
+    now: datetime,
+    latent_days: float,
+) -> LatentPlan:
+    """Which owners hear of their latent exposures this tick: every owner with a report going
+    out anyway (`reports`, its recipient keys), and the others when `latent_due`."""
+    by_key: dict[str, list[LatentAdvice]] = defaultdict(list)
+    for exposure in latent:
+        by_key[recipient_key(exposure.target.owner, exposure.target)].append(
+            latent_advice(exposure)
+        )
+    attached, alone = {}, {}
+    for key, items in sorted(by_key.items()):
+        if key in reports:
+            attached[key] = tuple(items)
+        elif latent_due(told.get(key), now=now, latent_days=latent_days):
+            alone[key] = tuple(items)
+    return LatentPlan(attached=attached, alone=alone)
+
+
+def latent_report(
+    key: str, items: Sequence[LatentAdvice], *, ops_email: str, redirect: bool
+) -> OwnerReport:
+    """A report of latent exposures only, addressed as `group_reports` would address it."""
+    owner = items[0].target.owner
+    intended = owner.email if owner.known else None
+    return OwnerReport(
+        recipient=intended if intended and not redirect else ops_email,
+        intended=intended,
+        owner=owner,
+        findings=(),
+        redirected=bool(intended) and redirect,
+        key=key,
+        latent=tuple(items),
+    )
 
 
 def count_by_service(findings: Iterable[Finding]) -> list[tuple[str, int, str, int]]:

@@ -263,6 +263,30 @@ class ServiceAdvice:
 
 
 @dataclass(frozen=True, slots=True)
+class LatentRuleAdvice:
+    """One rule behind a latent exposure, in words and the commands that delete it."""
+
+    group_name: str
+    group_id: str
+    rule_id: str
+    allows: str  # what the rule lets in, e.g. "27017/tcp from 0.0.0.0/0"
+    commands: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LatentAdvice:
+    """A rule that admits the world to a dangerous port where nothing listens yet (DESIGN §8):
+    told to the owner as an advisory, never a finding."""
+
+    address: str
+    port: int
+    protocol: str
+    service: str
+    target: Target
+    rules: tuple[LatentRuleAdvice, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class OwnerReport:
     """Everything one recipient is told in one tick: one mail."""
 
@@ -272,6 +296,7 @@ class OwnerReport:
     findings: tuple[Finding, ...]
     redirected: bool = False  # stage or customer mail off: sent to ops instead of `intended`
     key: str = ""  # who it is for, logically: the owner's address, or "not-found:<project id>"
+    latent: tuple[LatentAdvice, ...] = ()  # advisories listed beside (or, alone, instead of) it
 
     @property
     def not_found(self) -> bool:
@@ -380,6 +405,7 @@ class TickReport:
     owner_lookup: OwnerLookup | None = None  # how billing resolved owners; None: static source
     # Of `not_scanned`, by address family ("ipv6"): never handed to the scanner at all.
     family_not_scanned: Mapping[str, int] = field(default_factory=dict)
+    latent_exposures: int = 0  # rules open to the world on scanned ports nothing answered on
 
     @property
     def duration_seconds(self) -> float:

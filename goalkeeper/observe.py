@@ -16,6 +16,7 @@ from datetime import datetime
 from goalkeeper import logs
 from goalkeeper.config import ScanSettings, Settings
 from goalkeeper.findings import build_findings
+from goalkeeper.lifecycle import Coverage
 from goalkeeper.model import (
     Finding,
     Inventory,
@@ -27,6 +28,7 @@ from goalkeeper.model import (
     Target,
     Transport,
 )
+from goalkeeper.rootcause import LatentExposure, latent_exposures
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scope import IPV6_NOT_SCANNED, OUTSIDE, Selection, in_scope, select_targets
 
@@ -44,6 +46,7 @@ class Observed:
     targets: Mapping[IPAddress, Target]  # those in scope, by address
     seen: tuple[Finding, ...]
     not_scanned: Mapping[IPAddress, str]  # with the reason, IPv6 beside the scanner's own
+    latent: tuple[LatentExposure, ...] = ()  # advisories (DESIGN §8), never findings
 
 
 async def observe(
@@ -63,14 +66,24 @@ async def observe(
     by_address = {t.address: t for t in selection.targets}
     # Counted as not scanned with the reason, beside what the scanner could not scan.
     not_scanned = {t.address: IPV6_NOT_SCANNED for t in selection.ipv6} | dict(result.not_scanned)
+    seen = build_findings(result, by_address, ports, now=now, egress=scope.egress_addresses)
+    # Only the pairs this tick really scanned on each address: a port not looked at is no news.
+    latent = latent_exposures(
+        selection.targets,
+        seen,
+        ports,
+        egress=scope.egress_addresses,
+        coverage=Coverage.of_tick(result, selection, ports),
+    )
     return Observed(
         snapshot=snapshot,
         selection=selection,
         result=result,
         ports=ports,
         targets=by_address,
-        seen=build_findings(result, by_address, ports, now=now, egress=scope.egress_addresses),
+        seen=seen,
         not_scanned=not_scanned,
+        latent=latent,
     )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -28,7 +29,13 @@ from goalkeeper.compose import SUMMARY_KEY, ComposedMail, compose_summary, compo
 from goalkeeper.config import Settings
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.exceptions import ExceptionPolicy
-from goalkeeper.findings import count_by_service, unresolved_projects
+from goalkeeper.findings import (
+    LatentPlan,
+    count_by_service,
+    plan_latent,
+    recipient_key,
+    unresolved_projects,
+)
 from goalkeeper.lifecycle import Coverage, FindingKey, LifecyclePlan, plan_lifecycle
 from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
 from goalkeeper.model import (
@@ -46,6 +53,7 @@ from goalkeeper.rootcause import Cause
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.state import (
     MESSAGE_CHUNK,
+    LatentRecord,
     NewMessage,
     OutboxChanged,
     OutboxMessage,
@@ -158,6 +166,9 @@ class Decision:
     plan: LifecyclePlan
     waiting: Mapping[int, tuple[FindingKey, ...]]
     failures: tuple[str, ...]  # notifications given up on since the previous run
+    latent: LatentPlan = dataclasses.field(
+        default_factory=LatentPlan
+    )  # which owners hear of their latent exposures, and how
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -257,7 +268,17 @@ async def _plan(tick: TickContext, observed: Observed) -> Decision:
     failures = tuple(
         f"{m.channel} to {m.recipient}: {m.last_error}" for m in await store.failed_since(since)
     )
-    return Decision(plan=plan, waiting=waiting_mails, failures=failures)
+    reports = {
+        recipient_key(f.owner, f.target) for f in (*plan.to_notify, *plan.resolved_to_notify)
+    }
+    latent = plan_latent(
+        observed.latent,
+        reports=reports,
+        told=await store.latent_told(),
+        now=tick.now,
+        latent_days=tick.settings.notify.latent_days,
+    )
+    return Decision(plan=plan, waiting=waiting_mails, failures=failures, latent=latent)
 
 
 def _compose(tick: TickContext, decision: Decision) -> Iterator[ComposedMail]:
@@ -267,6 +288,7 @@ def _compose(tick: TickContext, decision: Decision) -> Iterator[ComposedMail]:
         catalog=tick.catalog,
         run_id=tick.run_id,
         now=tick.now,
+        latent=decision.latent,
     )
 
 
@@ -317,6 +339,8 @@ async def _commit(
         started_at=tick.now,
         upserts=decision.plan.upserts,
         still_pending=decision.waiting if check else (),
+        latent=_latent_records(observed, now=tick.now),
+        latent_told=decision.latent.told,
     ) as outbox:
         outcomes: list[MailOutcome] = []
         while chunk := list(itertools.islice(mails, MESSAGE_CHUNK)):
@@ -329,6 +353,23 @@ async def _commit(
     crash_point("committed")  # test-only, inert in production (goalkeeper.crashpoints)
     tick.stopwatch.lap("record")
     return CommittedTick(report, outbox.stored)
+
+
+def _latent_records(observed: Observed, *, now: datetime) -> list[LatentRecord]:
+    return [
+        LatentRecord(
+            address=str(e.address),
+            port=e.port,
+            protocol=str(e.protocol),
+            recipient_key=recipient_key(e.target.owner, e.target),
+            server_id=e.target.server_id,
+            server_name=e.target.server_name,
+            project_id=e.target.project_id,
+            rules=json.dumps([dataclasses.asdict(r) for r in e.rules], sort_keys=True),
+            seen_at=now,
+        )
+        for e in observed.latent
+    ]
 
 
 def _let_go(chunk: list[ComposedMail]) -> Iterator[NewMessage]:
@@ -378,6 +419,7 @@ def _report(
         notification_failures=decision.failures,
         owner_lookup=snapshot.owners,
         family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
+        latent_exposures=len(observed.latent),
     )
 
 

@@ -32,7 +32,15 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal, Protocol, TypeAlias
 
 from goalkeeper.firewall import PortFirewall, SecurityGroup, SecurityGroupRule
-from goalkeeper.model import Finding, IPAddress, PortSpec, Target, Transport
+from goalkeeper.model import (
+    Finding,
+    IPAddress,
+    LatentAdvice,
+    LatentRuleAdvice,
+    PortSpec,
+    Target,
+    Transport,
+)
 
 CauseKind: TypeAlias = Literal["world_rule", "port_security_disabled", "unknown"]
 CAUSE_KINDS: tuple[CauseKind, ...] = ("world_rule", "port_security_disabled", "unknown")
@@ -241,6 +249,11 @@ class LatentExposure:
     protocol: Transport
     target: Target
     rules: tuple[MatchedRule, ...]
+    service: str = ""
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (str(self.address), self.port, str(self.protocol))
 
 
 def latent_exposures(
@@ -267,7 +280,9 @@ def latent_exposures(
             cause = find_cause(target.address, spec.port, spec.protocol, firewall, egress=egress)
             if cause.kind == "world_rule":
                 latent.append(
-                    LatentExposure(target.address, spec.port, spec.protocol, target, cause.rules)
+                    LatentExposure(
+                        target.address, spec.port, spec.protocol, target, cause.rules, spec.service
+                    )
                 )
     return tuple(latent)
 
@@ -290,6 +305,48 @@ def close_commands(cause: Cause, port: int, protocol: Transport, family: int) ->
     for rule in cause.rules:
         commands += _replace_rule(rule, port, protocol, family)
     return commands
+
+
+def latent_advice(exposure: LatentExposure) -> LatentAdvice:
+    """A latent exposure in words: per rule, what it allows and DESIGN §8's commands for it."""
+    family = exposure.address.version
+    rules = tuple(
+        LatentRuleAdvice(
+            group_name=rule.security_group_name,
+            group_id=rule.security_group_id,
+            rule_id=rule.rule_id,
+            allows=allows(rule, family),
+            commands=tuple(
+                close_commands(
+                    Cause("world_rule", (rule,)), exposure.port, exposure.protocol, family
+                )
+            ),
+        )
+        for rule in exposure.rules
+    )
+    return LatentAdvice(
+        address=str(exposure.address),
+        port=exposure.port,
+        protocol=str(exposure.protocol),
+        service=exposure.service,
+        target=exposure.target,
+        rules=rules,
+    )
+
+
+def allows(rule: MatchedRule, family: int) -> str:
+    """What a rule lets in, in Neutron's terms: "27017/tcp from 0.0.0.0/0"."""
+    protocol = rule.protocol
+    if protocol is None or protocol.strip().lower() in _ANY_PROTOCOL:
+        what = "every protocol and port"
+    else:
+        low, high = rule.port_range_min, rule.port_range_max
+        low, high = (1, 65535) if low is None else (low, low if high is None else high)
+        name = protocol.strip().lower()
+        name = {"6": "tcp", "17": "udp"}.get(name, name)
+        what = f"{_ports(low, high).replace(':', '-')}/{name}"
+    remote = _remote(rule.remote_ip_prefix, family) or "(a prefix we could not read)"
+    return f"{what} from {remote}"
 
 
 def _enable_port_security(port_id: str) -> list[str]:

@@ -155,6 +155,14 @@ CASES: dict[str, tuple[Callable[[Path], Path | str], tuple[str, ...]]] = {
         text_file(VALID + "notify: {reminder_days: 1e300}\n"),
         ("notify.reminder_days",),
     ),
+    "latent_days .inf": (
+        text_file(VALID + "notify: {latent_days: .inf}\n"),
+        ("notify.latent_days",),
+    ),
+    "latent_days -1": (
+        text_file(VALID + "notify: {latent_days: -1}\n"),
+        ("notify.latent_days",),
+    ),
     "max_tick_seconds .inf": (
         text_file(VALID + "daemon: {max_tick_seconds: .inf}\n"),
         ("daemon.max_tick_seconds",),

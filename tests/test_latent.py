@@ -66,6 +66,7 @@ def test_an_opened_port_with_nothing_listening_is_latent() -> None:
             Transport.TCP,
             web,
             (MatchedRule(GROUP, "db", RULE, "tcp", 6000, 28000, "0.0.0.0/0"),),
+            "mongodb",
         ),
     )
 

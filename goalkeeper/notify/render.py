@@ -142,6 +142,7 @@ def render_owner_report(
         "resolved_count": len(resolved),
         "server_count": len({_server_key(f) for f in open_findings}),
         "resolved_server_count": len({_server_key(f) for f in resolved}),
+        "latent": report.latent,  # DESIGN §8's advisories (latent_section templates)
     }
     env = _environment(templates_dir)
     prefix = f"[{environment}] "

@@ -47,6 +47,8 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
     lines.extend(_cause_lines(report.findings))
+    # Advisories, not findings (DESIGN §8): a rule open to the world where nothing answered.
+    lines.append(f"Latent exposures: {report.latent_exposures}")
     unreadable = {f.target.server_id or str(f.address) for f in report.findings
                   if f.target.allow_problem}  # fmt: skip
     if unreadable:  # told to each customer in their mail; staff see how many

@@ -5,6 +5,7 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 """
 
 from goalkeeper.state.commit import MESSAGE_CHUNK, OutboxWriter
+from goalkeeper.state.latent import LatentRecord
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, Status
 from goalkeeper.state.records import LastTicks, OutboxTally, TickRecord
 from goalkeeper.state.store import MessageRef, StateError, StateStore, StateUnavailable
@@ -14,6 +15,7 @@ __all__ = [
     "MESSAGE_CHUNK",
     "Channel",
     "LastTicks",
+    "LatentRecord",
     "MessageRef",
     "NewMessage",
     "OutboxChanged",

@@ -144,3 +144,29 @@ heartbeats = Table(
     Column("token", String(64), nullable=False),
     Column("written_at", UtcDateTime, nullable=False),
 )
+
+# The last tick's latent exposures (DESIGN §8), replaced whole by each tick that commits: an
+# advisory, never a finding, so none of the findings' history is kept for them.
+latent_exposures = Table(
+    "latent_exposures",
+    metadata,
+    Column("address", String(45), primary_key=True),
+    Column("port", Integer, primary_key=True),
+    Column("protocol", String(8), primary_key=True),
+    Column("run_id", String(128), nullable=False),
+    Column("recipient_key", String(320), nullable=False),
+    Column("server_id", String(255), nullable=False),
+    Column("server_name", Text, nullable=False),
+    Column("project_id", String(255), nullable=False),
+    Column("rules", Text, nullable=False),
+    Column("seen_at", UtcDateTime, nullable=False),
+)
+
+# When each recipient key was last sent a mail listing its latent exposures (alone or inside a
+# report): the lone advisory waits notify.latent_days from then.
+latent_notices = Table(
+    "latent_notices",
+    metadata,
+    Column("recipient_key", String(320), primary_key=True),
+    Column("told_at", UtcDateTime, nullable=False),
+)

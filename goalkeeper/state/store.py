@@ -38,6 +38,7 @@ from goalkeeper.logs import first_line
 from goalkeeper.model import IPAddress
 from goalkeeper.state.commit import OutboxWriter
 from goalkeeper.state.filewatch import ANY, FileWatch, HealthError, sqlite_file
+from goalkeeper.state.latent import LatentRecord, mark_told, read_latent, read_told, replace_latent
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, parse_keys
 from goalkeeper.state.records import LastTicks, OutboxTally, read_last_ticks, read_outbox_tally
@@ -248,10 +249,14 @@ class StateStore:
         started_at: datetime,
         upserts: Sequence[FindingRecord],
         still_pending: Collection[int] = (),
+        latent: Sequence[LatentRecord] | None = None,
+        latent_told: Collection[str] = (),
     ) -> AsyncIterator[OutboxWriter]:
         """One transaction for a tick: its findings, then whatever messages the block adds
         (`OutboxWriter.add`, as many times as it likes), all or nothing. `stored` holds the
-        references once the block has left. What `commit_tick` says holds for each part."""
+        references once the block has left. What `commit_tick` says holds for each part.
+        `latent` (unless None) replaces the stored latent exposures; `latent_told` are the
+        recipient keys whose mails this tick list them."""
         with _translating("committing"):
             async with self._writing(verify=True) as connection:
                 await require_pending(connection, still_pending)
@@ -266,6 +271,9 @@ class StateStore:
                     # loop: 100,000 rows at once would stall the probes for seconds.
                     batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
                     await connection.execute(upsert, batch)
+                if latent is not None:
+                    await replace_latent(connection, run_id=run_id, records=latent)
+                await mark_told(connection, self._insert, keys=latent_told, at=started_at)
                 writer = OutboxWriter(
                     connection, self._insert, run_id=run_id, created_at=started_at
                 )
@@ -363,6 +371,18 @@ class StateStore:
         async with self._writing(verify=True) as connection:
             await connection.execute(statement)
         await self._confirm(select(runs.c.finished_at).where(runs.c.run_id == run_id), finished_at)
+
+    @_translated
+    async def load_latent(self) -> list[LatentRecord]:
+        """The latent exposures the last committed tick saw."""
+        async with self._reader.connect() as connection:
+            return await read_latent(connection)
+
+    @_translated
+    async def latent_told(self) -> dict[str, datetime]:
+        """When each recipient key was last sent its latent exposures."""
+        async with self._reader.connect() as connection:
+            return await read_told(connection)
 
     @_translated
     async def previous_run_start(self, before: datetime) -> datetime | None:
