@@ -10,7 +10,8 @@ from email.message import EmailMessage
 import pytest
 
 from goalkeeper.findings import LatentPlan, latent_due, latent_report, plan_latent
-from goalkeeper.model import Owner
+from goalkeeper.model import Owner, PortSpec, Transport
+from goalkeeper.notify.causes import latent_blocks
 from goalkeeper.notify.latent import render_latent_report
 from goalkeeper.notify.render import to_mime
 from goalkeeper.rootcause import LatentExposure, latent_advice, latent_exposures
@@ -97,3 +98,16 @@ def test_no_mail_says_nothing() -> None:
         render_latent_report(
             empty, environment="prod", run_id="r1", sender=OPS, generated_at=NOW, latent_days=30
         )
+
+
+def test_a_rule_opening_several_idle_ports_is_listed_once_with_only_its_delete() -> None:
+    web = target("198.51.200.10")
+    mongo = PortSpec(27017, Transport.TCP, "mongodb")
+    elastic = PortSpec(9200, Transport.TCP, "elasticsearch")
+    both = latent_exposures([web], [], [mongo, elastic], egress=(), coverage=coverage(
+        "198.51.200.10", ports=[mongo, elastic]))  # fmt: skip
+    (block,) = latent_blocks(latent_advice(e) for e in both)
+    assert block.address == "198.51.200.10"
+    assert block.ports == ("27017/tcp mongodb", "9200/tcp elasticsearch")
+    (rule,) = block.rules
+    assert rule.commands == (f"openstack security group rule delete {RULE}",)

@@ -81,7 +81,8 @@ async def test_a_rule_open_where_nothing_listens_is_an_advisory_mailed_at_most_e
     ]
     assert len(told) == 1, "the owner hears of it once, in a report or alone"
     section = told[0][told[0].index(HEADING) :]
-    assert f"{address}  {LATENT_PORT}/tcp" in section
+    (line,) = [x for x in section.splitlines() if x.startswith(f"  {address}  (server ")]
+    assert f"{LATENT_PORT}/tcp mongodb" in line
     assert f"rule {rule_id}: allows {LATENT_PORT}/tcp from 0.0.0.0/0" in section
     assert delete in section
     (summary,) = first.telegram.messages

@@ -12,10 +12,10 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import ip_network
 
-from goalkeeper.model import Finding
+from goalkeeper.model import Finding, LatentAdvice, LatentRuleAdvice
 from goalkeeper.rootcause import Cause, CauseKind, MatchedRule, close_commands
 
 NAME_LIMIT = 80  # a group name in a sentence
@@ -133,3 +133,39 @@ def _clean(value: str) -> str:
         )
     single = " ".join(value.split())
     return single if len(single) <= NAME_LIMIT else single[: NAME_LIMIT - 1].rstrip() + "…"
+
+
+@dataclass(frozen=True, slots=True)
+class LatentBlock:
+    """One address's latent exposures as a report lists them: its ports in one line, and each
+    rule once, with what it allows and the command that deletes it (DESIGN §8). Nothing
+    listens on these ports, so no re-create command: a port nobody serves needs no access."""
+
+    address: str
+    server_name: str
+    ports: tuple[str, ...]  # "27017/tcp mongodb"
+    rules: tuple[LatentRuleAdvice, ...]
+
+
+def latent_blocks(latent: Iterable[LatentAdvice]) -> list[LatentBlock]:
+    """`latent` grouped by address, in the order given; a rule opening many ports appears once."""
+    ports: dict[str, list[str]] = {}
+    rules: dict[str, dict[str, LatentRuleAdvice]] = {}
+    servers: dict[str, str] = {}
+    for advice in latent:
+        servers.setdefault(advice.address, advice.target.server_name)
+        service = f" {advice.service}" if advice.service else ""
+        ports.setdefault(advice.address, []).append(f"{advice.port}/{advice.protocol}{service}")
+        for rule in advice.rules:
+            # Its notes and re-create lines are about keeping a served port reachable: here
+            # nothing is served, so only the delete; the template says what else it closes.
+            deletes = tuple(c for c in rule.commands if c.startswith(_DELETE))
+            kept = rules.setdefault(advice.address, {})
+            kept.setdefault(rule.rule_id, replace(rule, commands=deletes))
+    return [
+        LatentBlock(address, servers[address], tuple(listed), tuple(rules[address].values()))
+        for address, listed in ports.items()
+    ]
+
+
+_DELETE = "openstack security group rule delete "

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from goalkeeper.model import OutgoingMail, OwnerReport
+from goalkeeper.notify.causes import latent_blocks
 from goalkeeper.notify.render import (
     ProjectRef,
     _aware,
@@ -48,7 +49,7 @@ def render_latent_report(
         "redirected": report.redirected,
         "not_found": report.not_found,
         "owner": report.owner,
-        "latent": report.latent,
+        "latent": latent_blocks(report.latent),
         "latent_count": len(report.latent),
         "latent_days": f"{latent_days:g}",
         "projects": sorted(

@@ -31,7 +31,7 @@ from goalkeeper.model import (
     ServiceAdvice,
 )
 from goalkeeper.notify.accepted import ExceptionWords
-from goalkeeper.notify.causes import CauseText, cause_text, rule_ports
+from goalkeeper.notify.causes import CauseText, cause_text, latent_blocks, rule_ports
 
 SUBJECT_LIMIT = 200
 # Headers an override template or a stored mail may not set: they route or frame the message.
@@ -142,7 +142,7 @@ def render_owner_report(
         "resolved_count": len(resolved),
         "server_count": len({_server_key(f) for f in open_findings}),
         "resolved_server_count": len({_server_key(f) for f in resolved}),
-        "latent": report.latent,  # DESIGN §8's advisories (latent_section templates)
+        "latent": latent_blocks(report.latent),  # DESIGN §8's advisories (latent_section)
     }
     env = _environment(templates_dir)
     prefix = f"[{environment}] "
