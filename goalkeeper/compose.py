@@ -16,7 +16,7 @@ from goalkeeper.findings import LatentPlan, group_reports, latent_report, recipi
 from goalkeeper.lifecycle import LifecyclePlan
 from goalkeeper.model import Finding, LatentAdvice, MailOutcome, OwnerReport, TickReport
 from goalkeeper.notify.latent import render_latent_report
-from goalkeeper.notify.render import render_owner_report
+from goalkeeper.notify.render import MailFooter, render_owner_report
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.state import NewMessage
@@ -93,8 +93,21 @@ def compose_latent(
             generated_at=now,
             latent_days=notify.latent_days,
             templates_dir=notify.templates_dir,
+            footer=mail_footer(settings),
         )
         yield ComposedMail(report, NewMessage.email(mail, recipient_key=key, finding_keys=[]))
+
+
+def mail_footer(settings: Settings) -> MailFooter:
+    """notify.reply_to (else the ops address) and notify.scanner_info (its addresses, else
+    scan.egress_addresses: where the cloud sees the probes come from)."""
+    notify, info = settings.notify, settings.notify.scanner_info
+    return MailFooter(
+        reply_to=notify.reply_to or notify.ops_email,
+        scanned_from=tuple(str(a) for a in info.addresses or settings.scan.egress_addresses),
+        info_url=info.info_url,
+        contact=info.contact,
+    )
 
 
 def with_reports(acknowledged: Iterable[Finding], told: Iterable[Finding]) -> list[Finding]:
@@ -129,6 +142,7 @@ def compose_mails(
             generated_at=now,
             templates_dir=notify.templates_dir,
             max_exception_days=notify.max_exception_days,
+            footer=mail_footer(settings),
         )
         message = NewMessage.email(
             mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]
@@ -142,7 +156,7 @@ def compose_summary(report: TickReport, *, settings: Settings) -> NewMessage | N
     if not telegram.enabled or not telegram.chat_id:
         return None
     return NewMessage.telegram(
-        render_summary(report),
+        render_summary(report, detail=settings.notify.telegram.detail),
         chat_id=telegram.chat_id,
         message_id=f"{report.run_id}.summary",
         recipient_key=SUMMARY_KEY,

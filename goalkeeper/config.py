@@ -316,6 +316,9 @@ class TelegramSettings(Model):
     chat_id: str | None = None
     api_base: str = "https://api.telegram.org"
     message_thread_id: int | None = None
+    # "counts": the summary carries numbers only, no customer's address, server or project name,
+    # for a provider whose chat is not private enough for them.
+    detail: Literal["full", "counts"] = "full"
 
     @field_validator("chat_id", mode="before")
     @classmethod
@@ -334,10 +337,32 @@ class TelegramSettings(Model):
         return self
 
 
+class ScannerInfo(Model):
+    """Who scans and from where, in the footer of every mail (a customer who sees the probes in
+    their logs can tell them from an attack): the egress addresses (default:
+    scan.egress_addresses), a page about the scan and an address for abuse reports."""
+
+    addresses: tuple[IPv4Address | IPv6Address, ...] = ()
+    info_url: str | None = None
+    contact: str | None = None
+
+    @field_validator("info_url")
+    @classmethod
+    def _info_url(cls, value: str | None) -> str | None:
+        return FleioSettings._http_url(value)
+
+    @field_validator("contact")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
+
+
 class NotifySettings(Model):
     send_to_customers: bool = False
     ops_email: str = "security@example.com"
     sender: str = "Goalkeeper <security@example.com>"
+    reply_to: str | None = None  # the Reply-To of every mail; None: ops_email
+    scanner_info: ScannerInfo = ScannerInfo()
     # A bound keeps `now + timedelta(days=...)` finite: .inf or 1e300 overflowed on every tick.
     reminder_days: float = Field(default=1, ge=0, le=365)
     # Latent exposures (DESIGN §8) told alone at most this often per owner; 0: only inside a
@@ -369,6 +394,11 @@ class NotifySettings(Model):
     @classmethod
     def _ops(cls, value: str) -> str:
         return _check_address(value)
+
+    @field_validator("reply_to")
+    @classmethod
+    def _reply_to(cls, value: str | None) -> str | None:
+        return None if value is None else _check_address(value)
 
     @field_validator("sender")
     @classmethod

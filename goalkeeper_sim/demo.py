@@ -128,6 +128,12 @@ def sim_settings(
                     "send_to_customers": True,
                     "ops_email": OPS,
                     "sender": f"Goalkeeper <{OPS}>",
+                    # The footer every mail carries (notify.scanner_info): who scans, from where.
+                    "scanner_info": {
+                        "addresses": ["127.0.0.1"],
+                        "info_url": "https://provider.example/security-scan",
+                        "contact": OPS,
+                    },
                     "email": {"host": smtp.host, "port": smtp.port, "starttls": False},
                     "telegram": {
                         "enabled": True,

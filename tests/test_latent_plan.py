@@ -85,7 +85,7 @@ def test_an_unknown_owner_s_advisory_goes_to_ops_as_not_found() -> None:
     mail = render_latent_report(
         report, environment="prod", run_id="r1", sender=OPS, generated_at=NOW, latent_days=30
     )
-    assert mail.subject.startswith("[prod] OWNER NOT FOUND")
+    assert mail.subject.startswith("OWNER NOT FOUND")
     assert mail.headers["X-Goalkeeper-Owner"] == "NOT FOUND"
 
 

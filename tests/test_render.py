@@ -31,7 +31,7 @@ from goalkeeper.model import (
     TickReport,
     Transport,
 )
-from goalkeeper.notify.render import header_text, render_owner_report, to_mime
+from goalkeeper.notify.render import MailFooter, header_text, render_owner_report, to_mime
 from goalkeeper.notify.summary import render_summary
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper_sim.telegram import parse_telegram_html
@@ -77,7 +77,11 @@ def finding(
 
 
 def render(
-    report: OwnerReport, *, environment: str = "prod", run_id: str = "run-1"
+    report: OwnerReport,
+    *,
+    environment: str = "prod",
+    run_id: str = "run-1",
+    footer: MailFooter = MailFooter(),  # noqa: B008 (frozen)
 ) -> OutgoingMail:
     return render_owner_report(
         report,
@@ -86,6 +90,7 @@ def render(
         sender=SENDER,
         advice=ADVICE,
         generated_at=NOW,
+        footer=footer,
     )
 
 
@@ -105,8 +110,35 @@ def test_customer_mail_is_addressed_and_labelled() -> None:
     mail = render(customer_report(finding("203.0.113.5", 6379, "redis")))
     assert mail.recipient == "admin@acme.example"
     assert mail.sender == SENDER
-    assert mail.subject == "[prod] 1 dangerous open port on 1 of your servers"
+    # A customer in production reads no internal label: the headers keep them for staff.
+    assert mail.subject == "1 dangerous open port on 1 of your servers"
     assert "Hello ACME Ltd" in mail.text
+    assert "run-1" not in mail.text and "run-1" not in mail.html and "[prod]" not in mail.text
+    assert mail.headers["X-Goalkeeper-Run"] == "run-1"
+    assert mail.headers["X-Goalkeeper-Environment"] == "prod"
+    assert "Reply to this mail if you have questions." in mail.text
+
+
+def test_a_stage_mail_keeps_its_label_and_run_id() -> None:
+    mail = render(customer_report(finding("203.0.113.5", 6379, "redis")), environment="stage")
+    assert mail.subject == "[stage] 1 dangerous open port on 1 of your servers"
+    assert "[stage] run run-1" in mail.text and "[stage] run run-1" in mail.html
+
+
+def test_every_mail_says_who_scans_from_where_and_where_replies_go() -> None:
+    footer = MailFooter(
+        reply_to="abuse@provider.example",
+        scanned_from=("192.0.2.10", "2001:db8::10"),
+        info_url="https://provider.example/scanning",
+        contact="abuse@provider.example",
+    )
+    mail = render(customer_report(finding("203.0.113.5", 6379, "redis")), footer=footer)
+    for text in (mail.text, mail.html):
+        assert "from 192.0.2.10, 2001:db8::10" in text
+        assert "https://provider.example/scanning" in text
+        assert "Abuse reports and questions: abuse@provider.example" in text
+    assert parsed(mail)["Reply-To"] == "abuse@provider.example"
+    assert "Reply-To" not in render(customer_report(finding("203.0.113.5", 6379, "redis"))).headers
 
 
 def test_message_id_is_a_function_of_run_and_recipient() -> None:
@@ -127,7 +159,7 @@ def test_mail_groups_ports_by_server_with_advice_once_per_service() -> None:
         finding("203.0.113.9", 6379, "redis", server="db-2", server_id="srv-2"),
     )
     mail = render(report)
-    assert mail.subject == "[prod] 3 dangerous open ports on 2 of your servers"
+    assert mail.subject == "3 dangerous open ports on 2 of your servers"
     for text in (mail.text, mail.html):
         assert "Server web-1" in text
         assert "Server db-2" in text
@@ -172,7 +204,8 @@ def test_owner_not_found_mail_lists_projects_for_ops() -> None:
         ),
     )
     mail = render(report)
-    assert mail.subject.startswith("[prod] OWNER NOT FOUND: 2 dangerous open ports in ")
+    assert mail.subject.startswith("OWNER NOT FOUND: 2 dangerous open ports in ")
+    assert "Reply to this mail" not in mail.text and "Reply to this mail" not in mail.html
     assert "orphan" in mail.subject
     assert "p-78" in mail.subject  # a project without a name is named by its id
     assert "OWNER NOT FOUND" in mail.text
@@ -277,7 +310,7 @@ def test_templates_dir_overrides_one_template(tmp_path: Path) -> None:
 def test_only_resolved_findings_make_a_thank_you_mail() -> None:
     closed = finding("203.0.113.5", 6379, "redis", status=FindingStatus.RESOLVED)
     mail = render(customer_report(closed))
-    assert mail.subject == "[prod] Closed: 1 port on 1 server"
+    assert mail.subject == "Closed: 1 port on 1 server"
     assert "Closed since our last report" in mail.text
     assert "found closed the exposed service listed below" in mail.text
     assert "What is exposed" not in mail.text

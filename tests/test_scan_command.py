@@ -317,7 +317,7 @@ async def test_a_port_scanned_and_found_closed_is_thanked_for_by_what_closed(
     assert code == 0, err
     (thanks,) = cloud.smtp.messages[mailed:]
     assert thanks.rcpt_tos == ("ops@beta.example",)
-    assert thanks.message["Subject"] == "[prod] Closed: 1 port on 1 server"
+    assert thanks.message["Subject"] == "Closed: 1 port on 1 server"
     assert "Closed since our last report (thank you)" in plain(thanks)
     assert "dangerous" not in plain(thanks)
     report = json.loads(out)

@@ -15,13 +15,16 @@ from typing import Any
 from goalkeeper.model import OutgoingMail, OwnerReport
 from goalkeeper.notify.causes import latent_blocks
 from goalkeeper.notify.render import (
+    MailFooter,
     ProjectRef,
     _aware,
     _environment,
     _single_address,
     _when,
+    frame_headers,
     header_text,
     message_id,
+    subject_prefix,
 )
 
 
@@ -34,6 +37,7 @@ def render_latent_report(
     generated_at: datetime,
     latent_days: float,
     templates_dir: Path | None = None,
+    footer: MailFooter = MailFooter(),  # noqa: B008 (frozen: one shared default is safe)
 ) -> OutgoingMail:
     """One multipart advisory for one recipient: only `report.latent`, never a finding."""
     recipient = _single_address(report.recipient, "recipient")
@@ -52,27 +56,22 @@ def render_latent_report(
         "latent": latent_blocks(report.latent),
         "latent_count": len(report.latent),
         "latent_days": f"{latent_days:g}",
+        "footer": footer,
         "projects": sorted(
             {ProjectRef(e.target.project_id, e.target.project_name) for e in report.latent},
             key=lambda p: (p.project_name, p.project_id),
         ),
     }
     env = _environment(templates_dir)
-    prefix = f"[{environment}] "
-    if report.redirected and report.intended:
-        prefix += f"for {report.intended}: "
+    prefix = subject_prefix(environment, report)
     subject = header_text(prefix + env.get_template("latent_subject.txt.j2").render(context))
-    headers = {
-        "Date": format_datetime(_aware(generated_at)),
-        "Auto-Submitted": "auto-generated",  # RFC 3834: keeps vacation responders quiet
-        "X-Goalkeeper-Environment": header_text(environment),
-        "X-Goalkeeper-Run": header_text(run_id),
-        "X-Goalkeeper-Kind": "latent-exposure",
-    }
-    if report.redirected and report.intended:
-        headers["X-Goalkeeper-Intended-Recipient"] = header_text(report.intended)
-    if report.not_found:
-        headers["X-Goalkeeper-Owner"] = "NOT FOUND"
+    headers = frame_headers(
+        {"Date": format_datetime(_aware(generated_at)), "X-Goalkeeper-Kind": "latent-exposure"},
+        environment,
+        run_id,
+        report,
+        footer,
+    )
     return OutgoingMail(
         recipient=recipient,
         sender=sender,

@@ -95,7 +95,46 @@ class ProjectRef:
     project_name: str
 
 
-def render_owner_report(
+@dataclass(frozen=True, slots=True)
+class MailFooter:
+    """What every mail says of who sent it (notify.scanner_info) and where answers go
+    (notify.reply_to): a customer who sees the probes in their logs can tell them from an
+    attack, and reach a person."""
+
+    reply_to: str | None = None
+    scanned_from: tuple[str, ...] = ()
+    info_url: str | None = None
+    contact: str | None = None
+
+
+def subject_prefix(environment: str, report: OwnerReport) -> str:
+    """ "[stage] " outside production; "for <intended>: " on a mail sent to ops in its place.
+    A customer in production reads no internal label (the X-Goalkeeper-* headers keep them)."""
+    prefix = "" if environment == "prod" else f"[{environment}] "
+    if report.redirected and report.intended:
+        prefix += f"for {report.intended}: "
+    return prefix
+
+
+def frame_headers(
+    headers: dict[str, str], environment: str, run_id: str, report: OwnerReport, footer: MailFooter
+) -> dict[str, str]:
+    """The headers every report and advisory carries beside `headers`."""
+    headers |= {
+        "Auto-Submitted": "auto-generated",  # RFC 3834: keeps vacation responders quiet
+        "X-Goalkeeper-Environment": header_text(environment),
+        "X-Goalkeeper-Run": header_text(run_id),
+    }
+    if footer.reply_to:
+        headers["Reply-To"] = _single_address(footer.reply_to, "reply-to")
+    if report.redirected and report.intended:
+        headers["X-Goalkeeper-Intended-Recipient"] = header_text(report.intended)
+    if report.not_found:
+        headers["X-Goalkeeper-Owner"] = "NOT FOUND"
+    return headers
+
+
+def render_owner_report(  # noqa: PLR0913 (each keyword is one fact of the mail)
     report: OwnerReport,
     *,
     environment: str,
@@ -105,6 +144,7 @@ def render_owner_report(
     generated_at: datetime,
     templates_dir: Path | None = None,
     max_exception_days: int = 180,
+    footer: MailFooter = MailFooter(),
 ) -> OutgoingMail:
     """One multipart mail for one recipient, listing every exposed server and port."""
     recipient = _single_address(report.recipient, "recipient")
@@ -143,22 +183,14 @@ def render_owner_report(
         "server_count": len({_server_key(f) for f in open_findings}),
         "resolved_server_count": len({_server_key(f) for f in resolved}),
         "latent": latent_blocks(report.latent),  # DESIGN §8's advisories (latent_section)
+        "footer": footer,
     }
     env = _environment(templates_dir)
-    prefix = f"[{environment}] "
-    if report.redirected and report.intended:
-        prefix += f"for {report.intended}: "
+    prefix = subject_prefix(environment, report)
     subject = header_text(prefix + env.get_template("subject.txt.j2").render(context))
-    headers = {
-        "Date": format_datetime(_aware(generated_at)),
-        "Auto-Submitted": "auto-generated",  # RFC 3834: keeps vacation responders quiet
-        "X-Goalkeeper-Environment": header_text(environment),
-        "X-Goalkeeper-Run": header_text(run_id),
-    }
-    if report.redirected and report.intended:
-        headers["X-Goalkeeper-Intended-Recipient"] = header_text(report.intended)
-    if report.not_found:
-        headers["X-Goalkeeper-Owner"] = "NOT FOUND"
+    headers = frame_headers(
+        {"Date": format_datetime(_aware(generated_at))}, environment, run_id, report, footer
+    )
     return OutgoingMail(
         recipient=recipient,
         sender=sender,

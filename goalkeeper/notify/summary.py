@@ -22,8 +22,13 @@ TEXT_LIMIT = 200  # an error, a reason, a warning
 CAUSE_LIST_LIMIT = 20  # findings of unknown cause listed by address and port
 
 
-def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
-    """The tick in Telegram-HTML. Every exposed host is listed unless `top_hosts` caps it."""
+def render_summary(
+    report: TickReport, *, top_hosts: int | None = None, detail: str = "full"
+) -> str:
+    """The tick in Telegram-HTML. Every exposed host is listed unless `top_hosts` caps it;
+    `detail="counts"` (notify.telegram.detail) names no customer's address, server, project or
+    mail address anywhere: numbers only, for a chat that is not private enough for them."""
+    counts = detail == "counts"
     e = html.escape
     lines = [f"<b>Goalkeeper [{e(report.environment)}]</b> run <code>{e(report.run_id)}</code>"]
     if report.dry_run:
@@ -46,7 +51,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
-    lines.extend(_cause_lines(report.findings))
+    lines.extend(_cause_lines(report.findings, counts_only=counts))
     # Advisories, not findings (DESIGN §8): a rule open to the world where nothing answered.
     lines.append(f"Latent exposures: {report.latent_exposures}")
     unreadable = {f.target.server_id or str(f.address) for f in report.findings
@@ -56,7 +61,7 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     if report.unmonitored:  # open when last seen, not scanned now: not fixed, not forgotten
         reasons = _tally(f.unmonitored_reason or "unknown" for f in report.unmonitored)
         lines.append(f"<b>No longer monitored: {len(report.unmonitored)}</b> ({e(reasons)})")
-    lines.extend(_mail_lines(report))
+    lines.extend(_mail_lines(report, counts=counts))
     lines.append(
         f"Inventory: {e(report.inventory_source)}, {_age(report.inventory_age_seconds)} old"
     )
@@ -67,13 +72,15 @@ def render_summary(report: TickReport, *, top_hosts: int | None = None) -> str:
     hosts = _exposed_hosts(report.findings)
     lines.append(f"<b>Exposed hosts: {len(hosts)}</b>")
     shown = hosts if top_hosts is None else hosts[:top_hosts]
+    if counts:
+        return "\n".join(lines)
     lines.extend(shown)
     if len(shown) < len(hosts):
         lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
     return "\n".join(lines)
 
 
-def _cause_lines(findings: Sequence[Finding]) -> list[str]:
+def _cause_lines(findings: Sequence[Finding], *, counts_only: bool) -> list[str]:
     """Findings per cause (DESIGN §8), and each `unknown` one for the staff to trace by hand:
     no rule was found that lets it through, so the customer's mail gives no command."""
     if not findings:
@@ -85,7 +92,9 @@ def _cause_lines(findings: Sequence[Finding]) -> list[str]:
         (f for f, kind in zip(findings, kinds, strict=True) if kind == "unknown"),
         key=lambda f: (_address_order(str(f.address)), str(f.protocol), f.port),
     )
-    if unknown:
+    if unknown and counts_only:
+        lines.append(f"⚠️ <b>Cause unknown, for staff to look at: {len(unknown)}</b>")
+    elif unknown:
         shown = ", ".join(
             f"<code>{html.escape(str(f.address))}</code> {f.port}/{f.protocol}"
             for f in unknown[:CAUSE_LIST_LIMIT]
@@ -122,7 +131,7 @@ def _exposed_hosts(findings: Iterable[Finding]) -> list[str]:
     return lines
 
 
-def _mail_lines(report: TickReport) -> list[str]:
+def _mail_lines(report: TickReport, *, counts: bool) -> list[str]:
     """Who was mailed, whose owner is unknown, and what was not delivered."""
     lines: list[str] = []
     delivered = sum(1 for m in report.mails if m.delivered)
@@ -133,20 +142,24 @@ def _mail_lines(report: TickReport) -> list[str]:
         lines.append(f"Owners to mail: {queued} (owner not found: {not_found})")
     else:
         lines.append(f"Owners mailed: {delivered} (owner not found: {not_found})")
-    if report.owners_not_found:
+    if report.owners_not_found and counts:
+        lines.append(f"Projects without a known owner: {len(report.owners_not_found)}")
+    elif report.owners_not_found:
         projects = ", ".join(_outside(p) for p in report.owners_not_found)
         lines.append(f"Projects without a known owner: {len(report.owners_not_found)}: {projects}")
     if failed or not queued:
         lines.append(f"Mail failures: {len(failed)}")
-        lines.extend(
-            f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
-        )
+        if not counts:  # a recipient is a customer's address
+            lines.extend(
+                f"  {_outside(m.recipient)}: {_outside(m.error or 'not delivered')}" for m in failed
+            )
     if report.notification_failures:
         lines.append(
             f"<b>Notifications given up on since the last run: "
             f"{len(report.notification_failures)}</b>"
         )
-        lines.extend(f"  {_outside(failure)}" for failure in report.notification_failures)
+        if not counts:
+            lines.extend(f"  {_outside(f)}" for f in report.notification_failures)
     return lines
 
 
