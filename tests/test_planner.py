@@ -7,7 +7,14 @@ from ipaddress import ip_address, ip_network
 import pytest
 
 from goalkeeper.model import IPAddress
-from goalkeeper.scanning.planner import FORCED_RATE_LIMIT, Pace, plan_pace, plan_scan, subnet_of
+from goalkeeper.scanning.planner import (
+    FORCED_RATE_LIMIT,
+    Batch,
+    Pace,
+    plan_pace,
+    plan_scan,
+    subnet_of,
+)
 
 
 def addresses(*texts: str) -> list[IPAddress]:
@@ -173,22 +180,20 @@ def test_nonsense_sizes_are_refused(prefix: int, size: int, runs: int) -> None:
 
 
 # (max_rate, max_rate_per_subnet, max_concurrent_scans, max_concurrent_per_subnet,
-#  capture_slots, expected Pace(runs, per_subnet, max_rate, min_rate))
+#  capture_slots, expected Pace(runs, per_subnet, run_rate, subnet_rate))
 PACES = [
     pytest.param(
-        10_000, 5_000, 4, 1, None, Pace(4, 1, 2_500, 2_500), id="connect: share of global"
+        10_000, 5_000, 4, 1, None, Pace(4, 1, 2_500, 5_000), id="connect: share of global"
     ),
     pytest.param(
-        10_000, 5_000, 4, 1, 1, Pace(1, 1, 5_000, 5_000), id="raw, one source: subnet caps"
+        10_000, 5_000, 4, 1, 1, Pace(1, 1, 10_000, 5_000), id="raw, one source: whole budget"
     ),
     pytest.param(10_000, 5_000, 4, 1, 2, Pace(2, 1, 5_000, 5_000), id="raw, two sources"),
-    pytest.param(10_000, 5_000, 4, 1, 8, Pace(4, 1, 2_500, 2_500), id="more sources than runs"),
+    pytest.param(10_000, 5_000, 4, 1, 8, Pace(4, 1, 2_500, 5_000), id="more sources than runs"),
     pytest.param(9_000, 9_000, 3, 3, None, Pace(3, 3, 3_000, 3_000), id="per subnet shared"),
-    pytest.param(
-        400_000, 200_000, 2, 1, 2, Pace(2, 1, 200_000, FORCED_RATE_LIMIT), id="forced rate capped"
-    ),
-    pytest.param(3, 100, 8, 1, None, Pace(3, 1, 1, 1), id="fewer packets than runs"),
-    pytest.param(100, 2, 4, 4, None, Pace(4, 2, 1, 1), id="per-subnet rate below concurrency"),
+    pytest.param(400_000, 200_000, 2, 1, 2, Pace(2, 1, 200_000, 200_000), id="fast"),
+    pytest.param(3, 100, 8, 1, None, Pace(3, 1, 1, 100), id="fewer packets than runs"),
+    pytest.param(100, 2, 4, 4, None, Pace(4, 2, 25, 1), id="per-subnet rate below concurrency"),
 ]
 
 
@@ -205,8 +210,61 @@ def test_plan_pace(
     )
 
     assert got == pace
-    # The worst case stays within both ceilings: every run at full rate, and as many runs as
-    # may probe one subnet all probing the same one.
-    assert got.runs * got.max_rate <= rate
-    assert got.per_subnet * got.max_rate <= subnet_rate
-    assert 1 <= got.min_rate <= got.max_rate
+    # Every run at its share: all runs together, and as many runs as may probe one subnet,
+    # stay within the ceilings.
+    assert got.runs * got.run_rate <= rate
+    assert got.per_subnet * got.subnet_rate <= subnet_rate
+
+
+def batch_of(*counts: int) -> Batch:
+    """A batch of /24s in 198.51.x.0/24 holding `counts` hosts each."""
+    subnets = tuple(ip_network(f"198.51.{n}.0/24") for n in range(len(counts)))
+    hosts = tuple(
+        ip_address(f"198.51.{n}.{h}") for n, count in enumerate(counts) for h in range(1, count + 1)
+    )
+    return Batch(subnets=subnets, addresses=hosts, index=0)
+
+
+# (batch's hosts per subnet, Pace(runs, per_subnet, run_rate, subnet_rate), --max-rate, --min-rate):
+# the share, less the headroom for nmap's rate meter (97 %)
+RATES = [
+    pytest.param((254,), Pace(1, 1, 10_000, 5_000), 4_850, 4_850, id="one subnet: its ceiling"),
+    pytest.param((254, 254), Pace(1, 1, 10_000, 5_000), 9_700, 9_700, id="two equal: all"),
+    pytest.param((254,) * 4, Pace(1, 1, 10_000, 5_000), 9_700, 9_700, id="four: max_rate"),
+    pytest.param((200, 50), Pace(1, 1, 10_000, 5_000), 6_062, 6_062, id="unequal: largest"),
+    pytest.param(
+        (100,) * 4, Pace(4, 1, 2_500, 5_000), 2_425, 2_425, id="connect: run's share of global"
+    ),
+    pytest.param(
+        (10,) * 64, Pace(1, 1, 400_000, 10_000), 388_000, FORCED_RATE_LIMIT, id="floor capped"
+    ),
+    pytest.param((3,), Pace(4, 2, 25, 1), 1, 1, id="tiny ceilings"),
+]
+
+
+@pytest.mark.parametrize(("counts", "pace", "max_rate", "min_rate"), RATES)
+def test_a_run_over_several_subnets_may_use_their_shares_together(
+    counts: tuple[int, ...], pace: Pace, max_rate: int, min_rate: int
+) -> None:
+    batch = batch_of(*counts)
+
+    assert pace.rates(batch) == (max_rate, min_rate)
+    # Probes spread over the batch's hosts evenly: no subnet's share above its ceiling.
+    if max_rate > 1:
+        for count in counts:
+            assert max_rate * count // len(batch.addresses) <= pace.subnet_rate
+    assert max_rate <= pace.run_rate
+
+
+def test_the_rates_of_a_planned_scan_follow_its_batches() -> None:
+    hosts = [ip_address(f"198.51.{n}.{h}") for n in range(4) for h in range(1, 255)]
+    pace = plan_pace(
+        max_rate=10_000,
+        max_rate_per_subnet=5_000,
+        max_concurrent_scans=4,
+        max_concurrent_per_subnet=1,
+        capture_slots=1,
+    )
+    (batch,) = plan_scan(hosts, subnet_prefix=24, batch_size=1024, runs=pace.runs).batches
+
+    assert pace.rates(batch) == (9_700, 9_700)

@@ -208,7 +208,7 @@ class NmapScanner(Closing):
             failed_batches=result.failed_batches,
             nmap_runs=result.nmap_runs,
             runs_at_once=pace.runs,
-            max_rate_per_run=pace.max_rate,
+            max_rate_per_run=max((pace.rates(b)[0] for b in plan.batches), default=0),
         )
         return result
 
@@ -253,6 +253,7 @@ class NmapScanner(Closing):
             batch=batch.index,
             subnets=f"{batch.subnets[0]}..{batch.subnets[-1]}",
             hosts=len(batch.addresses),
+            max_rate=pace.rates(batch)[0],
         )
         reason = ""
         for attempt in range(1, _ATTEMPTS + 1):
@@ -301,7 +302,10 @@ class NmapScanner(Closing):
         argv += ["-p", probe.port_argument, *(("-6",) if batch.version == 6 else ())]
         # The whole batch is one host group: nmap pays its fixed price once per group.
         argv += ["--min-hostgroup", hosts, "--max-hostgroup", hosts]
-        argv += ["--max-rate", str(pace.max_rate), "--min-rate", str(pace.min_rate)]
+        # Rates by the batch's subnets (Pace.rates): a run over several subnets may use more of
+        # the budget, because randomised host order spreads its probes over them.
+        max_rate, min_rate = pace.rates(batch)
+        argv += ["--max-rate", str(max_rate), "--min-rate", str(min_rate), "--randomize-hosts"]
         if source is not None:
             argv += ["-S", str(source)]
             if source.is_loopback and "-e" not in self._arguments:

@@ -32,6 +32,11 @@ SPREAD_BATCH_FLOOR = 256
 # overruns nmap's packet capture and loses open ports (measured: docs/performance.md).
 FORCED_RATE_LIMIT = 10_000
 
+# nmap's --max-rate is an average: in any one second it let through up to 2.1 % more (measured
+# against 5,000/s and 10,000/s: docs/performance.md). Runs are given 97 % of their share so that
+# the operator's ceilings hold in every second, not only on average.
+RATE_HEADROOM_PERCENT = 97
+
 
 @dataclass(frozen=True, slots=True)
 class Batch:
@@ -62,12 +67,36 @@ class ScanPlan:
 
 @dataclass(frozen=True, slots=True)
 class Pace:
-    """How many nmap runs go at once, and the packet rates each is held to."""
+    """How many nmap runs go at once, and the packet rates each is held to.
+
+    `run_rate` is a run's share of `max_rate`; `subnet_rate` is its share of
+    `max_rate_per_subnet` (the ceiling of one subnet divided among the runs that may probe it at
+    once). What a run may send depends on its batch: see `rates`."""
 
     runs: int
     per_subnet: int  # runs at once that may probe one subnet
-    max_rate: int  # nmap --max-rate of every run
-    min_rate: int  # nmap --min-rate of every run: never above max_rate or FORCED_RATE_LIMIT
+    run_rate: int
+    subnet_rate: int
+
+    @property
+    def max_rate(self) -> int:
+        """The rate of a run whose batch is one subnet: the worst case, for logs and checks."""
+        return min(self.run_rate, self.subnet_rate)
+
+    def rates(self, batch: Batch) -> tuple[int, int]:
+        """nmap's `--max-rate` and `--min-rate` for `batch`.
+
+        nmap sends a host group's probes round robin over its hosts (`--randomize-hosts` mixes
+        their order, so the last hosts to finish are not one subnet), so a subnet gets the share
+        of a run's probes that its hosts are of the batch. A run over k equal subnets may then
+        go at k times `subnet_rate` with each subnet held to `subnet_rate` on average; with unequal
+        subnets the largest decides. Never above `run_rate`, the run's share of `max_rate`, and
+        less RATE_HEADROOM_PERCENT.
+        """
+        largest = max(_subnet_counts(batch).values())
+        share = min(self.run_rate, self.subnet_rate * len(batch.addresses) // largest)
+        rate = max(1, share * RATE_HEADROOM_PERCENT // 100)
+        return rate, min(rate, FORCED_RATE_LIMIT)
 
 
 def subnet_of(address: IPAddress, *, subnet_prefix: int) -> Subnet:
@@ -144,13 +173,13 @@ def plan_pace(
     max_concurrent_per_subnet: int,
     capture_slots: int | None,
 ) -> Pace:
-    """Runs at once and each run's rates, so that both ceilings hold in the worst case.
+    """Runs at once and each run's share of the two ceilings.
 
     `capture_slots` is how many runs may capture replies side by side without seeing each
     other's (one per source address for raw-socket scans), or None when runs capture nothing
     (connect scans). Each run gets an equal share of `max_rate`; and since up to
-    `max_concurrent_per_subnet` runs may probe one subnet at full speed, each run's rate is
-    also at most that share of `max_rate_per_subnet`.
+    `max_concurrent_per_subnet` runs may probe one subnet at once, each gets that share of
+    `max_rate_per_subnet` for any one subnet (`Pace.rates` turns it into a run's rate).
     """
     if min(max_rate, max_rate_per_subnet, max_concurrent_scans, max_concurrent_per_subnet) < 1:
         raise ValueError("rates and concurrency must be at least 1")
@@ -158,10 +187,23 @@ def plan_pace(
     if capture_slots is not None:
         runs = max(1, min(runs, capture_slots))
     per_subnet = min(max_concurrent_per_subnet, max_rate_per_subnet, runs)
-    rate = min(max_rate // runs, max_rate_per_subnet // per_subnet)
     return Pace(
-        runs=runs, per_subnet=per_subnet, max_rate=rate, min_rate=min(rate, FORCED_RATE_LIMIT)
+        runs=runs,
+        per_subnet=per_subnet,
+        run_rate=max_rate // runs,
+        subnet_rate=max_rate_per_subnet // per_subnet,
     )
+
+
+def _subnet_counts(batch: Batch) -> dict[int, int]:
+    """How many of the batch's addresses each of its subnets holds (by subnet position)."""
+    counts = dict.fromkeys(range(len(batch.subnets)), 0)
+    position = 0
+    for address in batch.addresses:  # addresses come subnet by subnet, in the subnets' order
+        while address not in batch.subnets[position]:
+            position += 1
+        counts[position] += 1
+    return counts
 
 
 def _subnet_order(subnet: Subnet) -> tuple[int, int]:
