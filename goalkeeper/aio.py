@@ -96,6 +96,19 @@ def backoff_delay(
     return (rng or random).uniform(ceiling / 2, ceiling)
 
 
+async def sleep_noting(
+    sleep: Sleep, seconds: float, note: Callable[[float], None], *, every: float = 30.0
+) -> None:
+    """`sleep(seconds)`, in steps of at most `every`, calling `note(seconds left)` before each:
+    a long wait says, now and then, that it is still waiting."""
+    left = seconds
+    while left > 0:
+        note(left)
+        step = min(every, left)
+        await sleep(step)
+        left -= step
+
+
 class Closing:
     """`async with` for an object that owns resources from the start: entering gives the object,
     leaving awaits its `aclose()`."""

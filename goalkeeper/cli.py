@@ -359,6 +359,7 @@ def check_config(settings: Settings, out: TextIO, *, warnings: Sequence[str] = (
 
 async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) -> int:
     from goalkeeper.pipeline import tick_problem
+    from goalkeeper.progress import terminal_bar
     from goalkeeper.state import StateUnavailable
     from goalkeeper.views import report_as_dict
     from goalkeeper.wiring import one_tick
@@ -368,7 +369,8 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: {problem}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        report = await one_tick(settings, path, dry_run=dry_run)
+        with terminal_bar(sys.stderr) as bar:
+            report = await one_tick(settings, path, dry_run=dry_run, progress=bar)
     except ConfigError as err:  # the static inventory file changed since the check
         _print_problems(err, sys.stderr)
         return EXIT_USAGE

@@ -17,11 +17,12 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from goalkeeper import logs
-from goalkeeper.aio import Clock, Sleep, backoff_delay, cancel_within, utc_now
+from goalkeeper.aio import Clock, Sleep, backoff_delay, cancel_within, sleep_noting, utc_now
 from goalkeeper.channel import Channel
 from goalkeeper.crashpoints import crash_point
 from goalkeeper.metrics import Metrics
 from goalkeeper.model import ChatNotifier, DeliveryError, Mailer
+from goalkeeper.progress import SILENT, Progress
 from goalkeeper.state import Channel as ChannelName
 from goalkeeper.state import OutboxMessage, StateError, StateStore
 
@@ -57,6 +58,7 @@ class Delivery:
         probe_seconds: tuple[float, float] = PROBE_SECONDS,
         sleep: Sleep = asyncio.sleep,
         clock: Clock = utc_now,
+        progress: Progress = SILENT,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -69,6 +71,7 @@ class Delivery:
         self._probe_seconds = probe_seconds
         self._sleep = sleep
         self._clock = clock
+        self._progress = progress
         self._waiting: dict[int, asyncio.Future[str | None]] = {}
         self._queued: set[int] = set()
         self._stalled: set[str] = set()  # channels whose last try left a message pending
@@ -162,6 +165,7 @@ class Delivery:
             if self.wait:
                 futures[message.id] = self._waiting[message.id] = loop.create_future()
             self._queued.add(message.id)
+            self._progress.messages_queued(1)
             if not channel.submit(message):
                 self._settle(message.id, "not sent yet: the queue is full; it waits in the store")
         return futures
@@ -221,6 +225,8 @@ class Delivery:
             self._enqueue(oldest)
 
     def _settle(self, message_id: int, result: str | None) -> None:
+        if message_id in self._queued:
+            self._progress.message_settled(sent=result is None)
         self._queued.discard(message_id)
         future = self._waiting.pop(message_id, None)
         if future is not None and not future.done():
@@ -284,7 +290,9 @@ class Delivery:
                     return await self._give_up(channel, message, reason, permanent=False)
                 self.metrics.notifications.labels(channel=channel.name, outcome="retried").inc()
                 if attempt + 1 < self._attempts:
-                    await self._sleep(backoff_delay(attempt, base=self._backoff_base))
+                    delay = backoff_delay(attempt, base=self._backoff_base)
+                    await self._wait(delay, "notification retry waits", channel=channel.name,
+                                     recipient=message.recipient)  # fmt: skip
             else:
                 channel.refusals.delivered()
                 crash_point("marked")  # test-only, inert in production (goalkeeper.crashpoints)
@@ -331,7 +339,8 @@ class Delivery:
                   code=err.code, reason=err.reason, kept_pending=len(ids) + left,
                   retry_in_s=round(delay, 1))  # fmt: skip
         self._stalled.add(channel.name)  # its recovery sends the rest at once (wait_for_retry)
-        await self._sleep(delay)
+        await self._wait(delay, "mail relay outage: waiting before the next try",
+                         channel=channel.name)  # fmt: skip
         return f"{STILL_PENDING} (the relay refused every recipient: {err.reason})"
 
     async def _owner_check(
@@ -362,7 +371,14 @@ class Delivery:
                 log.warning("owner check failed: the mail waits", recipient=message.recipient,
                             run=message.run_id, attempt=attempt, retry_in_s=round(delay, 1),
                             error=str(err))  # fmt: skip
-                await self._sleep(delay)
+                await self._wait(delay, "owner check waits", recipient=message.recipient)
+
+    async def _wait(self, seconds: float, event: str, **context: object) -> None:
+        """Sleep `seconds`, logging `event` with the time left at the start and every 30 s, so
+        a run that waits to retry says so instead of going quiet."""
+        await sleep_noting(
+            self._sleep, seconds, lambda left: log.info(event, retry_in_s=round(left, 1), **context)
+        )
 
     async def drain(self, seconds: float) -> int:
         """Wait up to `seconds` for the queues to empty; return how many messages were left."""

@@ -23,6 +23,7 @@ from goalkeeper.model import ChatNotifier, InventorySource, Mailer, TickReport
 from goalkeeper.notify.email import KeptConnection, SmtpMailer
 from goalkeeper.notify.telegram import TelegramNotifier
 from goalkeeper.pipeline import RecentInventory, run_tick
+from goalkeeper.progress import SILENT, Progress
 from goalkeeper.resend import Owners, reroute
 from goalkeeper.scanning.catalog import Catalog, load_catalog
 from goalkeeper.scanning.nmap import NmapScanner
@@ -68,9 +69,9 @@ async def notifiers(settings: Settings) -> AsyncIterator[Notifiers]:
 
 
 @asynccontextmanager
-async def scanner(settings: Settings) -> AsyncIterator[NmapScanner]:
+async def scanner(settings: Settings, progress: Progress = SILENT) -> AsyncIterator[NmapScanner]:
     """A scanner for one tick, built from the settings that tick started with."""
-    nmap = NmapScanner(settings.scan)
+    nmap = NmapScanner(settings.scan, progress=progress)
     try:
         yield nmap
     finally:
@@ -106,19 +107,24 @@ def owner_check(
 
 
 async def one_tick(
-    settings: Settings, config_path: Path, *, dry_run: bool = False, now: datetime | None = None
+    settings: Settings,
+    config_path: Path,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    progress: Progress = SILENT,
 ) -> TickReport:
     """One tick with the real clients, waiting until every message is delivered or given up.
 
     Messages a crashed or stopped run left pending are sent first. The CLI's `scan` and `demo`
-    use this; the daemon keeps its clients across ticks instead.
+    use this (with a progress bar on a terminal); the daemon keeps its clients across ticks.
     """
     metrics = Metrics()
     now = now or utc_now()
     catalog = load_catalog()
     async with (
         inventory_source(settings, config_path) as source,
-        scanner(settings) as nmap,
+        scanner(settings, progress) as nmap,
         notifiers(settings) as senders,
         state_store(settings) as store,
     ):
@@ -130,6 +136,7 @@ async def one_tick(
             metrics=metrics,
             wait=True,
             owner_check_attempts=3,  # then the mail stays pending: a one-off run must end
+            progress=progress,
             backoff_base=settings.notify.retry_backoff,
             reroute=owner_check(
                 owners=inventory.owners, store=store, settings=lambda: settings, catalog=catalog

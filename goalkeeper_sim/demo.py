@@ -24,6 +24,7 @@ import yaml
 from goalkeeper import config
 from goalkeeper.config import Settings
 from goalkeeper.model import TickReport
+from goalkeeper.progress import SILENT, Progress, terminal_bar
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.wiring import one_tick
 from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
@@ -51,9 +52,11 @@ async def run_demo(
             if p.service in _DEMO_SERVICES and (root or (p.port >= 1024 and p.protocol == "tcp"))
         ],
     )  # fmt: skip
-    tick = await sim_tick(
-        world, out_dir, privileged=root, host_timeout="60s", mail_dir=out_dir / "mail"
-    )
+    with terminal_bar(sys.stderr) as bar:
+        tick = await sim_tick(
+            world, out_dir, privileged=root, host_timeout="60s", mail_dir=out_dir / "mail",
+            progress=bar,
+        )  # fmt: skip
     print_demo(tick.report, tick.smtp, tick.telegram,
                world_size=(len(world.projects), len(world.servers)), out=out)  # fmt: skip
     return tick.report
@@ -77,6 +80,7 @@ async def sim_tick(
     mail_dir: Path | None = None,
     now: datetime | None = None,
     overrides: Mapping[str, Any] | None = None,
+    progress: Progress = SILENT,
 ) -> SimTick:
     """Serve `world` on loopback and run one real tick against it (the demo's and the tests'
     end-to-end tick); the state store, clouds.yaml and config are written under `directory`, so
@@ -94,7 +98,7 @@ async def sim_tick(
         )  # fmt: skip
         config_path = _write_config(settings, directory / "config.yaml")
         with _environment(OS_CLIENT_CONFIG_FILE=str(clouds_yaml)):
-            report = await one_tick(settings, config_path, now=now)
+            report = await one_tick(settings, config_path, now=now, progress=progress)
     return SimTick(report, smtp, telegram)
 
 

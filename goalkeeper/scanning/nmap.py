@@ -33,6 +33,7 @@ import structlog
 from goalkeeper.aio import Closing
 from goalkeeper.config import ScanSettings
 from goalkeeper.model import UDP_SKIPPED, IPAddress, OpenPort, PortSpec, ScanResult, Transport
+from goalkeeper.progress import SILENT, Progress
 from goalkeeper.scanning.planner import Batch, Pace, plan_pace, plan_scan
 from goalkeeper.scope import unscannable
 
@@ -46,6 +47,12 @@ _TOKEN = re.compile(r"[0-9A-Fa-f:.]+")
 _MAX_REASON = 200
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _LIBC = ctypes.CDLL(None, use_errno=True)
+# nmap writes a <taskprogress percent=...> line into its XML every STATS_EVERY; a batch's
+# progress is logged at most every PROGRESS_LOG_SECONDS (and shown on a terminal at each line).
+STATS_EVERY = "2s"
+PROGRESS_LOG_SECONDS = 10.0
+_LINE_LIMIT = 1 << 24  # stdout is read line by line; no XML line of nmap's comes near this
+_TASK_PROGRESS = re.compile(rb'^<taskprogress task="([^"]*)" .*?percent="([0-9.]+)"')
 
 
 class ScannerSetupError(Exception):
@@ -85,7 +92,9 @@ class _Outcome:
 class NmapScanner(Closing):
     """The `Scanner` of model.py, backed by nmap. Use as an async context manager, or aclose()."""
 
-    def __init__(self, settings: ScanSettings, *, nmap_path: str = "nmap") -> None:
+    def __init__(
+        self, settings: ScanSettings, *, nmap_path: str = "nmap", progress: Progress = SILENT
+    ) -> None:
         try:
             arguments = tuple(shlex.split(settings.nmap_arguments))
         except ValueError as err:
@@ -100,6 +109,7 @@ class NmapScanner(Closing):
             )
         self._settings = settings
         self._nmap_path = nmap_path
+        self._progress = progress
         # -Pn always: customer servers often drop ping, and under --open a host that discovery
         # calls down is left out of the XML exactly like a clean one. -n always: a reverse DNS
         # lookup per target is traffic to resolvers outside scope, and tells them what we scan.
@@ -174,6 +184,7 @@ class NmapScanner(Closing):
                 warnings=warnings,
             )
         pace = self.pace_for(len(plan.batches))
+        self._progress.hosts_planned(len(plan.addresses))
         per_subnet = {subnet: asyncio.Semaphore(pace.per_subnet) for subnet in plan.subnets}
         async with asyncio.TaskGroup() as group:
             tasks = [
@@ -255,6 +266,21 @@ class NmapScanner(Closing):
             hosts=len(batch.addresses),
             max_rate=pace.rates(batch)[0],
         )
+        watch = _BatchWatch(batch, batch_log, self._progress)
+        try:
+            return await self._attempts(batch, probe, pace, subnet_slots, batch_log, watch)
+        finally:
+            watch.finished()
+
+    async def _attempts(
+        self,
+        batch: Batch,
+        probe: _Probe,
+        pace: Pace,
+        subnet_slots: Sequence[asyncio.Semaphore],
+        batch_log: structlog.stdlib.BoundLogger,
+        watch: _BatchWatch,
+    ) -> _Outcome:
         reason = ""
         for attempt in range(1, _ATTEMPTS + 1):
             # Subnet slots first (in plan order, so batches never wait on each other in a
@@ -265,7 +291,7 @@ class NmapScanner(Closing):
                 await held.enter_async_context(self._slots)
                 source = await self._take_source(batch, held)
                 try:
-                    outcome = await self._run_nmap(batch, probe, pace, source)
+                    outcome = await self._run_nmap(batch, probe, pace, source, watch)
                 except _BatchFailed as failure:
                     reason = failure.reason
                     batch_log.debug("nmap.batch_attempt_failed", attempt=attempt, reason=reason)
@@ -274,7 +300,7 @@ class NmapScanner(Closing):
                     reason = f"scanner error: {type(err).__name__}: {err}"[:_MAX_REASON]
                     batch_log.exception("nmap.batch_error", attempt=attempt)
                     continue
-            batch_log.debug(
+            batch_log.info(
                 "nmap.batch",
                 attempt=attempt,
                 scanned=len(outcome.scanned),
@@ -306,6 +332,7 @@ class NmapScanner(Closing):
         # the budget, because randomised host order spreads its probes over them.
         max_rate, min_rate = pace.rates(batch)
         argv += ["--max-rate", str(max_rate), "--min-rate", str(min_rate), "--randomize-hosts"]
+        argv += ["--stats-every", STATS_EVERY]
         if source is not None:
             argv += ["-S", str(source)]
             if source.is_loopback and "-e" not in self._arguments:
@@ -313,7 +340,12 @@ class NmapScanner(Closing):
         return argv
 
     async def _run_nmap(
-        self, batch: Batch, probe: _Probe, pace: Pace, source: IPAddress | None
+        self,
+        batch: Batch,
+        probe: _Probe,
+        pace: Pace,
+        source: IPAddress | None,
+        watch: _BatchWatch,
     ) -> _Outcome:
         argv = self._argv(batch, probe, pace, source)
         targets = [str(address) for address in batch.addresses]
@@ -331,11 +363,12 @@ class NmapScanner(Closing):
                 stderr=asyncio.subprocess.PIPE,
                 env=nmap_environment(),
                 preexec_fn=_die_with_parent(os.getpid()),
+                limit=_LINE_LIMIT,
             )
         except OSError as err:
             raise _BatchFailed(f"nmap could not start: {err.strerror or err}") from None
         try:
-            stdout, stderr = await process.communicate(stdin)
+            stdout, stderr = await _communicate(process, stdin, watch.line)
         finally:
             if process.returncode is None:
                 # Cancelled: SIGKILL, then reap. nmap does not fork, so this stops every probe.
@@ -347,6 +380,66 @@ class NmapScanner(Closing):
             raise _BatchFailed(_exit_reason(process.returncode, errors))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, _judge_run, stdout, errors, batch, probe)
+
+
+class _BatchWatch:
+    """Follows one batch's nmap runs through their <taskprogress> lines: tells `progress` how
+    many of its hosts are done (never going back, across a retry) and logs it now and then."""
+
+    def __init__(self, batch: Batch, batch_log: Any, progress: Progress) -> None:
+        self._hosts = len(batch.addresses)
+        self._log = batch_log
+        self._progress = progress
+        self._told = 0
+        self._logged_at = asyncio.get_running_loop().time()
+
+    def line(self, line: bytes) -> None:
+        match = _TASK_PROGRESS.match(line)
+        if match is None:
+            return
+        percent = min(100.0, float(match[2]))
+        self._tell(int(self._hosts * percent / 100))
+        now = asyncio.get_running_loop().time()
+        if now - self._logged_at >= PROGRESS_LOG_SECONDS:
+            self._logged_at = now
+            task = match[1].decode("ascii", "replace")
+            self._log.info("nmap.progress", task=task, percent=round(percent, 1))
+
+    def finished(self) -> None:
+        self._tell(self._hosts)
+
+    def _tell(self, done: int) -> None:
+        if done > self._told:
+            self._progress.hosts_scanned(done - self._told)
+            self._told = done
+
+
+async def _communicate(
+    process: asyncio.subprocess.Process, stdin: bytes | None, on_line: Callable[[bytes], None]
+) -> tuple[bytes, bytes]:
+    """process.communicate(stdin), handing each line of stdout to `on_line` as it comes."""
+    assert process.stdout is not None and process.stderr is not None
+
+    async def feed() -> None:
+        if stdin is None or process.stdin is None:
+            return
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # nmap ended early
+            process.stdin.write(stdin)
+            await process.stdin.drain()
+        process.stdin.close()
+
+    async def read_stdout(stream: asyncio.StreamReader) -> bytes:
+        lines = []
+        while line := await stream.readline():
+            lines.append(line)
+            on_line(line)
+        return b"".join(lines)
+
+    _, stdout, stderr = await asyncio.gather(
+        feed(), read_stdout(process.stdout), process.stderr.read()
+    )
+    await process.wait()
+    return stdout, stderr
 
 
 def nmap_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
