@@ -239,6 +239,7 @@ async def test_a_fresh_database_is_built_as_the_migrations_build_it(
         "latent_notices",
         "outbox",
         "runs",
+        "tick_stats",
     ]
     assert fresh["versions"] == [HEAD_REVISION]
     assert fresh == migrated
@@ -362,7 +363,8 @@ async def test_tables_without_a_version_are_left_to_alembic(
     assert alembic_upgrades == ["head"]
     # The failed migration left nothing behind, not even a version table.
     assert await on_database(state_url, table_names) == [
-        "findings", "heartbeats", "latent_exposures", "latent_notices", "outbox", "runs"
+        "findings", "heartbeats", "latent_exposures", "latent_notices", "outbox", "runs",
+        "tick_stats",
     ]  # fmt: skip
 
 
