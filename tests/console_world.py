@@ -11,18 +11,26 @@ from ipaddress import ip_address
 
 from goalkeeper.lifecycle import FindingRecord
 from goalkeeper.model import OutgoingMail, Transport
+from goalkeeper.rootcause import Cause, MatchedRule
 from goalkeeper.state import NewMessage, StateStore, TickStats
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
 HOSTILE_NAME = "<script>alert(1)</script>"
-# A world-open rule, as goalkeeper.rootcause.Cause.to_json stores it (DESIGN §8's fields).
-WORLD_RULE_CAUSE = (
-    '{"kind": "world_rule", "port_id": "", "rules": [{"security_group_id":'
-    ' "8f1d1a66-0c0c-4c61-9d0e-6a8b8e0b1d11", "security_group_name": "default", "rule_id":'
-    ' "5b7c6f0a-3e0e-4f3a-8a55-1f4bdb9c2a10", "direction": "ingress", "ethertype": "IPv4",'
-    ' "protocol": "tcp", "port_range_min": 6379, "port_range_max": 6379,'
-    ' "remote_ip_prefix": "0.0.0.0/0", "remote_group_id": null}]}'
-)
+# A world-open rule, stored as the tick stores it (goalkeeper.rootcause.Cause.to_json).
+WORLD_RULE_CAUSE = Cause(
+    kind="world_rule",
+    rules=(
+        MatchedRule(
+            security_group_id="8f1d1a66-0c0c-4c61-9d0e-6a8b8e0b1d11",
+            security_group_name="default",
+            rule_id="5b7c6f0a-3e0e-4f3a-8a55-1f4bdb9c2a10",
+            protocol="tcp",
+            port_range_min=6379,
+            port_range_max=6379,
+            remote_ip_prefix="0.0.0.0/0",
+        ),
+    ),
+).to_json()
 
 
 def record(
