@@ -214,5 +214,16 @@ def test_the_chart_leaves_out_older_points_and_scales_to_its_box() -> None:
     (x1, y1, _), (x2, y2, _) = chart.dots
     assert x1 < x2 == chart.width - 12  # now is the right edge
     assert (y1, y2, chart.baseline) == (44.0, 108.0, 172.0)  # the axis tops at a round 5
-    assert [t.label for t in chart.y_ticks] == ["0", "1.2", "2.5", "3.8", "5"]
+    assert [t.label for t in chart.y_ticks] == ["0", "1", "2", "3", "4", "5"]
+    assert [t.anchor for t in chart.x_ticks][::5] == ["start", "end"]
+
+
+@pytest.mark.parametrize(
+    ("top", "labels"),
+    [(1, ["0", "1"]), (2, ["0", "1", "2"]), (20, ["0", "5", "10", "15", "20"]),
+     (100, ["0", "20", "40", "60", "80", "100"])],
+)  # fmt: skip
+def test_gridlines_land_on_whole_numbers(top: int, labels: list[str]) -> None:
+    chart = trend_chart([(T0, top)], now=T0, days=30)
+    assert [t.label for t in chart.y_ticks] == labels
     assert trend_chart([], now=T0, days=30).empty

@@ -18,6 +18,7 @@ LEFT, RIGHT, TOP, BOTTOM = 44, 12, 12, 28  # room for the axis labels
 class Tick:
     at: float  # x or y in the chart's coordinates
     label: str
+    anchor: str = "middle"  # an x label's text-anchor: the end ones stay inside the box
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +63,12 @@ def trend_chart(series: Sequence[tuple[datetime, int]], *, now: datetime, days: 
         return round(TOP + plot_h * (1 - n / top), 1)
 
     dots = tuple((x(at), y(n), f"{at:%Y-%m-%d %H:%M} UTC: {n} open") for at, n in shown)
-    y_ticks = tuple(Tick(y(top * i / 4), _number(top * i / 4)) for i in range(5))
+    steps = divisions(top)
+    y_ticks = tuple(Tick(y(top * i / steps), str(top * i // steps)) for i in range(steps + 1))
     x_ticks = tuple(
-        Tick(
-            x(start + timedelta(days=days * i / 5)), f"{start + timedelta(days=days * i / 5):%b %d}"
-        )
+        Tick(x(at), f"{at:%b %d}", "start" if i == 0 else "end" if i == 5 else "middle")
         for i in range(6)
+        for at in [start + timedelta(days=days * i / 5)]
     )
     return TrendChart(
         days=days,
@@ -82,5 +83,8 @@ def trend_chart(series: Sequence[tuple[datetime, int]], *, now: datetime, days: 
     )
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if value == int(value) else f"{value:.1f}"
+def divisions(top: int) -> int:
+    """Gridlines that land on whole numbers: 1 and 2 by one, 2 times 10^n in 4, else 5."""
+    if top <= 2:
+        return top
+    return 4 if str(top).startswith("2") else 5
