@@ -27,7 +27,7 @@ from goalkeeper.probes import build_app, start_http
 from goalkeeper.state import StateStore, TickStats
 from tests.test_probes import FakeControls, health
 
-TOKEN = "benchmark-token"
+TOKEN = "benchmark-token"  # noqa: S105  # a loopback server of its own, for the run
 PATHS = (
     "/console/findings",
     "/console/findings?service=redis",
