@@ -53,7 +53,6 @@ from goalkeeper.rootcause import Cause
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.state import (
     MESSAGE_CHUNK,
-    NO_GRADE,
     LatentRecord,
     NewMessage,
     OutboxChanged,
@@ -444,7 +443,12 @@ async def _dispatch(tick: TickContext, committed: CommittedTick) -> TickReport:
         report, mails=mails, summary_delivered=delivered, finished_at=finished_at
     )
     await tick.store.finish_run(
-        report.run_id, finished_at=finished_at, summary=_record_of(report), stats=_stats_of(report)
+        report.run_id,
+        finished_at=finished_at,
+        summary=_record_of(report),
+        stats=TickStats.of(
+            report, outcome="success" if tick_problem(report) is None else "failure"
+        ),
     )
     return report
 
@@ -491,25 +495,6 @@ def _record_of(report: TickReport) -> dict[str, object]:
         causes=_cause_counts(report),
         acknowledged=_acknowledged_counts(report),
     ).summary()
-
-
-def _stats_of(report: TickReport) -> TickStats:
-    """What the staff console charts and lists of this tick (goalkeeper.state.tickstats)."""
-    return TickStats(
-        run_id=report.run_id,
-        finished_at=report.finished_at,
-        duration_seconds=report.duration_seconds,
-        outcome="success" if tick_problem(report) is None else "failure",
-        targets=report.targets,
-        hosts_scanned=report.hosts_scanned,
-        by_service=dict(Counter(f.service for f in report.findings)),
-        by_grade=dict(Counter(f.grade or NO_GRADE for f in report.findings)),
-        not_scanned=len(report.not_scanned),
-        not_scanned_why=dict(report.not_scanned),
-        mails_sent=sum(1 for m in report.mails if m.delivered),
-        mails_failed=sum(1 for m in report.mails if m.error and not m.queued),
-        mails_queued=sum(1 for m in report.mails if m.queued),
-    )
 
 
 def _unmonitored_counts(report: TickReport) -> dict[str, int]:

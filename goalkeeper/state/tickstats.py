@@ -8,6 +8,7 @@ only and the one statement that writes them; the console's readers are in state/
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,6 +17,7 @@ from typing import Any
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from goalkeeper.model import TickReport
 from goalkeeper.state.schema import tick_stats
 
 # Addresses kept with their reason per tick: a cloud-wide outage can leave thousands unscanned,
@@ -39,6 +41,25 @@ class TickStats:
     mails_sent: int = 0
     mails_failed: int = 0
     mails_queued: int = 0  # handed to the e-mail worker: sent (or not) after the tick
+
+    @classmethod
+    def of(cls, report: TickReport, *, outcome: str) -> TickStats:
+        """What the console keeps of a finished tick's report."""
+        return cls(
+            run_id=report.run_id,
+            finished_at=report.finished_at,
+            duration_seconds=report.duration_seconds,
+            outcome=outcome,
+            targets=report.targets,
+            hosts_scanned=report.hosts_scanned,
+            by_service=dict(Counter(f.service for f in report.findings)),
+            by_grade=dict(Counter(f.grade or NO_GRADE for f in report.findings)),
+            not_scanned=len(report.not_scanned),
+            not_scanned_why=dict(report.not_scanned),
+            mails_sent=sum(1 for m in report.mails if m.delivered),
+            mails_failed=sum(1 for m in report.mails if m.error and not m.queued),
+            mails_queued=sum(1 for m in report.mails if m.queued),
+        )
 
     @property
     def open_findings(self) -> int:
