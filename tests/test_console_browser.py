@@ -16,6 +16,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,7 +43,7 @@ pytestmark = pytest.mark.skipif(
     not (CHROMIUM and CHROMEDRIVER), reason="needs Debian's chromium and chromium-driver"
 )
 HOSTILE = "<script>alert(1)</script>"
-XSS_HOST, CACHE_HOST = "127.52.0.10", "127.52.0.11"
+XSS_HOST, CACHE_HOST, HONEYPOT = "127.52.0.10", "127.52.0.11", "127.52.0.12"
 T = TypeVar("T")
 
 
@@ -50,13 +51,18 @@ T = TypeVar("T")
 async def daemon(tmp_path: Path) -> AsyncIterator[tuple[DaemonProcess, str]]:
     token = secrets.token_urlsafe(16)
     endpoints = [(ip_address(XSS_HOST), 6379, Transport.TCP),
-                 (ip_address(CACHE_HOST), 11211, Transport.TCP)]  # fmt: skip
+                 (ip_address(CACHE_HOST), 11211, Transport.TCP),
+                 (ip_address(HONEYPOT), 6379, Transport.TCP)]  # fmt: skip
     targets = [
         {"address": XSS_HOST, "server_name": HOSTILE, "project_id": "p-acme",
          "project_name": "acme-prod", "owner_name": "ACME Ltd", "owner_email": "ops@acme.example"},
         {"address": CACHE_HOST, "server_name": "cache-1", "project_id": "p-bob",
          "project_name": "bob-shop", "owner_name": "Bob", "owner_email": "bob@shop.example"},
+        {"address": HONEYPOT, "server_name": "trap-1", "project_id": "p-sec",
+         "project_name": "provider-sec", "owner_name": "Provider security",
+         "owner_email": "sec@provider.example"},
     ]  # fmt: skip
+    until = (datetime.now(UTC) + timedelta(days=30)).date().isoformat()  # the daemon's clock
     async with SmtpSink() as smtp, PortListeners(endpoints):
         (tmp_path / "inventory.yaml").write_text(yaml.safe_dump({"targets": targets}))
         config = {
@@ -75,6 +81,8 @@ async def daemon(tmp_path: Path) -> AsyncIterator[tuple[DaemonProcess, str]]:
                 "sender": "Goalkeeper <ops@provider.example>",
                 "email": {"host": "127.0.0.1", "port": smtp.port, "starttls": False, "timeout": 3},
             },
+            "exceptions": [{"network": f"{HONEYPOT}/32", "ports": ["6379/tcp"], "until": until,
+                            "reason": "our honeypot, ticket 4711"}],
             "state": {"url": f"sqlite+aiosqlite:///{tmp_path / 'state.db'}"},
             "logging": {"format": "json", "level": "info"},
         }  # fmt: skip
@@ -145,7 +153,7 @@ def sign_in(driver: webdriver.Chrome, base: str, token: str) -> None:
 
 
 def overview(driver: webdriver.Chrome) -> int:
-    assert driver.find_element(By.ID, "open-total").text == "2"
+    assert driver.find_element(By.ID, "open-total").text == "3"  # one of them acknowledged
     chart = driver.find_element(By.ID, "trend-30")
     points = chart.find_elements(By.CSS_SELECTOR, "circle.point")
     assert points and all(point.is_displayed() for point in points)
@@ -219,7 +227,8 @@ async def test_staff_walk_through_the_console(
     await step(findings, browser, base)
     await step(one_finding, browser, base)
     rows = await step(export_csv, browser, base)
-    assert sorted(r["server_name"] for r in rows) == sorted([HOSTILE, "cache-1"])
+    assert sorted(r["server_name"] for r in rows) == sorted([HOSTILE, "cache-1", "trap-1"])
+    assert {r["server_name"]: r["status"] for r in rows}["trap-1"] == "acknowledged"
 
     await step(browser.get, base + "/console/")
     mark = len(process.lines)

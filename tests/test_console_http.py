@@ -22,7 +22,7 @@ from goalkeeper.console import Console
 from goalkeeper.console.auth import COOKIE, SESSION_SECONDS, Sessions
 from goalkeeper.metrics import Metrics
 from goalkeeper.probes import HttpServer, build_app, start_http
-from goalkeeper.state import StateStore
+from goalkeeper.state import StateError, StateStore
 from tests.console_world import HOSTILE_NAME, T0, WORLD_RULE_CAUSE, record, tick
 from tests.test_probes import FakeControls, health
 
@@ -302,3 +302,17 @@ async def test_sign_out_ends_the_browser_session(
         assert r.status == 303
     async with client.get(served.base + "/console/", headers=HTML, allow_redirects=False) as r:
         assert r.status == 303
+
+
+async def test_a_store_that_cannot_be_read_gives_503_without_details(
+    served: Served, client: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing(*args: object, **kwargs: object) -> None:
+        raise StateError("findings_page: OperationalError: database is locked")
+
+    monkeypatch.setattr(served.console.browse, "findings_page", failing)
+    await sign_in(client, served.base)
+    async with client.get(served.base + "/console/findings") as r:
+        assert r.status == 503
+        body = await r.text()
+    assert "cannot be read now" in body and "OperationalError" not in body
