@@ -3,6 +3,8 @@ counts as a real tick writes them."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -20,10 +22,11 @@ from goalkeeper.console.pages import (
     ticks_page,
 )
 from goalkeeper.metrics import Metrics
+from goalkeeper.model import IPAddress, PortSpec, ScanResult
 from goalkeeper.pipeline import run_tick
 from goalkeeper.rootcause import Cause, close_commands
 from goalkeeper.scanning.catalog import load_catalog
-from goalkeeper.state import StateStore
+from goalkeeper.state import StateStore, status_changes
 from tests.console_world import T0, WORLD_RULE_CAUSE, record, tick
 from tests.test_pipeline import NOW, A, B, Kept, Listing, Recording, settings, target
 
@@ -196,6 +199,55 @@ async def test_a_real_tick_stores_its_counts_for_the_console(tmp_path: Any) -> N
     assert (dict(stats.by_service), dict(stats.by_grade)) == ({"redis": 2}, {"none": 2})
     assert stats.outcome == "success" and stats.duration_seconds >= 0
     assert stats.mails_queued == 1  # one owner's mail, handed to the worker (Kept)
+
+
+class Closed(Recording):
+    """Scans every address and finds nothing open: the findings there are resolved."""
+
+    async def scan(self, addresses: Sequence[IPAddress], ports: Sequence[PortSpec]) -> ScanResult:
+        return ScanResult(scanned=frozenset(addresses), open_ports=(), nmap_runs=1)
+
+
+async def test_real_ticks_log_every_status_change_and_the_finding_page_shows_them(
+    tmp_path: Any,
+) -> None:
+    async with StateStore.opened(f"sqlite+aiosqlite:///{tmp_path}/state.db") as store:
+        for n, scanner in enumerate((Recording(), Recording(), Closed(), Recording())):
+            await run_tick(
+                now=NOW + timedelta(days=n), run_id=f"r{n}", settings=settings(),
+                inventory=Listing([target(A)]), scanner=scanner, store=store, dispatch=Kept(),
+                catalog=load_catalog(), metrics=Metrics(),
+            )  # fmt: skip
+        data = await finding_page(store.browse, (str(A), 6379, "tcp"))
+    assert data is not None
+    assert [(c["change"], c["run_id"]) for c in data["changes"]] == [
+        ("first seen open", "r0"), ("open → resolved", "r2"), ("resolved → open", "r3")
+    ]  # fmt: skip
+
+
+def test_status_changes_are_the_records_whose_status_moved() -> None:
+    new = record("203.0.113.1")
+    still = record("203.0.113.2")
+    resolved = record("203.0.113.3")
+    ignored = record("203.0.113.4")
+    previous = {r.key: r for r in (still, record("203.0.113.3"), record("203.0.113.4"))}
+    written = [
+        new,
+        still,
+        dataclasses.replace(resolved, resolved_at=T0),
+        dataclasses.replace(ignored, unmonitored_reason="host not scanned", unmonitored_since=T0),
+        dataclasses.replace(record("203.0.113.2", port=27017), exception_source="provider",
+                            exception_reason="honeypot", exception_until=T0.date(),
+                            acknowledged_since=T0),
+    ]  # fmt: skip
+    changes = status_changes(previous, written, run_id="r9", at=T0)
+    assert [(c.key[0], c.key[1], c.previous, c.status, c.detail) for c in changes] == [
+        ("203.0.113.1", 6379, None, "open", ""),
+        ("203.0.113.3", 6379, "open", "resolved", ""),
+        ("203.0.113.4", 6379, "open", "unmonitored", "host not scanned"),
+        ("203.0.113.2", 27017, None, "acknowledged", "provider: honeypot"),
+    ]
+    assert {c.run_id for c in changes} == {"r9"}
 
 
 @pytest.mark.parametrize(

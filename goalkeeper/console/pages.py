@@ -157,6 +157,7 @@ async def finding_page(browse: Browse, key: FindingKey) -> dict[str, Any] | None
     if record is None:
         return None
     messages = await browse.messages_about(key)
+    changes = await browse.changes(key)
     finding = record.to_finding()
     cause = cause_text(finding)
     ack = record.acknowledgement()
@@ -164,6 +165,15 @@ async def finding_page(browse: Browse, key: FindingKey) -> dict[str, Any] | None
         "row": finding_row(record),
         "record": record,
         "history": history(record),
+        "changes": [
+            {
+                "at": _when(c.at),
+                "change": f"{c.previous} → {c.status}" if c.previous else f"first seen {c.status}",
+                "detail": c.detail,
+                "run_id": c.run_id,
+            }
+            for c in changes
+        ],
         "messages": [message_row(m) for m in messages],
         "cause": cause,
         "evidence": record.evidence,

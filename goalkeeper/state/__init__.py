@@ -7,6 +7,7 @@ goalkeeper.lifecycle decides and what the pipeline renders; it never scans, rend
 from goalkeeper.state.browse import STATUSES, Browse, FindingQuery, OpenCounts, OwnerRow
 from goalkeeper.state.commit import MESSAGE_CHUNK, OutboxWriter
 from goalkeeper.state.errors import StateError, StateUnavailable
+from goalkeeper.state.history import StatusChange, status_changes
 from goalkeeper.state.latent import LatentRecord
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, Status
 from goalkeeper.state.records import LastTicks, OutboxTally, TickRecord
@@ -35,6 +36,8 @@ __all__ = [
     "StateStore",
     "StateUnavailable",
     "Status",
+    "StatusChange",
     "TickRecord",
     "TickStats",
+    "status_changes",
 ]

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.state.errors import translated
+from goalkeeper.state.history import StatusChange, read_changes
 from goalkeeper.state.outbox import OutboxMessage
 from goalkeeper.state.rows import message_from_row, record_from_row, reference_from_row
 from goalkeeper.state.schema import findings, outbox, tick_stats
@@ -113,6 +114,12 @@ class Browse:
         async with self._reader.connect() as connection:
             row = (await connection.execute(statement)).mappings().first()
         return record_from_row(row) if row is not None else None
+
+    @translated
+    async def changes(self, key: FindingKey) -> list[StatusChange]:
+        """The finding's status changes, oldest first."""
+        async with self._reader.connect() as connection:
+            return await read_changes(connection, key)
 
     @translated
     async def messages_about(self, key: FindingKey) -> list[OutboxMessage]:

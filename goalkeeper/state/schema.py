@@ -197,3 +197,20 @@ tick_stats = Table(
     Column("mails_queued", Integer, nullable=False),
     Index(None, "finished_at"),
 )
+
+# Every status change of a finding (goalkeeper.state.history), written in the tick's commit:
+# the findings table only holds where each stands now.
+finding_events = Table(
+    "finding_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(45), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("protocol", String(8), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("run_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("previous", String(16), nullable=True),
+    Column("detail", Text, nullable=False),
+    Index(None, "address", "port", "protocol", "at"),
+)

@@ -38,6 +38,7 @@ from goalkeeper.state.errors import StateError, StateUnavailable
 from goalkeeper.state.errors import translated as _translated
 from goalkeeper.state.errors import translating as _translating
 from goalkeeper.state.filewatch import ANY, FileWatch, HealthError, sqlite_file
+from goalkeeper.state.history import StatusChange, write_changes
 from goalkeeper.state.latent import LatentRecord, mark_told, read_latent, read_told, replace_latent
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, parse_keys
@@ -220,12 +221,14 @@ class StateStore:
         still_pending: Collection[int] = (),
         latent: Sequence[LatentRecord] | None = None,
         latent_told: Collection[str] = (),
+        changes: Sequence[StatusChange] = (),
     ) -> AsyncIterator[OutboxWriter]:
         """One transaction for a tick: its findings, then whatever messages the block adds
         (`OutboxWriter.add`, as many times as it likes), all or nothing. `stored` holds the
         references once the block has left. What `commit_tick` says holds for each part.
         `latent` (unless None) replaces the stored latent exposures; `latent_told` are the
-        recipient keys whose mails this tick list them."""
+        recipient keys whose mails this tick list them; `changes` go to the findings' history
+        (goalkeeper.state.history)."""
         with _translating("committing"):
             async with self._writing(verify=True) as connection:
                 await require_pending(connection, still_pending)
@@ -240,6 +243,7 @@ class StateStore:
                     # loop: 100,000 rows at once would stall the probes for seconds.
                     batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
                     await connection.execute(upsert, batch)
+                await write_changes(connection, changes)
                 if latent is not None:
                     await replace_latent(connection, run_id=run_id, records=latent)
                 await mark_told(connection, self._insert, keys=latent_told, at=started_at)

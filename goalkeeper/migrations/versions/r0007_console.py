@@ -1,10 +1,11 @@
-"""The staff console: each tick's counts (tick_stats), and indexes for its findings filters.
+"""The staff console: each tick's counts (tick_stats), every status change of a finding
+(finding_events), and indexes for its findings filters.
 
 Revision ID: 0007_console
 Revises: 0006
 Create Date: 2026-12-02
 
-One new table and two indexes; nothing stored before is touched.
+Two new tables and two indexes; nothing stored before is touched.
 """
 
 from __future__ import annotations
@@ -41,9 +42,29 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("run_id", name="pk_tick_stats"),
     )
     op.create_index("ix_tick_stats_finished_at", "tick_stats", ["finished_at"])
+    op.create_table(
+        "finding_events",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("address", sa.String(45), nullable=False),
+        sa.Column("port", sa.Integer(), nullable=False),
+        sa.Column("protocol", sa.String(8), nullable=False),
+        sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("run_id", sa.String(128), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("previous", sa.String(16), nullable=True),
+        sa.Column("detail", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_finding_events"),
+    )
+    op.create_index(
+        "ix_finding_events_address_port_protocol_at",
+        "finding_events",
+        ["address", "port", "protocol", "at"],
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_finding_events_address_port_protocol_at", table_name="finding_events")
+    op.drop_table("finding_events")
     op.drop_index("ix_tick_stats_finished_at", table_name="tick_stats")
     op.drop_table("tick_stats")
     op.drop_index("ix_findings_service", table_name="findings")
