@@ -11,6 +11,7 @@ and daemon talk only to 127.0.0.1 (targets on 127.52.0.0/16).
 from __future__ import annotations
 
 import asyncio
+import base64
 import csv
 import os
 import secrets
@@ -122,15 +123,15 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
 
 
 def shot(driver: webdriver.Chrome, name: str) -> None:
-    """Save the page for docs/console (`make screenshots`), the whole page tall."""
+    """Save the whole page (beyond the window, through DevTools) for docs/console."""
     folder = os.environ.get("CONSOLE_SCREENSHOTS")
     if not folder:
         return
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, max(700, min(int(height) + 40, 2400)))
+    taken = driver.execute_cdp_cmd(
+        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
+    )
     Path(folder).mkdir(parents=True, exist_ok=True)
-    driver.save_screenshot(str(Path(folder) / f"{name}.png"))
-    driver.set_window_size(1280, 1000)
+    (Path(folder) / f"{name}.png").write_bytes(base64.b64decode(taken["data"]))
 
 
 def no_alert(driver: webdriver.Chrome) -> None:
