@@ -12,6 +12,7 @@ import pytest
 
 from goalkeeper.console.chart import nice_ceiling, trend_chart
 from goalkeeper.console.pages import (
+    GRADES,
     BadParameter,
     finding_page,
     findings_page,
@@ -104,6 +105,14 @@ async def test_findings_page_counts_all_matches_and_shows_the_grade_seam(
     assert (await addresses(filled, grade="none", sort="address", order="asc"))[:1] == [
         "198.51.100.4"
     ]
+
+
+async def test_the_grade_filter_offers_design_grades_and_keeps_one_it_does_not_know(
+    filled: StateStore,
+) -> None:
+    assert (await findings_page(filled.browse, {}))["grades"] == GRADES
+    chosen = await findings_page(filled.browse, {"grade": "verified-later"})
+    assert chosen["grades"] == (*GRADES, "verified-later") and chosen["rows"] == []
 
 
 async def test_one_finding_has_its_history_cause_commands_exception_and_messages(

@@ -26,6 +26,9 @@ PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 NO_VALUE = "—"  # a column whose field is empty, or not stored yet (a grade before grading)
 TREND_DAYS = (30, 90)
+# DESIGN §7's grades, offered by the grade filter. Seam: findings carry them once service
+# verification grades them; until then every finding is NO_GRADE and shows NO_VALUE.
+GRADES = ("unauthenticated", "reachable", "unconfirmed")
 
 
 class BadParameter(ValueError):
@@ -138,6 +141,10 @@ async def findings_page(browse: Browse, params: Mapping[str, str]) -> dict[str, 
         "statuses": STATUSES,
         "sorts": tuple(SORTS),
         "no_grade": NO_GRADE,
+        "grades": (
+            *GRADES,
+            *((query.grade,) if query.grade not in (*GRADES, NO_GRADE, "") else ()),
+        ),
         "page_link": lambda n: "?" + urlencode({**kept, "page": n}),
         "export_link": lambda fmt: "?" + urlencode({**kept, "format": fmt}),
         "sort_link": lambda column: (
