@@ -7,16 +7,18 @@ BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # nmap: the scanner; nftables, iproute2: namespace tests; prometheus: promtool for the alert
 # rules; tini, libcap2-bin: the image's signal and capability checks; postgresql: the state
-# store's tests start a throwaway server; python3-venv: the venv.
-APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip
+# store's tests start a throwaway server; python3-venv: the venv; chromium + chromium-driver:
+# the staff console's browser tests (and `make screenshots`).
+APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip \
+	chromium chromium-driver
 
-.PHONY: all system venv test lint unit demo bench chart-schema clean
+.PHONY: all system venv test lint unit demo bench chart-schema screenshots clean
 
 all: test
 
 system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace tests), venv
 	@missing=""; \
-	for cmd in nmap nft ip promtool tini setcap pg_ctlcluster; do \
+	for cmd in nmap nft ip promtool tini setcap pg_ctlcluster chromium chromedriver; do \
 		command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing=yes; \
 	done; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing=yes; \
@@ -51,6 +53,9 @@ demo: venv  ## one real tick against the simulated cloud on loopback
 
 bench: venv  ## scan speed and memory against plain nmap (see docs/performance.md)
 	$(BIN)/python -m benchmarks
+
+screenshots: venv  ## docs/console/*.png: every console page, taken by its browser test
+	CONSOLE_SCREENSHOTS=$(CURDIR)/docs/console $(BIN)/pytest -q tests/test_console_browser.py
 
 chart-schema: venv  ## regenerate the chart's values.schema.json `config` part from Settings
 	$(BIN)/python -m goalkeeper.chartschema

@@ -22,6 +22,7 @@ from goalkeeper import logs
 from goalkeeper.admin import AdminApi
 from goalkeeper.aio import Clock, start_guarded, utc_now
 from goalkeeper.config import ConfigError, Problem, Settings
+from goalkeeper.console import Console
 from goalkeeper.delivery import Delivery
 from goalkeeper.health import Health, Monotonic
 from goalkeeper.metrics import Metrics
@@ -149,6 +150,12 @@ class Daemon:
             health=health,
             registry=self.metrics.registry,
             admin_token=self._admin_token,
+            console=Console(
+                store.browse,
+                admin_token=self._admin_token,
+                clock=self._clock,
+                resend_seconds=RESEND_INTERVAL_SECONDS,
+            ),
         )
         http = await start_http(app, host=settings.http.host, port=settings.http.port)
         stack.push_async_callback(http.aclose)  # stops before the store closes

@@ -58,7 +58,10 @@ from goalkeeper.state import (
     OutboxChanged,
     OutboxMessage,
     StateStore,
+    StatusChange,
     TickRecord,
+    TickStats,
+    status_changes,
 )
 
 log = logs.get_logger(__name__)
@@ -169,6 +172,7 @@ class Decision:
     latent: LatentPlan = dataclasses.field(
         default_factory=LatentPlan
     )  # which owners hear of their latent exposures, and how
+    changes: tuple[StatusChange, ...] = ()  # the findings' status changes, for their history
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -278,7 +282,12 @@ async def _plan(tick: TickContext, observed: Observed) -> Decision:
         now=tick.now,
         latent_days=tick.settings.notify.latent_days,
     )
-    return Decision(plan=plan, waiting=waiting_mails, failures=failures, latent=latent)
+    changes = await run_blocking(  # a pass over every record written: off the loop, as the plan
+        None, status_changes, previous, plan.upserts, run_id=tick.run_id, at=tick.now
+    )
+    return Decision(
+        plan=plan, waiting=waiting_mails, failures=failures, latent=latent, changes=tuple(changes)
+    )
 
 
 def _compose(tick: TickContext, decision: Decision) -> Iterator[ComposedMail]:
@@ -341,6 +350,7 @@ async def _commit(
         still_pending=decision.waiting if check else (),
         latent=_latent_records(observed, now=tick.now),
         latent_told=decision.latent.told,
+        changes=decision.changes,
     ) as outbox:
         outcomes: list[MailOutcome] = []
         while chunk := list(itertools.islice(mails, MESSAGE_CHUNK)):
@@ -438,10 +448,18 @@ async def _dispatch(tick: TickContext, committed: CommittedTick) -> TickReport:
     # What a restarted daemon shows as the last tick (goalkeeper.storewatch reads it back);
     # the report then ends when the store says the run ended, so the two agree.
     finished_at = tick.now + tick.stopwatch.elapsed()
-    await tick.store.finish_run(report.run_id, finished_at=finished_at, summary=_record_of(report))
-    return dataclasses.replace(
+    report = dataclasses.replace(
         report, mails=mails, summary_delivered=delivered, finished_at=finished_at
     )
+    await tick.store.finish_run(
+        report.run_id,
+        finished_at=finished_at,
+        summary=_record_of(report),
+        stats=TickStats.of(
+            report, outcome="success" if tick_problem(report) is None else "failure"
+        ),
+    )
+    return report
 
 
 def _as_said(mail: MailOutcome, said: Mapping[str, str | None]) -> MailOutcome:

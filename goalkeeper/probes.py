@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from goalkeeper import logs
+from goalkeeper.console import Console
 from goalkeeper.health import Health
 
 log = logs.get_logger(__name__)
@@ -51,7 +52,9 @@ def build_app(
     health: Health,
     registry: CollectorRegistry,
     admin_token: Callable[[], str | None],
+    console: Console | None = None,
 ) -> web.Application:
+    """The probes, /metrics, the admin API and (when given) the staff console's pages."""
     app = web.Application()
 
     async def healthz(request: web.Request) -> web.Response:
@@ -90,7 +93,11 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", make_aiohttp_handler(registry))
-    app.router.add_post("/scan", _admin(scan, admin_token))
+    scan_route = _admin(scan, admin_token)
+    if console is not None:  # the console's Scan now button posts here with its CSRF token
+        scan_route = console.scan_guard(scan_route, controls.request_tick)
+        console.mount(app)
+    app.router.add_post("/scan", scan_route)
     app.router.add_get("/findings", _admin(findings, admin_token))
     app.router.add_post("/outbox/retry", _admin(retry, admin_token))
     return app

@@ -233,12 +233,14 @@ async def test_a_fresh_database_is_built_as_the_migrations_build_it(
     migrated = await on_database(other_state_url, reflected_schema)
     assert sorted(fresh["tables"]) == [
         "alembic_version",
+        "finding_events",
         "findings",
         "heartbeats",
         "latent_exposures",
         "latent_notices",
         "outbox",
         "runs",
+        "tick_stats",
     ]
     assert fresh["versions"] == [HEAD_REVISION]
     assert fresh == migrated
@@ -362,7 +364,8 @@ async def test_tables_without_a_version_are_left_to_alembic(
     assert alembic_upgrades == ["head"]
     # The failed migration left nothing behind, not even a version table.
     assert await on_database(state_url, table_names) == [
-        "findings", "heartbeats", "latent_exposures", "latent_notices", "outbox", "runs"
+        "finding_events", "findings", "heartbeats", "latent_exposures", "latent_notices", "outbox",
+        "runs", "tick_stats",
     ]  # fmt: skip
 
 

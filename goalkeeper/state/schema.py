@@ -17,6 +17,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -99,6 +100,9 @@ findings = Table(
     Column("exception_requested_until", Date, nullable=True),
     Column("acknowledged_since", UtcDateTime, nullable=True),
     Index(None, "resolved_at"),
+    # The staff console's filters (goalkeeper.state.browse): by owner and by service.
+    Index(None, "owner_email"),
+    Index(None, "service"),
 )
 
 runs = Table(
@@ -169,4 +173,44 @@ latent_notices = Table(
     metadata,
     Column("recipient_key", String(320), primary_key=True),
     Column("told_at", UtcDateTime, nullable=False),
+)
+
+# What each finished tick counted, for the staff console's trend chart and tick list (DESIGN
+# §10): one row per run, written with the run's record by `finish_run`. Counts as JSON objects
+# (name -> number) so a new grade or reason needs no new column.
+tick_stats = Table(
+    "tick_stats",
+    metadata,
+    Column("run_id", String(128), ForeignKey("runs.run_id"), primary_key=True),
+    Column("finished_at", UtcDateTime, nullable=False),
+    Column("duration_seconds", Float, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("targets", Integer, nullable=False),
+    Column("hosts_scanned", Integer, nullable=False),
+    Column("open_findings", Integer, nullable=False),
+    Column("by_service", JSON, nullable=False),
+    Column("by_grade", JSON, nullable=False),
+    Column("not_scanned", Integer, nullable=False),
+    Column("not_scanned_why", JSON, nullable=False),  # address -> why, the first NOT_SCANNED_KEPT
+    Column("mails_sent", Integer, nullable=False),
+    Column("mails_failed", Integer, nullable=False),
+    Column("mails_queued", Integer, nullable=False),
+    Index(None, "finished_at"),
+)
+
+# Every status change of a finding (goalkeeper.state.history), written in the tick's commit:
+# the findings table only holds where each stands now.
+finding_events = Table(
+    "finding_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("address", String(45), nullable=False),
+    Column("port", Integer, nullable=False),
+    Column("protocol", String(8), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("run_id", String(128), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("previous", String(16), nullable=True),
+    Column("detail", Text, nullable=False),
+    Index(None, "address", "port", "protocol", "at"),
 )

@@ -10,21 +10,17 @@ Past 300 lines: each query is short, and all of them are the store's one interfa
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import (
     AsyncIterator,
-    Callable,
     Collection,
-    Coroutine,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from sqlalchemy import ColumnElement, bindparam, case, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -36,8 +32,13 @@ from goalkeeper.crashpoints import crash_point
 from goalkeeper.lifecycle import FindingKey, FindingRecord
 from goalkeeper.logs import first_line
 from goalkeeper.model import IPAddress
+from goalkeeper.state.browse import Browse
 from goalkeeper.state.commit import OutboxWriter
+from goalkeeper.state.errors import StateError, StateUnavailable
+from goalkeeper.state.errors import translated as _translated
+from goalkeeper.state.errors import translating as _translating
 from goalkeeper.state.filewatch import ANY, FileWatch, HealthError, sqlite_file
+from goalkeeper.state.history import StatusChange, write_changes
 from goalkeeper.state.latent import LatentRecord, mark_told, read_latent, read_told, replace_latent
 from goalkeeper.state.migrate import MigrationError, create_engine, readonly, upgrade
 from goalkeeper.state.outbox import Channel, NewMessage, OutboxMessage, parse_keys
@@ -49,6 +50,7 @@ from goalkeeper.state.rows import (
 )
 from goalkeeper.state.schema import UtcDateTime, findings, heartbeats, outbox, runs
 from goalkeeper.state.supersede import require_pending
+from goalkeeper.state.tickstats import TickStats, write_stats
 
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
@@ -60,45 +62,13 @@ _BATCH = 1_000
 HEARTBEAT_KEPT = timedelta(days=1)  # a heartbeat row older than this is of a process long gone
 
 
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class StateError(Exception):
-    """A database operation failed. The message holds no password and no row data."""
-
-
-class StateUnavailable(StateError):
-    """The store could not be opened. The message names the database without its password."""
-
-
-def _translated(method: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R]]:
-    @functools.wraps(method)
-    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return await method(*args, **kwargs)
-        except (SQLAlchemyError, OSError) as err:
-            what = f"{method.__name__}: {type(err).__name__}: {first_line(err)}"
-            raise StateError(what) from err
-
-    return wrapper
-
-
-@contextmanager
-def _translating(what: str) -> Iterator[None]:
-    """What `_translated` does, for the store's context managers."""
-    try:
-        yield
-    except (SQLAlchemyError, OSError) as err:
-        raise StateError(f"{what}: {type(err).__name__}: {first_line(err)}") from err
-
-
 class StateStore:
     """Async access to the store. Open with `await StateStore.open(url)`; close with `aclose()`."""
 
     def __init__(self, engine: AsyncEngine, *, url: str, watch: FileWatch | None = None) -> None:
         self._engine = engine
         self._reader = readonly(engine)
+        self.browse = Browse(self._reader)  # the staff console's read-only queries
         self._where = redact_url(url)
         dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
         self._insert = dialect.insert
@@ -251,12 +221,14 @@ class StateStore:
         still_pending: Collection[int] = (),
         latent: Sequence[LatentRecord] | None = None,
         latent_told: Collection[str] = (),
+        changes: Sequence[StatusChange] = (),
     ) -> AsyncIterator[OutboxWriter]:
         """One transaction for a tick: its findings, then whatever messages the block adds
         (`OutboxWriter.add`, as many times as it likes), all or nothing. `stored` holds the
         references once the block has left. What `commit_tick` says holds for each part.
         `latent` (unless None) replaces the stored latent exposures; `latent_told` are the
-        recipient keys whose mails this tick list them."""
+        recipient keys whose mails this tick list them; `changes` go to the findings' history
+        (goalkeeper.state.history)."""
         with _translating("committing"):
             async with self._writing(verify=True) as connection:
                 await require_pending(connection, still_pending)
@@ -271,6 +243,7 @@ class StateStore:
                     # loop: 100,000 rows at once would stall the probes for seconds.
                     batch = [finding_row(r) for r in upserts[start : start + _BATCH]]
                     await connection.execute(upsert, batch)
+                await write_changes(connection, changes)
                 if latent is not None:
                     await replace_latent(connection, run_id=run_id, records=latent)
                 await mark_told(connection, self._insert, keys=latent_told, at=started_at)
@@ -357,11 +330,13 @@ class StateStore:
         finished_at: datetime,
         summary: Mapping[str, Any],
         started_at: datetime | None = None,
+        stats: TickStats | None = None,
     ) -> None:
         """Record how a run ended; a run that never committed is recorded here first.
 
         `summary` is free-form; `TickRecord.summary()` is what the pipeline stores, so that a
-        restarted daemon can read the last tick back (`last_ticks`).
+        restarted daemon can read the last tick back (`last_ticks`). `stats`, in the same
+        transaction, is what the staff console charts and lists.
         """
         values = {"finished_at": finished_at, "summary": dict(summary)}
         statement = self._insert(runs).values(
@@ -370,6 +345,8 @@ class StateStore:
         statement = statement.on_conflict_do_update(index_elements=["run_id"], set_=values)
         async with self._writing(verify=True) as connection:
             await connection.execute(statement)
+            if stats is not None:
+                await write_stats(connection, self._insert, stats)
         await self._confirm(select(runs.c.finished_at).where(runs.c.run_id == run_id), finished_at)
 
     @_translated
