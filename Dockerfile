@@ -17,15 +17,23 @@
 # Build: docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) \
 #          --build-arg CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t goalkeeper:0.1.0 .
 
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The base by digest, so that a rebuild of the same commit starts from the same bytes (the tag
+# moves with every Debian and Python update). The digest of python:3.11-slim-bookworm as Docker
+# Hub served it; to move on to a newer one, take it from
+#   docker buildx imagetools inspect python:3.11-slim-bookworm --format '{{json .Manifest.Digest}}'
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:2e32f7d302adc1c37428355c1e646897c0c53f4fd60b6a551245fb90ee129f91
 
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 RUN python -m venv /opt/goalkeeper
+# Every dependency at the version and hash of requirements.lock (`make lock`), then the package
+# alone: a rebuild installs exactly what CI tested.
+COPY requirements.lock ./
+RUN /opt/goalkeeper/bin/pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY goalkeeper ./goalkeeper
-RUN /opt/goalkeeper/bin/pip install --no-cache-dir ".[postgres]"
+RUN /opt/goalkeeper/bin/pip install --no-cache-dir --no-deps ".[postgres]"
 
 FROM ${PYTHON_IMAGE}
 # Re-declared: an ARG from before the first FROM is not visible inside a stage.

@@ -12,7 +12,7 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip \
 	chromium chromium-driver
 
-.PHONY: all system venv test lint unit demo bench chart-schema screenshots clean
+.PHONY: all system venv test lint unit demo bench chart-schema screenshots lock clean
 
 all: test
 
@@ -28,11 +28,21 @@ system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace 
 			$(APT_PACKAGES) >/dev/null; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The exact versions and hashes of requirements-dev.lock (`make lock` writes both lock files from
+# pyproject.toml; the image installs requirements.lock), then the package itself without deps.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,sim]'
+	$(BIN)/pip install -q --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install -q --no-deps -e '.[dev,sim]'
 	touch $@
+
+LOCK := $(BIN)/uv pip compile pyproject.toml --generate-hashes --no-header --quiet \
+	--python-version 3.11 --python-platform x86_64-manylinux_2_28
+
+lock: $(VENV)/.installed  ## requirements.lock (the image) and requirements-dev.lock (venv, CI)
+	$(LOCK) --extra postgres -o requirements.lock
+	$(LOCK) --extra postgres --extra dev --extra sim -o requirements-dev.lock
 
 venv: system $(VENV)/.installed
 

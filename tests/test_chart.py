@@ -457,6 +457,39 @@ def test_service_monitor_scrapes_the_service(chart: Chart) -> None:
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
 
 
+def test_network_policy_lets_in_only_monitoring_and_the_named_admin_clients(chart: Chart) -> None:
+    assert not any(key.startswith("NetworkPolicy/") for key in render(chart, {}))
+    staff = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "sec-ops"}}}
+    objects = render(chart, {"networkPolicy": {"enabled": True, "adminClients": [staff]}})
+    policy = objects[f"NetworkPolicy/{RELEASE}"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_spec_labels(objects).items()
+    assert policy["policyTypes"] == ["Ingress"]  # egress: the scanner reaches every customer
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {},
+        },
+        staff,
+    ]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    assert "http" in {port["name"] for port in container(objects)["ports"]}
+    prod = render(chart, values_file("values-prod.yaml"))
+    assert f"NetworkPolicy/{RELEASE}" in prod
+
+
+def test_the_image_names_its_registry_and_may_be_pinned_by_digest(chart: Chart) -> None:
+    assert container(render(chart, {}))["image"].startswith("registry.example.net/")
+    digest = "sha256:" + "ab" * 32
+    pinned = container(render(chart, {"image": {"digest": digest, "tag": "9.9"}}))
+    assert pinned["image"] == f"registry.example.net/security/goalkeeper@{digest}"
+    for bad in ({"repository": "goalkeeper"}, {"repository": "security/goalkeeper"}):
+        with pytest.raises(HelmError, match="/image/repository"):
+            render(chart, {"image": bad})
+    with pytest.raises(HelmError, match="/image/digest"):
+        render(chart, {"image": {"digest": "latest"}})
+
+
 def pod_spec_labels(objects: dict[str, dict[str, Any]]) -> dict[str, str]:
     labels: dict[str, str] = objects[f"Deployment/{RELEASE}"]["spec"]["template"]["metadata"][
         "labels"

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import tomllib
 import zipfile
 from collections.abc import Iterator
 from importlib import metadata
@@ -27,6 +28,9 @@ import dockerfile  # type: ignore[import-not-found]
 import pytest
 import yaml
 from docker.utils.build import exclude_paths  # type: ignore[import-untyped]
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 from benchmarks.measure import IMAGE_ENVIRONMENT
 from goalkeeper.config import Settings
@@ -95,7 +99,7 @@ def test_final_stage_is_slim_python_311_without_build_tools() -> None:
     stages = instructions(list(every), "FROM")
     assert len(stages) >= 2, "multi-stage: dependencies are installed in a build stage"
     base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], stages[-1].value[0])
-    assert re.fullmatch(r"python:3\.11-slim(-\w+)?", base), base
+    assert re.fullmatch(r"python:3\.11-slim(-\w+)?@sha256:[0-9a-f]{64}", base), base
     shell = " ".join(" ".join(command.value) for command in instructions(final_stage(), "RUN"))
     for tool in ("gcc", "build-essential", "make ", "-dev ", "pip install", "git "):
         assert tool not in shell, f"{tool!r} in the final stage"
@@ -252,6 +256,38 @@ def test_the_image_holds_no_simulator(built_wheel: tuple[Path, Path]) -> None:
     installs = [c for c in commands() if c.cmd == "RUN" and "pip install" in " ".join(c.value)]
     assert installs
     assert all("sim" not in " ".join(c.value) for c in installs)
+
+
+def test_dependencies_come_from_the_lock_file_with_hashes() -> None:
+    build = [c for c in commands() if c.cmd == "RUN" and "pip install" in " ".join(c.value)]
+    shells = [" ".join(c.value) for c in build]
+    assert any("--require-hashes -r requirements.lock" in shell for shell in shells), shells
+    # The package itself adds nothing the lock did not pin.
+    assert all("--no-deps" in shell for shell in shells if "requirements.lock" not in shell)
+
+
+@pytest.mark.parametrize(
+    ("lock", "extras"),
+    [("requirements.lock", {"postgres"}), ("requirements-dev.lock", {"postgres", "dev", "sim"})],
+)
+def test_the_lock_files_pin_every_dependency_of_pyproject(lock: str, extras: set[str]) -> None:
+    """A dependency added to pyproject.toml without `make lock` fails here, not in the image."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [Requirement(r) for r in project["dependencies"]]
+    wanted += [Requirement(r) for extra in extras for r in project["optional-dependencies"][extra]]
+    text = (ROOT / lock).read_text()
+    pinned = {
+        canonicalize_name(name): Version(version)
+        for name, version in re.findall(r"^([A-Za-z0-9._-]+(?:\[[^\]]*\])?)==(\S+)", text, re.M)
+    }
+    pinned = {canonicalize_name(name.split("[")[0]): v for name, v in pinned.items()}
+    for requirement in wanted:
+        name = canonicalize_name(requirement.name)
+        assert name in pinned, f"{requirement.name} is not in {lock}: run make lock"
+        assert pinned[name] in requirement.specifier, f"{lock} pins {name} {pinned[name]}"
+    hashed = r"^\S+==\S+ \\\n((?:    --hash=sha256:[0-9a-f]{64}(?: \\)?\n)+)"
+    entries = re.findall(hashed, text, re.M)
+    assert len(entries) == len(pinned), "every pin carries its hashes"
 
 
 @pytest.fixture
