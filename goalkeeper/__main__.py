@@ -1,7 +1,5 @@
 """`python -m goalkeeper` is the `goalkeeper` command."""
 
-import sys
+from goalkeeper.cli import entry
 
-from goalkeeper.cli import main
-
-sys.exit(main())
+entry()

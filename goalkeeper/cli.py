@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import goalkeeper
 from goalkeeper import config, logs
@@ -254,8 +255,7 @@ async def list_findings(
         print(f"goalkeeper: cannot read the state store: {err}", file=sys.stderr)
         return EXIT_TICK_FAILED
     if as_json:
-        json.dump(rows, sys.stdout, indent=2)
-        print()
+        print_json(rows, sys.stdout)
         return EXIT_OK
     if latent:
         _print_table(
@@ -382,8 +382,7 @@ async def scan(settings: Settings, path: Path, *, dry_run: bool, as_json: bool) 
         print(f"goalkeeper: the tick failed: {logs.REDACTOR.scrub_text(str(err))}", file=sys.stderr)
         return EXIT_TICK_FAILED
     if as_json:
-        json.dump(report_as_dict(report), sys.stdout, indent=2)
-        print()
+        print_json(report_as_dict(report), sys.stdout)
     else:
         print_report(report, sys.stdout)
     why = tick_problem(report)
@@ -419,6 +418,14 @@ def undelivered(report: TickReport) -> str | None:
 def _accepted(finding: Finding) -> str:
     ack = finding.acknowledged
     return f" ACKNOWLEDGED ({ack.source} until {ack.until.isoformat()})" if ack else ""
+
+
+def print_json(data: object, out: TextIO) -> None:
+    """JSON on `out`: indented for a person at a terminal; one line for a program, which the C
+    encoder writes about ten times as fast (json's indenting encoder is pure Python: 0.3 s for
+    a scan of 4,096 hosts)."""
+    out.write(json.dumps(data, indent=2 if out.isatty() else None))
+    out.write("\n")
 
 
 def print_report(report: TickReport, out: TextIO) -> None:
@@ -468,5 +475,17 @@ def _print_problems(err: ConfigError, out: TextIO) -> None:
         print(f"  {problem}", file=out)
 
 
+def entry() -> NoReturn:
+    """The `goalkeeper` command: main(), then a fast exit.
+
+    At exit the interpreter's last garbage collection walks every object a tick left behind
+    (0.45 s after a scan of 1,024 hosts, docs/performance.md); frozen first, they are skipped.
+    Nothing is lost: objects are still freed by reference counting, files and connections are
+    closed by the commands themselves, and atexit handlers still run."""
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -148,3 +148,25 @@ def test_findings_loads_none_of_the_tick_s_libraries(tmp_path: Path) -> None:
     loaded = _loaded_after(code, tmp_path)
     assert "sqlalchemy" in loaded  # it read the store
     assert loaded.isdisjoint(TICK_LIBRARIES), loaded & set(TICK_LIBRARIES)
+
+
+def test_json_is_indented_for_a_terminal_and_one_line_for_a_program() -> None:
+    import io
+    import json
+
+    from goalkeeper.cli import print_json
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    data = {"findings": [{"port": 6379, "service": "redis"}], "targets": 1}
+    piped, terminal = io.StringIO(), Terminal()
+    print_json(data, piped)
+    print_json(data, terminal)
+
+    assert piped.getvalue().count("\n") == 1 and json.loads(piped.getvalue()) == data
+    assert (
+        terminal.getvalue().startswith('{\n  "findings": [')
+        and json.loads(terminal.getvalue()) == data
+    )
