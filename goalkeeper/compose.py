@@ -55,6 +55,7 @@ def compose_tick(
     run_id: str,
     now: datetime,
     latent: LatentPlan | None = None,
+    next_check: datetime | None = None,
 ) -> Iterator[ComposedMail]:
     """The mails of a tick's lifecycle plan: its findings to tell about, then the resolved,
     each with its owner's latent exposures (acknowledged findings ride along in a mail that goes
@@ -68,8 +69,11 @@ def compose_tick(
         run_id=run_id,
         now=now,
         latent=latent.attached,
+        next_check=next_check,
     )
-    yield from compose_latent(latent.alone, settings=settings, run_id=run_id, now=now)
+    yield from compose_latent(
+        latent.alone, settings=settings, run_id=run_id, now=now, next_check=next_check
+    )
 
 
 def compose_latent(
@@ -78,6 +82,7 @@ def compose_latent(
     settings: Settings,
     run_id: str,
     now: datetime,
+    next_check: datetime | None = None,
 ) -> Iterator[ComposedMail]:
     """One mail of latent exposures only per recipient key, routed as reports are (NOT FOUND
     to ops, stage and customer mail off to ops)."""
@@ -93,20 +98,22 @@ def compose_latent(
             generated_at=now,
             latent_days=notify.latent_days,
             templates_dir=notify.templates_dir,
-            footer=mail_footer(settings),
+            footer=mail_footer(settings, next_check),
         )
         yield ComposedMail(report, NewMessage.email(mail, recipient_key=key, finding_keys=[]))
 
 
-def mail_footer(settings: Settings) -> MailFooter:
-    """notify.reply_to (else the ops address) and notify.scanner_info (its addresses, else
-    scan.egress_addresses: where the cloud sees the probes come from)."""
+def mail_footer(settings: Settings, next_check: datetime | None = None) -> MailFooter:
+    """notify.reply_to (else the ops address), notify.scanner_info (its addresses, else
+    scan.egress_addresses: where the cloud sees the probes come from) and the next scheduled
+    check, in the schedule's time zone ("2026-12-03 06:00 UTC")."""
     notify, info = settings.notify, settings.notify.scanner_info
     return MailFooter(
         reply_to=notify.reply_to or notify.ops_email,
         scanned_from=tuple(str(a) for a in info.addresses or settings.scan.egress_addresses),
         info_url=info.info_url,
         contact=info.contact,
+        next_check=next_check.strftime("%Y-%m-%d %H:%M %Z") if next_check else None,
     )
 
 
@@ -125,6 +132,7 @@ def compose_mails(
     now: datetime,
     key_suffix: str = "",
     latent: Mapping[str, Sequence[LatentAdvice]] | None = None,
+    next_check: datetime | None = None,
 ) -> Iterator[ComposedMail]:
     """One rendered mail per recipient key, rendered one at a time as they are taken: the
     caller decides how many are alive."""
@@ -142,7 +150,7 @@ def compose_mails(
             generated_at=now,
             templates_dir=notify.templates_dir,
             max_exception_days=notify.max_exception_days,
-            footer=mail_footer(settings),
+            footer=mail_footer(settings, next_check),
         )
         message = NewMessage.email(
             mail, recipient_key=report.key, finding_keys=[f.key for f in report.findings]

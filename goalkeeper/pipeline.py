@@ -51,6 +51,7 @@ from goalkeeper.model import (
 from goalkeeper.observe import Observed, effective_ports, inventory_age, observe
 from goalkeeper.rootcause import Cause
 from goalkeeper.scanning.catalog import Catalog
+from goalkeeper.schedule import next_check
 from goalkeeper.state import (
     MESSAGE_CHUNK,
     LatentRecord,
@@ -298,6 +299,7 @@ def _compose(tick: TickContext, decision: Decision) -> Iterator[ComposedMail]:
         run_id=tick.run_id,
         now=tick.now,
         latent=decision.latent,
+        next_check=next_check(tick.settings.schedule, after=tick.now),
     )
 
 

@@ -19,6 +19,7 @@ from goalkeeper.config import Settings
 from goalkeeper.findings import recipient_key
 from goalkeeper.model import IPAddress, Target
 from goalkeeper.scanning.catalog import Catalog
+from goalkeeper.schedule import next_check
 from goalkeeper.state import Channel, OutboxMessage, StateStore
 
 log = logs.get_logger(__name__)
@@ -71,6 +72,7 @@ async def reroute(
             run_id=message.run_id,
             now=now,
             key_suffix=f"{REROUTED}{meant_for})",
+            next_check=next_check(settings.schedule, after=now),
         )
     )
     new_owners = sorted({mail.message.recipient for mail in composed})

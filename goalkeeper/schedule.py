@@ -102,6 +102,14 @@ def schedule_problems(schedule: ScheduleSettings, *, now: datetime | None = None
     return []
 
 
+def next_check(schedule: ScheduleSettings, *, after: datetime) -> datetime | None:
+    """When the schedule next fires after `after`, in its own time zone; None if never (a
+    schedule check refuses such a cron at load)."""
+    horizon = after.replace(year=after.year + CRON_HORIZON_YEARS)
+    fire: datetime | None = cron_trigger(schedule, end_date=horizon).get_next_fire_time(None, after)
+    return fire
+
+
 def overdue_seconds(next_run: datetime | None, now: datetime) -> float | None:
     """How late the next run is, when it is later than a misfire may be; else None.
 

@@ -1,10 +1,12 @@
 """What frames every mail and the chat post, end to end through a real tick against the
-simulated cloud (issue 17): each customer mail says who scans and from where, carries Reply-To,
-and in production shows no internal label or run id; `notify.telegram.detail: counts` posts no
-customer's address, server, project or mail address to the chat."""
+simulated cloud (issue 17): each customer mail says who scans, from where, and when the next
+scheduled check is, carries Reply-To, and in production shows no internal label or run id;
+`notify.telegram.detail: counts` posts no customer's address, server, project or mail address
+to the chat."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -32,8 +34,12 @@ def plain(message: EmailMessage) -> str:
 
 
 async def test_customer_mails_name_the_scanner_and_carry_no_internal_label(tmp_path: Path) -> None:
-    overrides = {"notify": {"reply_to": "abuse@provider.example"}}
-    tick = await sim_tick(the_world(), tmp_path, overrides=overrides)
+    overrides = {
+        "notify": {"reply_to": "abuse@provider.example"},
+        "schedule": {"cron": "30 5 * * 1", "timezone": "Europe/Berlin"},  # Mondays, 05:30 CET
+    }
+    now = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # a Wednesday
+    tick = await sim_tick(the_world(), tmp_path, overrides=overrides, now=now)
     customers = [m.message for m in tick.smtp.messages if "NOT FOUND" not in m.message["Subject"]]
     not_found = [m.message for m in tick.smtp.messages if "NOT FOUND" in m.message["Subject"]]
     assert customers and not_found, "the seed must give both kinds of mail"
@@ -45,6 +51,7 @@ async def test_customer_mails_name_the_scanner_and_carry_no_internal_label(tmp_p
         assert not message["Subject"].startswith("[prod]")
         assert tick.report.run_id not in text
         assert message["X-Goalkeeper-Run"] == tick.report.run_id
+        assert "Next scheduled check: 2026-12-07 05:30 CET" in text
     for message in not_found:
         assert "Reply to this mail" not in plain(message)
 

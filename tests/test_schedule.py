@@ -8,7 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from goalkeeper.config import ScheduleSettings, Settings
-from goalkeeper.schedule import cron_trigger, crontab_weekdays, overdue_seconds, schedule_problems
+from goalkeeper.schedule import (
+    cron_trigger,
+    crontab_weekdays,
+    next_check,
+    overdue_seconds,
+    schedule_problems,
+)
 
 # Friday 27 November 2026, 12:00 UTC
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -84,3 +90,19 @@ def test_a_next_run_is_overdue_past_the_misfire_grace(
     next_run: datetime | None, overdue: float | None
 ) -> None:
     assert overdue_seconds(next_run, NOW) == overdue
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "expected"),
+    [
+        ("0 6 * * *", "UTC", "2026-12-03 06:00 UTC"),  # today's 06:00 has passed
+        ("0 18 * * *", "UTC", "2026-12-02 18:00 UTC"),  # later today
+        ("30 5 * * 1", "Europe/Berlin", "2026-12-07 05:30 CET"),  # crontab 1 = Monday
+        ("0 9 1 7 *", "Europe/Berlin", "2027-07-01 09:00 CEST"),  # summer time
+    ],
+)
+def test_the_next_check_a_mail_announces(cron: str, zone: str, expected: str) -> None:
+    after = datetime(2026, 12, 2, 14, 0, tzinfo=UTC)  # a Wednesday
+    found = next_check(ScheduleSettings(cron=cron, timezone=zone), after=after)
+    assert found is not None
+    assert found.strftime("%Y-%m-%d %H:%M %Z") == expected

@@ -105,6 +105,7 @@ class MailFooter:
     scanned_from: tuple[str, ...] = ()
     info_url: str | None = None
     contact: str | None = None
+    next_check: str | None = None  # when the schedule scans again, as the customer reads it
 
 
 def subject_prefix(environment: str, report: OwnerReport) -> str:
