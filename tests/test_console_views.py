@@ -126,7 +126,7 @@ async def test_one_finding_has_its_history_cause_commands_exception_and_messages
     assert data["messages"][0]["subject"] == "[run-1] Open ports on your servers"
     events = [what for _, what in data["history"]]
     assert events[0] == "first seen open"
-    assert "last mailed (mailed 1 times)" in events
+    assert "last mailed (mailed 1 time)" in events
     expected = close_commands(Cause.from_json(WORLD_RULE_CAUSE), 6379, data["record"].protocol, 4)
     assert list(data["cause"].commands) == expected and expected
     assert data["evidence"] == "redis_version:7.2.4"

@@ -200,7 +200,7 @@ def history(record: FindingRecord) -> list[tuple[str, str]]:
         (record.reopened_at, "reopened"),
         (record.acknowledged_since, "acknowledged by an exception"),
         (record.unmonitored_since, f"no longer monitored: {record.unmonitored_reason or ''}"),
-        (record.last_notified_at, f"last mailed (mailed {record.times_notified} times)"),
+        (record.last_notified_at, f"last mailed ({_times(record.times_notified)})"),
         (record.last_seen, "last seen open"),
         (record.resolved_at, "resolved (seen closed)"),
     ]
@@ -320,3 +320,7 @@ def _when(at: datetime | None) -> str:
 
 def path_of(record_id: str) -> str:
     return "findings/" + quote(record_id, safe="")
+
+
+def _times(count: int) -> str:
+    return f"mailed {count} time{'' if count == 1 else 's'}"
