@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import statistics
 import subprocess
@@ -22,11 +21,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from benchmarks.scan_speed import serve_world, tcp_ports, tick_settings, world_of
+from benchmarks.scan_speed import served_world, tcp_ports, tick_settings, world_of
 
 # cli.entry(), with a time stamp between main() returning and the exit.
 STAMPED = (
@@ -62,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[float, float, float]] = []
     with tempfile.TemporaryDirectory(prefix="gk-bench-") as scratch_dir:
         scratch = Path(scratch_dir)
-        ours, theirs = multiprocessing.Pipe()
-        child = multiprocessing.get_context("fork").Process(
-            target=serve_world, args=(theirs, world, scratch_dir), daemon=True
-        )
-        child.start()
-        try:
-            facts: dict[str, Any] = ours.recv()
+        with served_world(world, scratch_dir) as facts:
             for repeat in range(args.repeats):
                 settings = tick_settings(facts, False, scratch / f"state-{repeat}.db")
                 # Secrets through the environment, as the config file may not hold them.
@@ -100,9 +92,6 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((wall, tick, wall - tick))
                 if os.environ.get("GK_BENCH_TIMELINE"):
                     timeline(done.stderr, epoch)
-        finally:
-            ours.send("stop")
-            child.join(timeout=60)
     print(f"\ngoalkeeper scan, {args.hosts} hosts (connect scan, loopback), {args.repeats} runs")
     print(f"{'':10} {'process':>8} {'tick':>8} {'added':>8}")
     for n, (wall, tick, added) in enumerate(rows, 1):

@@ -22,7 +22,8 @@ import os
 import statistics
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -96,6 +97,23 @@ def world_of(hosts: int, ports: Sequence[int]) -> World:
         open_share=OPEN_SHARE,
         services=catalog,
     )
+
+
+@contextmanager
+def served_world(world: World, scratch_dir: str) -> Iterator[dict[str, Any]]:
+    """`world` served from a child process while the block runs; yields what the child says of
+    it (clouds.yaml, the Fleio URL and token, the SMTP and Telegram addresses)."""
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.get_context("fork").Process(
+        target=serve_world, args=(theirs, world, scratch_dir), daemon=True
+    )
+    child.start()
+    try:
+        facts: dict[str, Any] = ours.recv()
+        yield facts
+    finally:
+        ours.send("stop")
+        child.join(timeout=60)
 
 
 def serve_world(channel: Connection, world: World, scratch: str) -> None:
@@ -186,13 +204,7 @@ def measure_size(
         scan_type = "-sS" if privileged else "-sT"
         base = ["nmap", scan_type, "-Pn", "-n", "-T4", "-p", ",".join(map(str, ports))]
         base += ["-iL", str(target_file)]
-        ours, theirs = multiprocessing.Pipe()
-        child = multiprocessing.get_context("fork").Process(
-            target=serve_world, args=(theirs, world, scratch_dir), daemon=True
-        )
-        child.start()
-        try:
-            facts: dict[str, Any] = ours.recv()
+        with served_world(world, scratch_dir) as facts:
             scan_job = {
                 "scan": scan_settings(privileged),
                 "addresses": [str(a) for a in targets],
@@ -229,9 +241,6 @@ def measure_size(
                             run, label=OUTBOX, wall=run.notes["to_outbox"], cpu=math.nan
                         )
                         runs.setdefault(OUTBOX, []).append(outbox)
-        finally:
-            ours.send("stop")
-            child.join(timeout=60)
     return Size(hosts=hosts, runs=runs, open_pairs=len(truth))
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import structlog
 from structlog.testing import capture_logs
 
@@ -67,6 +68,36 @@ def test_small_benchmark_finds_every_open_port_and_leaves_nothing_behind(tmp_pat
         assert ("default nmap" in runs) is (scenario == "loopback")
     if IS_ROOT:
         assert namespaces() == before
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the rate benchmark needs a namespace and raw sockets")
+def test_rate_benchmark_counts_every_probe_and_leaves_nothing_behind() -> None:
+    before = namespaces()
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.rate_budget", "--hosts", "512", "--ports", "4",
+         "--repeats", "1"],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr  # 1: a miss or a false positive
+    rows = {line.split("  ")[0]: line.split() for line in done.stdout.splitlines()}
+    for label in ("goalkeeper (defaults)", "plain nmap at 10000/s"):
+        (row,) = [r for name, r in rows.items() if name.startswith(label)]
+        # Every SYN seen by the packet socket: 512 hosts x 4 ports, once each.
+        assert int(row[-6]) == 512 * 4, done.stdout  # the probes column
+    assert namespaces() == before
+
+
+def test_scan_process_benchmark_runs_the_real_command() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.scan_process", "--hosts", "64", "--repeats", "1"],
+        cwd=REPOSITORY, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    (median,) = [line.split() for line in done.stdout.splitlines() if line.startswith("median")]
+    process, tick, added = (float(value.rstrip("s")) for value in median[1:])
+    assert tick > 0 and process > tick and added == pytest.approx(process - tick, abs=0.011)
 
 
 def test_mail_benchmark_delivers_every_mail_it_counts() -> None:
