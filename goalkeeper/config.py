@@ -132,6 +132,14 @@ class ScheduleSettings(Model):
         return value
 
 
+class VerifySettings(Model):
+    """Service verification (DESIGN §7): a short second nmap run over the open pairs only."""
+
+    enabled: bool = True
+    script_timeout: float = Field(default=10, gt=0, le=600)  # seconds, per script per port
+    host_timeout: float = Field(default=60, gt=0, le=3600)  # seconds, per host of a run
+
+
 class ScanSettings(Model):
     ports: tuple[PortEntry, ...] | None = None  # None: the dangerous-port catalog
     allowed_networks: tuple[Network, ...] = ()
@@ -158,6 +166,7 @@ class ScanSettings(Model):
     allow_loopback: bool = False
     # allowed_networks covering a whole family (0.0.0.0/0, ::/0) must be meant, not a typo.
     allow_whole_internet: bool = False
+    verify: VerifySettings = VerifySettings()
 
     @field_validator("allowed_networks", "exclude", mode="before")
     @classmethod

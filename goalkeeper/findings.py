@@ -55,6 +55,7 @@ def build_findings(
                 last_seen=now,
                 status=FindingStatus.NEW,
                 evidence=open_port.evidence,
+                grade=open_port.grade,
                 cause=find_cause(
                     open_port.address,
                     open_port.port,

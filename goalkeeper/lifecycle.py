@@ -36,6 +36,7 @@ from goalkeeper.model import (
     ScanResult,
     Target,
     Transport,
+    parse_grade,
 )
 from goalkeeper.scope import Selection
 
@@ -145,7 +146,7 @@ class FindingRecord:
             last_seen=self.last_seen,
             status=status or self.status,
             evidence=self.evidence,
-            grade=self.grade,
+            grade=parse_grade(self.grade),
             cause=self.cause,
             unmonitored_reason=self.unmonitored_reason,
             acknowledged=self.acknowledgement(),

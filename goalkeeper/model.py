@@ -144,14 +144,50 @@ class Inventory:
     owners: OwnerLookup | None = None  # None: the source carries its own owners (static)
 
 
+class Grade(enum.StrEnum):
+    """What service verification proved of an open port (DESIGN §7), worst first."""
+
+    UNAUTHENTICATED = "unauthenticated"  # handed over data or control without a credential
+    REACHABLE = "reachable"  # answers, but asks for credentials, or no check can tell
+    UNCONFIRMED = "unconfirmed"  # accepts connections; the expected service did not answer
+
+    @property
+    def rank(self) -> int:
+        """0 for the worst grade: sort by it to put the worst first."""
+        return _GRADE_RANK[self]
+
+
+_GRADE_RANK = {Grade.UNAUTHENTICATED: 0, Grade.REACHABLE: 1, Grade.UNCONFIRMED: 2}
+UNGRADED_RANK = 3  # not verified (verification off, or a finding stored before it existed)
+
+
+def parse_grade(grade: str | None) -> Grade | None:
+    """A stored grade as a Grade; None for none, or for a word this version does not know."""
+    try:
+        return Grade(grade) if grade is not None else None
+    except ValueError:
+        return None
+
+
+def grade_rank(grade: str | None) -> int:
+    """The rank of a grade as stored (text), UNGRADED_RANK for none or an unknown word."""
+    known = parse_grade(grade)
+    return known.rank if known is not None else UNGRADED_RANK
+
+
 @dataclass(frozen=True, slots=True)
 class OpenPort:
-    """A port that nmap reported `open` on one address; `evidence` is nmap's own words."""
+    """A port nmap reported `open` on one address and, once verified, what it answered.
+
+    `evidence` is one customer-safe line from verification (never nmap's port-table guess,
+    never raw script output); empty while the port is not verified, as `grade` is None.
+    """
 
     address: IPAddress
     port: int
     protocol: Transport
     evidence: str = ""
+    grade: Grade | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +259,8 @@ def unmonitored_kind(reason: str) -> str:
 class Finding:
     """One open dangerous port on one address, joined with what the inventory knows of it.
 
-    `grade` and `cause` are left for service verification and root-cause tracing.
+    `grade` and `evidence` come from service verification (DESIGN §7), `cause` from root-cause
+    tracing (§8).
     """
 
     address: IPAddress
@@ -235,7 +272,7 @@ class Finding:
     last_seen: datetime
     status: FindingStatus = FindingStatus.NEW
     evidence: str = ""
-    grade: str | None = None
+    grade: Grade | None = None
     cause: str | None = None
     unmonitored_reason: str | None = None  # why it is UNMONITORED
     acknowledged: Acknowledgement | None = None  # the exception that covers it (ACKNOWLEDGED)

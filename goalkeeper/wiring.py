@@ -27,6 +27,7 @@ from goalkeeper.progress import SILENT, Progress
 from goalkeeper.resend import Owners, reroute
 from goalkeeper.scanning.catalog import Catalog, load_catalog
 from goalkeeper.scanning.nmap import NmapScanner
+from goalkeeper.scanning.verify import VerifyingScanner
 from goalkeeper.state import OutboxMessage, StateStore
 
 
@@ -69,9 +70,15 @@ async def notifiers(settings: Settings) -> AsyncIterator[Notifiers]:
 
 
 @asynccontextmanager
-async def scanner(settings: Settings, progress: Progress = SILENT) -> AsyncIterator[NmapScanner]:
-    """A scanner for one tick, built from the settings that tick started with."""
-    nmap = NmapScanner(settings.scan, progress=progress)
+async def scanner(
+    settings: Settings, progress: Progress = SILENT
+) -> AsyncIterator[NmapScanner | VerifyingScanner]:
+    """A scanner for one tick, built from the settings that tick started with; its open ports
+    come back graded (DESIGN §7) unless scan.verify.enabled is false."""
+    ports = NmapScanner(settings.scan, progress=progress)
+    nmap: NmapScanner | VerifyingScanner = ports
+    if settings.scan.verify.enabled:
+        nmap = VerifyingScanner(ports, settings.scan, load_catalog())
     try:
         yield nmap
     finally:

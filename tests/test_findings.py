@@ -11,7 +11,7 @@ import pytest
 from goalkeeper.findings import build_findings, group_reports, unresolved_projects
 from goalkeeper.firewall import PortFirewall
 from goalkeeper.mailaddress import customer_owner
-from goalkeeper.model import OpenPort, Owner, PortSpec, ScanResult, Target, Transport
+from goalkeeper.model import Grade, OpenPort, Owner, PortSpec, ScanResult, Target, Transport
 from goalkeeper.rootcause import Cause
 from goalkeeper.scope import in_scope, select_targets
 
@@ -82,7 +82,9 @@ def test_findings_only_for_ports_asked_for_and_known_targets() -> None:
         scanned=frozenset({a.address, b.address}),
         open_ports=(
             OpenPort(b.address, 6379, Transport.TCP, "open (syn-ack)"),
-            OpenPort(a.address, 11211, Transport.UDP, "open (udp-response)"),
+            OpenPort(
+                a.address, 11211, Transport.UDP, "Memcached answered", Grade.UNAUTHENTICATED
+            ),
             OpenPort(a.address, 22, Transport.TCP, "not asked for"),
             OpenPort(ip_address("203.0.113.99"), 6379, Transport.TCP, "unknown host"),
         ),
@@ -93,7 +95,10 @@ def test_findings_only_for_ports_asked_for_and_known_targets() -> None:
         ("203.0.113.6", 6379, "redis"),
     ]
     assert findings[0].first_seen == findings[0].last_seen == NOW
-    assert findings[0].evidence == "open (udp-response)"
+    assert (findings[0].evidence, findings[0].grade) == (
+        "Memcached answered",
+        Grade.UNAUTHENTICATED,
+    )
 
 
 def findings_for(*targets: Target) -> list:  # type: ignore[type-arg]

@@ -13,7 +13,7 @@ from ipaddress import ip_address, ip_network
 
 from goalkeeper.exceptions import Allowance, ExceptionPolicy, ProviderException
 from goalkeeper.lifecycle import Coverage, FindingRecord, LifecyclePlan, plan_lifecycle
-from goalkeeper.model import Finding, FindingStatus, Owner, Target, Transport
+from goalkeeper.model import Finding, FindingStatus, Grade, Owner, Target, Transport
 
 NOW = datetime(2026, 12, 2, 6, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -23,7 +23,7 @@ DNS = Allowance(frozenset({(53, "udp")}), date(2027, 3, 31), "public DNS")
 KEY = (str(ADDRESS), 53, "udp")
 
 
-def seen(allow: Allowance | None = DNS, *, grade: str | None = None) -> Finding:
+def seen(allow: Allowance | None = DNS, *, grade: Grade | None = None) -> Finding:
     target = Target(address=ADDRESS, server_id="s1", project_id="p1", owner=ACME, allow=allow)
     return Finding(ADDRESS, 53, Transport.UDP, "dns", target, NOW, NOW, grade=grade)
 
@@ -137,13 +137,13 @@ def test_a_capped_exception_ends_max_days_after_its_first_day() -> None:
 
 
 def test_a_customer_does_not_silence_an_unauthenticated_service_unless_configured() -> None:
-    plan = tick(None, seen(grade="unauthenticated"))
+    plan = tick(None, seen(grade=Grade.UNAUTHENTICATED))
     (finding,) = plan.to_notify
     assert finding.status is FindingStatus.NEW
     assert finding.not_honoured is not None and "without a password" in finding.not_honoured
     allowed = tick(
         None,
-        seen(grade="unauthenticated"),
+        seen(grade=Grade.UNAUTHENTICATED),
         policy=ExceptionPolicy(acknowledge_unauthenticated=True),
     )
     assert allowed.to_notify == () and allowed.acknowledged

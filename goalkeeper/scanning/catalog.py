@@ -17,6 +17,7 @@ from types import MappingProxyType
 import yaml
 
 from goalkeeper.model import PortSpec, ServiceAdvice, Transport
+from goalkeeper.scanning.grading import SCRIPT_RULES, ServiceCheck
 
 CATALOG_PACKAGE = "goalkeeper.scanning"
 CATALOG_RESOURCE = "catalog.yaml"
@@ -42,7 +43,9 @@ class Catalog:
         advice: Mapping[str, ServiceAdvice],
         *,
         fallback: ServiceAdvice,
+        checks: Mapping[str, ServiceCheck] | None = None,
     ) -> None:
+        self._checks = MappingProxyType(dict(checks or {}))
         self._ports = tuple(sorted(ports))
         self._advice = MappingProxyType(dict(advice))
         self._fallback = fallback
@@ -54,6 +57,17 @@ class Catalog:
     @property
     def advice(self) -> Mapping[str, ServiceAdvice]:
         return self._advice
+
+    @property
+    def checks(self) -> Mapping[str, ServiceCheck]:
+        return self._checks
+
+    def check_for(self, service: str) -> ServiceCheck:
+        """How to verify `service`; -sV alone, by its name, for a service only a config knows."""
+        known = self._checks.get(service)
+        if known is not None:
+            return known
+        return ServiceCheck(label=service, expect=re.escape(service), note="not in the catalog")
 
     def advice_for(self, service: str) -> ServiceAdvice:
         """The advice for `service`; generic words for a service only a config knows."""
@@ -95,9 +109,80 @@ def parse_catalog(text: str, *, source: str) -> Catalog:
         problems.append("services: must be a non-empty mapping of service name to advice")
         services = {}
     ports, advice = _services(services, problems)
+    checks = {
+        name: check
+        for name, entry in services.items()
+        if isinstance(entry, dict)
+        and (check := _check(str(name), entry.get("verify"), problems)) is not None
+    }
     if problems or fallback is None:
         raise CatalogError(source, problems)
-    return Catalog(tuple(ports), advice, fallback=fallback)
+    return Catalog(tuple(ports), advice, fallback=fallback, checks=checks)
+
+
+_CHECK_KEYS = {"label", "expect", "scripts", "auth_markers", "refused", "note"}
+
+
+def _check(name: str, entry: object, problems: list[str]) -> ServiceCheck | None:
+    """A service's `verify` entry; every problem in it is added to `problems`."""
+    where = f"services.{name}.verify"
+    if entry is None:  # graded by -sV alone, under the service's own name (check_for)
+        return None
+    if not isinstance(entry, dict):
+        problems.append(f"{where}: must be a mapping with label, expect, scripts")
+        return None
+    found = len(problems)
+    unknown = sorted(set(map(str, entry)) - _CHECK_KEYS)
+    if unknown:
+        problems.append(f"{where}: unknown keys: {', '.join(unknown)}")
+    texts = _check_texts(entry, problems, where=where)
+    lists = _check_lists(entry, problems, where=where)
+    for script in lists["scripts"]:
+        if script not in SCRIPT_RULES:
+            problems.append(f"{where}.scripts: {script!r} has no rule in scanning/grading.py")
+    if not lists["scripts"] and not texts.get("note"):
+        problems.append(f"{where}.note: say why no script runs (graded by -sV alone)")
+    if len(problems) > found:
+        return None
+    return ServiceCheck(
+        label=texts["label"],
+        expect=texts["expect"],
+        refused=texts.get("refused", ""),
+        note=texts.get("note", ""),
+        scripts=lists["scripts"],
+        auth_markers=lists["auth_markers"],
+    )
+
+
+def _check_texts(
+    entry: Mapping[object, object], problems: list[str], *, where: str
+) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for key in ("label", "expect", "refused", "note"):
+        value = entry.get(key, "")
+        required = key in ("label", "expect")
+        if not isinstance(value, str) or (required and not value.strip()):
+            problems.append(f"{where}.{key}: must be {'non-empty ' if required else ''}text")
+        else:
+            texts[key] = " ".join(value.split())
+    try:
+        re.compile(texts.get("expect", ""))
+    except re.error as err:
+        problems.append(f"{where}.expect: not a regular expression ({err})")
+    return texts
+
+
+def _check_lists(
+    entry: Mapping[object, object], problems: list[str], *, where: str
+) -> dict[str, tuple[str, ...]]:
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("scripts", "auth_markers"):
+        value = entry.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            problems.append(f"{where}.{key}: must be a list of names")
+            value = []
+        lists[key] = tuple(value)
+    return lists
 
 
 def _services(
@@ -129,7 +214,7 @@ def _advice(name: str, entry: object, problems: list[str], *, where: str) -> Ser
     if not isinstance(entry, dict):
         problems.append(f"{where}: must be a mapping with title, exposed, risk and fix")
         return None
-    unknown = sorted(set(entry) - {*_TEXT_FIELDS, "fix", "ports"})
+    unknown = sorted(set(entry) - {*_TEXT_FIELDS, "fix", "ports", "verify"})
     if unknown:
         problems.append(f"{where}: unknown keys: {', '.join(map(str, unknown))}")
     texts: dict[str, str] = {}

@@ -362,7 +362,7 @@ class NmapScanner(Closing):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=nmap_environment(),
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
                 limit=_LINE_LIMIT,
             )
         except OSError as err:
@@ -448,7 +448,7 @@ def nmap_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     return {"PATH": environ.get("PATH", os.defpath), "LC_ALL": "C"}
 
 
-def _die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
     """A pre-exec hook: the kernel SIGKILLs nmap when the thread that started it dies (the event
     loop's), so a daemon killed with SIGKILL leaves no scan running beside its successor.
     Resolved here, in the parent: the child, forked beside other threads, only makes the call."""
@@ -531,7 +531,9 @@ def _open_ports(found: IPAddress, details: Mapping[str, Any], probe: _Probe) -> 
         for port, state in details.get(str(transport), {}).items():
             # `open` only: for UDP `open|filtered` just means nothing answered.
             if state.get("state") == "open" and port in wanted:
-                ports.append(OpenPort(found, port, transport, _evidence(state)))
+                # No evidence yet: nmap's port-table name is a guess, never shown to anyone;
+                # goalkeeper.scanning.verify says what really answered.
+                ports.append(OpenPort(found, port, transport))
     return ports
 
 
@@ -573,12 +575,3 @@ def _tokens(line: str) -> set[str]:
         token = token.rstrip(".:")  # the end of a sentence or of "host:"
         found.update((token, token.rsplit(":", 1)[0]))  # "127.0.0.1:6379" names 127.0.0.1
     return found
-
-
-def _evidence(state: Mapping[str, Any]) -> str:
-    words = f"{state.get('state', '')} ({state.get('reason', '')})"
-    name = state.get("name") or ""
-    product = " ".join(filter(None, (state.get("product"), state.get("version"))))
-    if name:
-        words += f", nmap guesses {name}" + (f" ({product})" if product else "")
-    return words
