@@ -87,6 +87,7 @@ class FindingRecord:
     exception_until: date | None = None  # capped at notify.max_exception_days
     exception_requested_until: date | None = None
     acknowledged_since: datetime | None = None
+    notified_grade: str | None = None  # the grade when a mail about it was last sent
 
     @property
     def key(self) -> FindingKey:
@@ -175,6 +176,7 @@ def record_from_finding(finding: Finding, previous: FindingRecord | None = None)
         reopened_at=previous.reopened_at if previous else None,
         times_notified=previous.times_notified if previous else 0,
         last_notified_at=previous.last_notified_at if previous else None,
+        notified_grade=previous.notified_grade if previous else None,
         grade=finding.grade,
         cause=finding.cause,
         exception_source=ack.source if (ack := finding.acknowledged) else None,
@@ -309,6 +311,7 @@ def _seen_again(
         )
         return decided, replace(record_from_finding(decided, record), reopened_at=now), True
     new_owner = record.owner().mail_key != finding.owner.mail_key
+    due = due or worsened(record, finding)
     decided = replace(
         finding,
         status=FindingStatus.NEW if new_owner else FindingStatus.OPEN,
@@ -316,6 +319,14 @@ def _seen_again(
         last_seen=now,
     )
     return decided, record_from_finding(decided, record), new_owner or due
+
+
+def worsened(record: FindingRecord, finding: Finding) -> bool:
+    """Whether verification now grades it worse than its owner was last told (reachable ->
+    unauthenticated): news mailed at once. A finding not verified this tick never is, nor one
+    never graded before (verification switched on is no reason to mail every owner at once)."""
+    told = parse_grade(record.notified_grade or record.grade)
+    return finding.grade is not None and told is not None and finding.grade.rank < told.rank
 
 
 def _not_seen(
@@ -378,6 +389,8 @@ def plan_lifecycle(
       shown, never resolved and never thanked for (nothing false: an unscanned port is never called
       fixed); seen open again it is simply open (a reminder only when one is due), scanned and
       closed it resolves;
+    - an open record seen again with a worse grade than its owner was last told (reachable ->
+      unauthenticated, `worsened`) is notified at once, as OPEN;
     - a finding that a mail still waiting in the outbox tells about (`pending`) is due again, seen
       or not: this tick's report carries it and replaces that unsent mail (the store marks the old
       one superseded), so an owner gets one current report, never the old one and the new one;

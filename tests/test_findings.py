@@ -82,9 +82,7 @@ def test_findings_only_for_ports_asked_for_and_known_targets() -> None:
         scanned=frozenset({a.address, b.address}),
         open_ports=(
             OpenPort(b.address, 6379, Transport.TCP, "open (syn-ack)"),
-            OpenPort(
-                a.address, 11211, Transport.UDP, "Memcached answered", Grade.UNAUTHENTICATED
-            ),
+            OpenPort(a.address, 11211, Transport.UDP, "Memcached answered", Grade.UNAUTHENTICATED),
             OpenPort(a.address, 22, Transport.TCP, "not asked for"),
             OpenPort(ip_address("203.0.113.99"), 6379, Transport.TCP, "unknown host"),
         ),

@@ -574,6 +574,24 @@ async def test_mark_sent_counts_once_at_the_tick_time(store: StateStore) -> None
     assert loaded[records[1].key].times_notified == 0
 
 
+async def test_a_sent_mail_records_the_grade_its_owner_now_knows(store: StateStore) -> None:
+    graded = replace(record("203.0.113.5"), grade="reachable", evidence="Redis answered")
+    (message,) = await store.commit_tick(
+        run_id="run-1", started_at=T0, upserts=[graded], messages=[mail("a@x.example", [graded])]
+    )
+    assert (await store.load_findings())[graded.key].notified_grade is None
+    assert await store.mark_sent(message.id, now=T0)
+    # A later tick stores a worse grade: what the owner was told stays until it is mailed.
+    worse = replace(graded, grade="unauthenticated", evidence="Redis 7.0.15 answered `INFO`")
+    await store.commit_tick(run_id="run-2", started_at=T0 + DAY, upserts=[worse], messages=[])
+    loaded = (await store.load_findings())[graded.key]
+    assert (loaded.notified_grade, loaded.grade, loaded.evidence) == (
+        "reachable",
+        "unauthenticated",
+        "Redis 7.0.15 answered `INFO`",
+    )
+
+
 async def test_a_late_old_message_does_not_move_the_cadence_back(store: StateStore) -> None:
     rec = record("203.0.113.5")
     (old,) = await store.commit_tick(

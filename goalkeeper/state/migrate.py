@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 # The newest file in goalkeeper/migrations/versions; a test fails until a new one is named here.
-HEAD_REVISION = "0007_console"
+HEAD_REVISION = "0008_evidence"
 BUSY_TIMEOUT_MS = 30_000
 _READONLY = "goalkeeper_readonly"
 _MIGRATION_LOCK = 0x6B656570  # any constant shared by every Goalkeeper process

@@ -99,6 +99,8 @@ findings = Table(
     Column("exception_until", Date, nullable=True),
     Column("exception_requested_until", Date, nullable=True),
     Column("acknowledged_since", UtcDateTime, nullable=True),
+    # The grade when a mail about it was last sent: a worse grade since is news (DESIGN §7).
+    Column("notified_grade", String(64), nullable=True),
     Index(None, "resolved_at"),
     # The staff console's filters (goalkeeper.state.browse): by owner and by service.
     Index(None, "owner_email"),

@@ -55,7 +55,7 @@ from goalkeeper.state.tickstats import TickStats, write_stats
 MessageRef = int | str  # the outbox row id, or the message's Message-ID
 _KEY_COLUMNS = ("address", "port", "protocol")
 # Owned by mark_sent: a tick planned before a mail went out must not write the old counts back.
-_NOTIFY_COLUMNS = ("times_notified", "last_notified_at")
+_NOTIFY_COLUMNS = ("times_notified", "last_notified_at", "notified_grade")
 # Rows per statement, and addresses per IN (...): far below both databases' limit on bound
 # parameters, and short enough that preparing them never blocks the event loop for long.
 _BATCH = 1_000
@@ -542,6 +542,7 @@ def _count_notified() -> Any:
         )
         .values(
             times_notified=findings.c.times_notified + 1,
+            notified_grade=findings.c.grade,  # what the owner now knows of it
             # Never backwards: an old message delivered late does not reset the cadence.
             last_notified_at=case((or_(last.is_(None), last < planned), planned), else_=last),
         )
