@@ -297,6 +297,7 @@ class ServiceAdvice:
     exposed: str
     risk: str
     fix: tuple[str, ...]
+    label: str = ""  # its short name in a subject ("Redis"); the service's own name when empty
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,10 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from markupsafe import Markup, escape
 
 from goalkeeper.model import (
     Finding,
     FindingStatus,
+    Grade,
+    grade_rank,
     OutgoingMail,
     OwnerReport,
     ServiceAdvice,
@@ -71,6 +74,7 @@ class PortLine:
     first_seen: str
     new: bool
     evidence: str
+    grade: str  # "" when not verified
     cause: CauseText  # which rule lets it through and the commands that close it (DESIGN §8)
     # Exceptions (DESIGN §9): "accepted by you until ...", why one ended or was not honoured.
     accepted: str = ""
@@ -179,6 +183,7 @@ def render_owner_report(  # noqa: PLR0913 (each keyword is one fact of the mail)
             {ProjectRef(f.target.project_id, f.target.project_name) for f in report.findings},
             key=lambda p: (p.project_name, p.project_id),
         ),
+        "headline": headline(open_findings, advice),
         "open_count": len(open_findings),
         "resolved_count": len(resolved),
         "server_count": len({_server_key(f) for f in open_findings}),
@@ -234,7 +239,39 @@ def _environment(templates_dir: Path | None) -> jinja2.Environment:
     )
     # Customer names may hold line breaks meant to fake lines of our own text.
     environment.filters["oneline"] = _oneline
+    environment.filters["code"] = code_html
     return environment
+
+
+def code_html(value: object) -> Markup:
+    """Text with `backticked` words as <code>, everything else escaped: for the HTML part."""
+    parts = header_text(str(value), limit=4000).split("`")
+    if len(parts) % 2 == 0:  # an unpaired backtick: no code, just the text
+        return escape("`".join(parts))
+    return Markup("").join(
+        Markup("<code>{}</code>").format(part) if index % 2 else escape(part)
+        for index, part in enumerate(parts)
+    )
+
+
+def headline(findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice]) -> str:
+    """The subject when a service answers without a password (the worst grade leads):
+    "Unauthenticated Redis on 2 servers"; "" when none does."""
+    worst = [f for f in findings if f.grade is Grade.UNAUTHENTICATED]
+    if not worst:
+        return ""
+    by_service: dict[str, set[tuple[str, str, str, str]]] = defaultdict(set)
+    for finding in worst:
+        by_service[finding.service].add(_server_key(finding))
+    service = max(sorted(by_service), key=lambda s: len(by_service[s]))
+    known = advice.get(service)
+    label = (known.label if known else "") or service
+    servers = len({_server_key(f) for f in worst})
+    others = len(by_service) - 1
+    more = f" and {others} more service{'s' if others != 1 else ''}" if others else ""
+    rest = len(findings) - len(worst)
+    tail = f"; {rest} more dangerous open port{'s' if rest != 1 else ''}" if rest else ""
+    return f"Unauthenticated {label}{more} on {servers} server{'s' if servers != 1 else ''}{tail}"
 
 
 def _oneline(value: object) -> str:
@@ -250,7 +287,8 @@ def _server_blocks(
         groups[_server_key(finding)].append(finding)
     blocks = []
     for (server_id, name, project_id, project_name), members in groups.items():
-        members.sort(key=lambda f: (f.address, f.protocol, f.port))
+        # Worst first (DESIGN §7): what answers without a password leads.
+        members.sort(key=lambda f: (grade_rank(f.grade), f.address, f.protocol, f.port))
         allow_problem, command = words.server_texts(members)
         blocks.append(
             ServerBlock(
@@ -269,6 +307,7 @@ def _server_blocks(
                         first_seen=f.first_seen.strftime("%Y-%m-%d"),
                         new=f.status == FindingStatus.NEW,
                         evidence=f.evidence,
+                        grade=str(f.grade or ""),
                         cause=cause_text(f, shared),
                         accepted=(texts := words.port_texts(f))[0],
                         exception_note=texts[1],
@@ -279,7 +318,11 @@ def _server_blocks(
                 allow_command=command,
             )
         )
-    return sorted(blocks, key=lambda b: (b.project_name, b.name, b.addresses))
+    return sorted(
+        blocks,
+        key=lambda b: (min(grade_rank(p.grade) for p in b.ports), b.project_name, b.name,
+                       b.addresses),
+    )  # fmt: skip
 
 
 def _server_key(finding: Finding) -> tuple[str, str, str, str]:

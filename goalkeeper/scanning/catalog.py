@@ -8,6 +8,7 @@ This module only reads its own package data; it never reads config files, scans 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import re
 from collections.abc import Mapping
@@ -117,7 +118,11 @@ def parse_catalog(text: str, *, source: str) -> Catalog:
     }
     if problems or fallback is None:
         raise CatalogError(source, problems)
-    return Catalog(tuple(ports), advice, fallback=fallback, checks=checks)
+    labelled = {
+        name: dataclasses.replace(item, label=checks[name].label) if name in checks else item
+        for name, item in advice.items()
+    }
+    return Catalog(tuple(ports), labelled, fallback=fallback, checks=checks)
 
 
 _CHECK_KEYS = {"label", "expect", "scripts", "auth_markers", "refused", "note"}
