@@ -167,10 +167,15 @@ def latent_report(
     )
 
 
-def count_by_service(findings: Iterable[Finding]) -> list[tuple[str, int, str, int]]:
-    """(service, port, protocol, count) rows, most common first."""
-    counts = Counter((f.service, f.port, str(f.protocol)) for f in findings)
-    return [(s, p, proto, n) for (s, p, proto), n in counts.most_common()]
+UNGRADED = "none"  # the grade label of a finding verification did not grade
+
+
+def count_by_service(findings: Iterable[Finding]) -> list[tuple[str, int, str, str, int]]:
+    """(service, port, protocol, grade, count) rows, most common first."""
+    counts = Counter(
+        (f.service, f.port, str(f.protocol), str(f.grade or UNGRADED)) for f in findings
+    )
+    return [(s, p, proto, g, n) for (s, p, proto, g), n in counts.most_common()]
 
 
 def unresolved_projects(findings: Iterable[Finding]) -> tuple[str, ...]:

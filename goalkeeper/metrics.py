@@ -73,8 +73,9 @@ class Metrics:
         )
         self.open_findings = Gauge(
             "goalkeeper_open_findings",
-            "Open findings after the last tick.",
-            ["service", "port", "protocol"],
+            "Open findings after the last tick, by service and verification grade (DESIGN §7: "
+            "unauthenticated, reachable, unconfirmed; none when not verified).",
+            ["service", "port", "protocol", "grade"],
             registry=r,
         )
         self.open_findings_by_cause = Gauge(
@@ -237,11 +238,13 @@ class Metrics:
         self.owner_resolved_share.set(share)
         self.owner_lookup_incident.set(1 if incident else 0)
 
-    def set_open_findings(self, counts: Iterable[tuple[str, int, str, int]]) -> None:
-        """Replace the open-findings gauge with (service, port, protocol, count) rows."""
+    def set_open_findings(self, counts: Iterable[tuple[str, int, str, str, int]]) -> None:
+        """Replace the open-findings gauge with (service, port, protocol, grade, count) rows."""
         self.open_findings.clear()
-        for service, port, protocol, count in counts:
-            self.open_findings.labels(service=service, port=str(port), protocol=protocol).set(count)
+        for service, port, protocol, grade, count in counts:
+            self.open_findings.labels(
+                service=service, port=str(port), protocol=protocol, grade=grade
+            ).set(count)
 
     def set_open_findings_by_cause(self, causes: Mapping[str, int] | None = None) -> None:
         """Every cause's count of open findings, zero for those without any."""

@@ -72,6 +72,7 @@ def finding_as_dict(finding: Finding) -> dict[str, Any]:
         "status": str(finding.status),
         "unmonitored_reason": finding.unmonitored_reason,
         "state": "open",  # kept for readers of earlier output; `status` says where it stands
+        "grade": str(finding.grade) if finding.grade else None,
         "evidence": finding.evidence,
         "cause": cause_as_dict(finding.cause),
         "exception": exception_as_dict(finding.acknowledged),
@@ -127,6 +128,8 @@ def record_as_dict(record: FindingRecord) -> dict[str, Any]:
         "unmonitored_since": record.unmonitored_since.isoformat()
         if record.unmonitored_since
         else None,
+        "grade": record.grade,
+        "evidence": record.evidence,
         "cause": cause_as_dict(record.cause),
         "exception": exception_as_dict(record.acknowledgement()),
         "server_name": record.server_name,

@@ -169,7 +169,9 @@ def test_by_cause_gauge_reads_zero_at_start_and_replaces_its_counts() -> None:
 
 
 def test_tick_record_keeps_causes_and_reads_old_records_as_none() -> None:
-    record = TickRecord("success", 3, (("redis", 6379, "tcp", 3),), 0, causes={"unknown": 3})
+    record = TickRecord(
+        "success", 3, (("redis", 6379, "tcp", "none", 3),), 0, causes={"unknown": 3}
+    )
     assert TickRecord.from_summary(record.summary()) == record
     old = record.summary()
     del old["causes"]

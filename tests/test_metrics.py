@@ -62,7 +62,9 @@ def test_standard_collector_names_and_build_info() -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian: prometheus) absent")
 def test_promtool_accepts_the_exposition() -> None:
     metrics = Metrics()
-    metrics.set_open_findings([("redis", 6379, "tcp", 3), ("memcached", 11211, "udp", 1)])
+    metrics.set_open_findings(
+        [("redis", 6379, "tcp", "unauthenticated", 3), ("memcached", 11211, "udp", "none", 1)]
+    )
     metrics.ticks.labels(outcome="success").inc()
     metrics.tick_duration.observe(12.5)
     text = generate_latest(metrics.registry)

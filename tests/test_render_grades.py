@@ -81,3 +81,27 @@ def test_servers_and_ports_are_ordered_worst_first_with_evidence_under_each_port
 def test_code_in_html_is_escaped_inside_and_outside() -> None:
     assert str(code_html("run `rm <x>` & <b>")) == "run <code>rm &lt;x&gt;</code> &amp; &lt;b&gt;"
     assert str(code_html("one ` only")) == "one ` only"
+
+
+def test_the_telegram_summary_counts_findings_per_grade_worst_first() -> None:
+    from goalkeeper.notify.summary import render_summary
+    from tests.test_render import tick
+
+    plain = finding("203.0.113.7", 11211, "memcached", server="c", server_id="s-c")
+    summary = render_summary(tick((REDIS_1, REDIS_2, MYSQL, plain)))
+    assert "Grades: unauthenticated: 2 · reachable: 1 · unconfirmed: 0 · not verified: 1" in summary
+    assert "without a password" not in summary  # counts only: evidence is for the owner
+
+
+def test_scan_json_and_findings_json_carry_grade_and_evidence() -> None:
+    from goalkeeper.lifecycle import record_from_finding
+    from goalkeeper.views import finding_as_dict, record_as_dict
+
+    ticked = finding_as_dict(REDIS_1)  # scan --json
+    stored = record_as_dict(record_from_finding(REDIS_1))  # findings --json
+    for shown in (ticked, stored):
+        assert (shown["grade"], shown["evidence"]) == (
+            "unauthenticated",
+            "Redis 7.0.15 answered `INFO` without a password",
+        )
+    assert finding_as_dict(replace(REDIS_1, grade=None))["grade"] is None

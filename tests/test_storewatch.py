@@ -120,7 +120,7 @@ async def test_given_up_messages_are_counted_and_the_age_falls_back_to_zero(
 
 
 async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> None:
-    counts = (("redis", 6379, "tcp", 3), ("ntp", 123, "udp", 1))
+    counts = (("redis", 6379, "tcp", "unauthenticated", 3), ("ntp", 123, "udp", "none", 1))
     good = TickRecord("success", targets=40, owners_unresolved=2, open_findings=counts)
     await store.finish_run("r1", finished_at=T0, summary=good.summary())
     failed = TickRecord(
@@ -143,8 +143,13 @@ async def test_the_last_tick_gauges_are_restored_at_start(store: StateStore) -> 
     open_findings = {labels: value for (name, labels), value in gauges.items()
                      if name == "goalkeeper_open_findings"}  # fmt: skip
     assert open_findings == {
-        (("port", "6379"), ("protocol", "tcp"), ("service", "redis")): 3,
-        (("port", "123"), ("protocol", "udp"), ("service", "ntp")): 1,
+        (
+            ("grade", "unauthenticated"),
+            ("port", "6379"),
+            ("protocol", "tcp"),
+            ("service", "redis"),
+        ): 3,
+        (("grade", "none"), ("port", "123"), ("protocol", "udp"), ("service", "ntp")): 1,
     }
     unmonitored = {labels: value for (name, labels), value in gauges.items()
                    if name == "goalkeeper_unmonitored_findings" and value}  # fmt: skip
@@ -234,3 +239,11 @@ async def test_a_pass_runs_when_asked_not_only_on_the_interval(store: StateStore
     assert gauges[email("goalkeeper_outbox_pending")] == 1
     assert gauges[email("goalkeeper_outbox_oldest_pending_age_seconds")] == 300
     assert gauges[("goalkeeper_state_store_up", ())] == 1
+
+
+def test_a_tick_record_from_before_grades_reads_as_ungraded() -> None:
+    record = TickRecord("success", 3, (("redis", 6379, "tcp", "reachable", 3),), 0)
+    old = record.summary() | {"open_findings": [["redis", 6379, "tcp", 3]]}
+    restored = TickRecord.from_summary(old)
+    assert restored is not None
+    assert restored.open_findings == (("redis", 6379, "tcp", "none", 3),)

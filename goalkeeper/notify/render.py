@@ -28,10 +28,10 @@ from goalkeeper.model import (
     Finding,
     FindingStatus,
     Grade,
-    grade_rank,
     OutgoingMail,
     OwnerReport,
     ServiceAdvice,
+    grade_rank,
 )
 from goalkeeper.notify.accepted import ExceptionWords
 from goalkeeper.notify.causes import CauseText, cause_text, latent_blocks, rule_ports

@@ -13,7 +13,7 @@ import ipaddress
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from goalkeeper.model import Finding, FindingStatus, TickReport
+from goalkeeper.model import Finding, FindingStatus, Grade, TickReport
 from goalkeeper.notify.render import header_text
 from goalkeeper.rootcause import CAUSE_KINDS, Cause
 
@@ -51,6 +51,8 @@ def render_summary(
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
+    if report.findings:
+        lines.append(_grade_line(report.findings))
     lines.extend(_cause_lines(report.findings, counts_only=counts))
     # Advisories, not findings (DESIGN §8): a rule open to the world where nothing answered.
     lines.append(f"Latent exposures: {report.latent_exposures}")
@@ -78,6 +80,15 @@ def render_summary(
     if len(shown) < len(hosts):
         lines.append(f"<i>… and {len(hosts) - len(shown)} more</i>")
     return "\n".join(lines)
+
+
+def _grade_line(findings: Sequence[Finding]) -> str:
+    """Findings per verification grade, worst first (DESIGN §7); every grade, zeros too."""
+    graded = Counter(f.grade for f in findings)
+    words = [f"{grade}: {graded[grade]}" for grade in Grade]
+    if graded[None]:
+        words.append(f"not verified: {graded[None]}")
+    return "Grades: " + " · ".join(words)
 
 
 def _cause_lines(findings: Sequence[Finding], *, counts_only: bool) -> list[str]:

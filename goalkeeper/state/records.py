@@ -8,7 +8,7 @@ reads it back; the two queries that read them are here too, each given a connect
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -20,7 +20,8 @@ from goalkeeper.state.outbox import CHANNELS, Channel
 from goalkeeper.state.schema import outbox, runs
 
 Outcome = Literal["success", "failure"]
-OpenCount = tuple[str, int, str, int]  # (service, port, protocol, count)
+OpenCount = tuple[str, int, str, str, int]  # (service, port, protocol, grade, count)
+UNGRADED = "none"  # the grade of rows stored before verification (goalkeeper.findings.UNGRADED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ class TickRecord:
         return {
             "outcome": self.outcome,
             "targets": self.targets,
-            "findings": sum(row[3] for row in self.open_findings),
+            "findings": sum(row[-1] for row in self.open_findings),
             "open_findings": [list(row) for row in self.open_findings],
             "owners_unresolved": self.owners_unresolved,
             "owner_resolved_share": self.owner_resolved_share,
@@ -62,10 +63,7 @@ class TickRecord:
             return cls(
                 outcome=outcome,
                 targets=int(summary["targets"]),
-                open_findings=tuple(
-                    (str(s), int(p), str(proto), int(n))
-                    for s, p, proto, n in summary["open_findings"]
-                ),
+                open_findings=tuple(_open_count(row) for row in summary["open_findings"]),
                 owners_unresolved=int(summary["owners_unresolved"]),
                 owner_resolved_share=float(summary.get("owner_resolved_share", 1.0)),
                 owner_lookup_incident=summary.get("owner_lookup_incident") is True,
@@ -135,3 +133,12 @@ async def read_last_ticks(connection: AsyncConnection) -> LastTicks:
         last=TickRecord.from_summary(summary) if isinstance(summary, Mapping) else None,
         last_success_at=succeeded if isinstance(succeeded, datetime) else None,
     )
+
+
+def _open_count(row: Sequence[Any]) -> OpenCount:
+    """A stored row; one written before grades were kept has four fields and no grade."""
+    if len(row) == 4:
+        service, port, protocol, count = row
+        return (str(service), int(port), str(protocol), UNGRADED, int(count))
+    service, port, protocol, grade, count = row
+    return (str(service), int(port), str(protocol), str(grade), int(count))
