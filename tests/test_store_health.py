@@ -157,7 +157,8 @@ async def test_outbox_tally_counts_pending_and_failed_per_channel(store: StateSt
 
 async def test_last_ticks_reads_back_the_newest_record_and_success(store: StateStore) -> None:
     assert await store.last_ticks() == LastTicks(last=None, last_success_at=None)
-    good = TickRecord("success", targets=12, open_findings=(("redis", 6379, "tcp", "reachable", 2),),
+    counts = (("redis", 6379, "tcp", "reachable", 2),)
+    good = TickRecord("success", targets=12, open_findings=counts,
                       owners_unresolved=1)  # fmt: skip
     bad = TickRecord("failure", targets=12, open_findings=(), owners_unresolved=0)
     await store.finish_run("r1", finished_at=T0, summary=good.summary())

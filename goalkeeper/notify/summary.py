@@ -51,8 +51,7 @@ def render_summary(
     )
     for service, count in sorted(Counter(f.service for f in report.findings).items()):
         lines.append(f"  {_outside(service, NAME_LIMIT)}: {count}")
-    if report.findings:
-        lines.append(_grade_line(report.findings))
+    lines.extend(_grade_line(report.findings))
     lines.extend(_cause_lines(report.findings, counts_only=counts))
     # Advisories, not findings (DESIGN §8): a rule open to the world where nothing answered.
     lines.append(f"Latent exposures: {report.latent_exposures}")
@@ -82,13 +81,15 @@ def render_summary(
     return "\n".join(lines)
 
 
-def _grade_line(findings: Sequence[Finding]) -> str:
+def _grade_line(findings: Sequence[Finding]) -> list[str]:
     """Findings per verification grade, worst first (DESIGN §7); every grade, zeros too."""
+    if not findings:
+        return []
     graded = Counter(f.grade for f in findings)
     words = [f"{grade}: {graded[grade]}" for grade in Grade]
     if graded[None]:
         words.append(f"not verified: {graded[None]}")
-    return "Grades: " + " · ".join(words)
+    return ["Grades: " + " · ".join(words)]
 
 
 def _cause_lines(findings: Sequence[Finding], *, counts_only: bool) -> list[str]:

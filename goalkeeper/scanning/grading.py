@@ -95,6 +95,11 @@ def grade_answer(
         verdicts += [v for v in (by_version(answer, check),) if v is not None]
     if verdicts:
         return min(verdicts, key=lambda v: v.grade.rank)
+    return _by_answer(check, protocol, answer)
+
+
+def _by_answer(check: ServiceCheck, protocol: Transport, answer: ServiceAnswer) -> Verdict | None:
+    """The grade when no script or version rule decided: what -sV heard, if anything."""
     if _asked_for_credentials(answer, check):
         return Verdict(Grade.REACHABLE, check.refused or f"{check.label} answered: "
                                                          "authentication required")  # fmt: skip
