@@ -110,7 +110,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
         for argv, address, port, protocol in plan:
             binary = shutil.which(argv[0])  # vsftpd and dnsmasq live in /usr/sbin
             assert binary is not None
-            process = subprocess.Popen(  # noqa: S603 (fixed argv, binaries checked above)
+            process = subprocess.Popen(
                 [binary, *argv[1:]],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
