@@ -8,9 +8,10 @@ SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # nmap: the scanner; nftables, iproute2: namespace tests; prometheus: promtool for the alert
 # rules; tini, libcap2-bin: the image's signal and capability checks; postgresql: the state
 # store's tests start a throwaway server; python3-venv: the venv; chromium + chromium-driver:
-# the staff console's browser tests (and `make screenshots`).
+# the staff console's browser tests (and `make screenshots`); redis-server, memcached, vsftpd,
+# rsync, dnsmasq, snmpd, snmp: the real services verification is tested against (DESIGN §7).
 APT_PACKAGES := nmap nftables iproute2 prometheus tini libcap2-bin postgresql python3-venv python3-pip \
-	chromium chromium-driver
+	chromium chromium-driver redis-server memcached vsftpd rsync dnsmasq snmpd snmp
 
 .PHONY: all system venv test lint unit demo bench chart-schema screenshots lock clean
 
@@ -18,7 +19,7 @@ all: test
 
 system:  ## Debian packages: nmap (the scanner), nftables + iproute2 (namespace tests), venv
 	@missing=""; \
-	for cmd in nmap nft ip promtool tini setcap pg_ctlcluster chromium chromedriver; do \
+	for cmd in nmap nft ip promtool tini setcap pg_ctlcluster chromium chromedriver redis-server memcached vsftpd rsync dnsmasq snmpd snmpget; do \
 		command -v $$cmd >/dev/null 2>&1 || PATH="$$PATH:/usr/sbin:/sbin" command -v $$cmd >/dev/null 2>&1 || missing=yes; \
 	done; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing=yes; \
