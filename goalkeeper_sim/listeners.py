@@ -1,6 +1,7 @@
 """Loopback listeners that play a server's open ports, for the demo, tests and benchmarks.
 
-A TCP endpoint accepts and closes each connection (after an optional short banner); a UDP
+A TCP endpoint accepts and closes each connection (after an optional short banner), except on
+6379 and 9200, where it speaks just enough Redis and Elasticsearch to be verified; a UDP
 endpoint answers every datagram with a small reply, because nmap calls a silent UDP port
 `open|filtered`, never `open`. One socket per endpoint and no task per connection, so thousands
 start in well under a second. Addresses must be loopback: this module must never open a
@@ -10,8 +11,9 @@ listener that the outside world can reach, and it never scans anything itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import resource
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TypeAlias, cast
 
 from goalkeeper.aio import Running
@@ -31,6 +33,64 @@ class _AcceptAndClose(asyncio.Protocol):
         if self._banner and isinstance(transport, asyncio.WriteTransport):
             transport.write(self._banner)
         transport.close()
+
+
+# Just enough of two services for verification (goalkeeper.scanning.verify) to tell the grades
+# apart in the demo. Redis speaks RESP (https://redis.io/docs/reference/protocol-spec/): INFO
+# answers a bulk string of `key:value` lines; a Redis that wants a password answers an error.
+# Elasticsearch answers `GET /` with its root document, laid out as Elasticsearch 7 prints it
+# (https://www.elastic.co/guide/en/elasticsearch/reference/7.17/rest-api-compatibility.html
+# shows the shape; nmap's nmap-service-probes matches exactly these lines).
+_REDIS_INFO = b"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n"
+_ES_ROOT = (
+    b'{\n  "name" : "sim-node",\n  "cluster_name" : "sim-cluster",\n'
+    b'  "cluster_uuid" : "sim",\n  "version" : {\n    "number" : "7.17.9",\n'
+    b'    "build_flavor" : "default",\n    "lucene_version" : "8.11.1"\n  },\n'
+    b'  "tagline" : "You Know, for Search"\n}\n'
+)
+
+
+class _Speaker(asyncio.Protocol):
+    """Answers what a client asks (a Redis command, an HTTP GET) and waits for it to go."""
+
+    def __init__(self, port: int, locked: bool) -> None:
+        self._port = port
+        self._locked = locked
+        self._transport: asyncio.WriteTransport | None = None
+        self._heard = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._heard = (self._heard + data)[-4096:]
+        if self._transport is None:
+            return
+        if self._port == ELASTICSEARCH_PORT and b"\r\n\r\n" in self._heard:
+            if self._heard.startswith(b"GET / "):
+                header = (
+                    "HTTP/1.0 200 OK\r\nContent-Type: application/json; charset=UTF-8\r\n"
+                    f"Content-Length: {len(_ES_ROOT)}\r\n\r\n"
+                )
+                self._transport.write(header.encode() + _ES_ROOT)
+            self._transport.close()
+        elif self._port == REDIS_PORT and self._heard.endswith(b"\r\n"):
+            self._heard, asked = b"", self._heard.lower()
+            if self._locked:
+                self._transport.write(b"-ERR operation not permitted\r\n")
+            elif b"info" in asked:
+                self._transport.write(b"$%d\r\n%s\r\n" % (len(_REDIS_INFO), _REDIS_INFO))
+            else:
+                self._transport.write(b"-ERR unknown command\r\n")
+
+
+REDIS_PORT, ELASTICSEARCH_PORT = 6379, 9200
+SPOKEN = (REDIS_PORT, ELASTICSEARCH_PORT)
+
+
+def locked(address: IPAddress) -> bool:
+    """Which simulated Redis servers want a password: those on an even address."""
+    return int(address) % 2 == 0
 
 
 class _AnswerEveryDatagram(asyncio.DatagramProtocol):
@@ -110,9 +170,10 @@ class PortListeners(Running):
     async def _start_tcp(self, address: IPAddress, port: int) -> int:
         loop = asyncio.get_running_loop()
         banner = self._tcp_banner
-        server = await loop.create_server(
-            lambda: _AcceptAndClose(banner), str(address), port, reuse_address=True
-        )
+        factory: Callable[[], asyncio.Protocol] = lambda: _AcceptAndClose(banner)  # noqa: E731
+        if port in SPOKEN:
+            factory = functools.partial(_Speaker, port, locked(address))
+        server = await loop.create_server(factory, str(address), port, reuse_address=True)
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 

@@ -140,3 +140,13 @@ def test_runs_group_open_pairs_by_port_and_keep_the_scan_rules() -> None:
         "--host-timeout", "30s", "--max-rate", "100",
     ]  # fmt: skip
     assert verify_argv(groups[0], settings, max_rate=100)[8] == "-sU"
+
+
+def test_every_probe_waits_the_bounded_time() -> None:
+    from goalkeeper.scanning.verify import bounded_probes
+
+    text = "Probe TCP NULL q||\ntotalwaitms 6000\nmatch a m|x|\nProbe TCP GetRequest q|GET|\n"
+    assert bounded_probes(text, wait_ms=2000) == (
+        "Probe TCP NULL q||\ntotalwaitms 2000\nmatch a m|x|\n"
+        "Probe TCP GetRequest q|GET|\ntotalwaitms 2000\n"
+    )

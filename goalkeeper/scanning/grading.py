@@ -109,6 +109,10 @@ def _by_answer(check: ServiceCheck, protocol: Transport, answer: ServiceAnswer) 
         return Verdict(Grade.REACHABLE, f"{_product(answer, check)} answered")
     if protocol is Transport.UDP:
         return None  # a UDP reply that is not this service's is no finding
+    if answer.identified and answer.name == "tcpwrapped":
+        return Verdict(
+            Grade.UNCONFIRMED, f"port open; closed the connection, no {check.label} reply"
+        )
     if answer.identified:
         return Verdict(
             Grade.UNCONFIRMED, f"port open; no {check.label} reply (answered as {answer.name})"

@@ -17,11 +17,14 @@ import contextlib
 import io
 import os
 import shlex
+import shutil
+import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import structlog
 
@@ -40,8 +43,34 @@ from goalkeeper.scanning.nmap import (
 log = structlog.get_logger(__name__)
 
 PairKey = tuple[str, int, Transport]  # (address, port, protocol)
-_REPLACED = {"--host-timeout"}  # verification sets its own bound
+_REPLACED = {"--host-timeout", "--versiondb"}  # verification sets its own
 _MAX_REASON = 160
+# How long -sV waits for each probe's answer. nmap's probe file says 6 s for the first (a
+# banner) and 5 s for the rest; a service that stays silent costs every one of them, and most
+# do (Redis, Memcached, Elasticsearch wait to be asked). 2 s is still many round trips across
+# the world; the saving is most of the stage's time (docs/performance.md).
+PROBE_WAIT_MS = 2000
+SERVICE_PROBES = "nmap-service-probes"
+
+
+def bounded_probes(text: str, *, wait_ms: int = PROBE_WAIT_MS) -> str:
+    """nmap's service probe file with every probe's wait (`totalwaitms`) set to `wait_ms`."""
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("totalwaitms"):
+            continue
+        lines.append(line)
+        if line.startswith("Probe "):
+            lines.append(f"totalwaitms {wait_ms}")
+    return "\n".join(lines) + "\n"
+
+
+def _probe_file(nmap_path: str) -> Path | None:
+    """Where nmap's own service probe file is, beside its binary or in the usual place."""
+    binary = shutil.which(nmap_path)
+    places = [Path(binary).resolve().parent.parent / "share" / "nmap"] if binary else []
+    places.append(Path("/usr/share/nmap"))
+    return next((p / SERVICE_PROBES for p in places if (p / SERVICE_PROBES).is_file()), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +119,12 @@ def plan_groups(
 
 
 def verify_argv(
-    group: VerifyGroup, settings: ScanSettings, *, nmap_path: str = "nmap", max_rate: int
+    group: VerifyGroup,
+    settings: ScanSettings,
+    *,
+    nmap_path: str = "nmap",
+    max_rate: int,
+    probes: Path | None = None,
 ) -> list[str]:
     """nmap's argument vector for one run (targets come after, on argv or stdin)."""
     base = _without_replaced(shlex.split(settings.nmap_arguments))
@@ -98,6 +132,7 @@ def verify_argv(
     scan_type = "-sT" if group.protocol is Transport.TCP else "-sU"
     letter = "T" if group.protocol is Transport.TCP else "U"
     argv = [nmap_path, *base, "-oX", "-", scan_type, "-sV", "--version-light"]
+    argv += ["--versiondb", str(probes)] if probes is not None else []
     argv += ["-p", f"{letter}:{group.port}", *(("-6",) if group.version == 6 else ())]
     if group.scripts:
         argv += ["--script", ",".join(group.scripts)]
@@ -211,8 +246,17 @@ class VerifyingScanner(Closing):
         # Raw UDP runs capture; without a source address of their own, one at a time.
         self._udp = asyncio.Semaphore(1)
         self.timings: dict[str, float] = {}
+        # nmap's probes with a shorter wait each (PROBE_WAIT_MS), read once per scanner.
+        self._scratch = tempfile.TemporaryDirectory(prefix="goalkeeper-verify-")
+        self._probes: Path | None = None
+        if (source := _probe_file(nmap_path)) is not None:
+            self._probes = Path(self._scratch.name) / SERVICE_PROBES
+            self._probes.write_text(
+                bounded_probes(source.read_text(encoding="utf-8", errors="replace"))
+            )
 
     async def aclose(self) -> None:
+        self._scratch.cleanup()
         await self._scanner.aclose()
 
     async def scan(self, addresses: Sequence[IPAddress], ports: Sequence[PortSpec]) -> ScanResult:
@@ -293,7 +337,7 @@ class VerifyingScanner(Closing):
     async def _nmap(self, group: VerifyGroup) -> bytes:
         argv = verify_argv(
             group, self._settings, nmap_path=self._nmap_path,
-            max_rate=self._scanner.pace_for(1).max_rate,
+            max_rate=self._scanner.pace_for(1).max_rate, probes=self._probes,
         )  # fmt: skip
         targets = [str(a) for a in group.addresses]
         stdin: bytes | None = None
