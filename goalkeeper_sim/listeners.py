@@ -1,7 +1,8 @@
 """Loopback listeners that play a server's open ports, for the demo, tests and benchmarks.
 
 A TCP endpoint accepts and closes each connection (after an optional short banner), except on
-6379 and 9200, where it speaks just enough Redis and Elasticsearch to be verified; a UDP
+6379, 9200 and 11211, where it speaks just enough Redis, Elasticsearch and Memcached to be
+verified; a UDP
 endpoint answers every datagram with a small reply, because nmap calls a silent UDP port
 `open|filtered`, never `open`. One socket per endpoint and no task per connection, so thousands
 start in well under a second. Addresses must be loopback: this module must never open a
@@ -35,12 +36,13 @@ class _AcceptAndClose(asyncio.Protocol):
         transport.close()
 
 
-# Just enough of two services for verification (goalkeeper.scanning.verify) to tell the grades
+# Just enough of three services for verification (goalkeeper.scanning.verify) to tell the grades
 # apart in the demo. Redis speaks RESP (https://redis.io/docs/reference/protocol-spec/): INFO
 # answers a bulk string of `key:value` lines; a Redis that wants a password answers an error.
 # Elasticsearch answers `GET /` with its root document, laid out as Elasticsearch 7 prints it
 # (https://www.elastic.co/guide/en/elasticsearch/reference/7.17/rest-api-compatibility.html
-# shows the shape; nmap's nmap-service-probes matches exactly these lines).
+# shows the shape; nmap's nmap-service-probes matches exactly these lines). Memcached wants a
+# password (its ASCII authentication, https://github.com/memcached/memcached/wiki/SASLHowto).
 _REDIS_INFO = b"# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n"
 _ES_ROOT = (
     b'{\n  "name" : "sim-node",\n  "cluster_name" : "sim-cluster",\n'
@@ -74,6 +76,10 @@ class _Speaker(asyncio.Protocol):
                 )
                 self._transport.write(header.encode() + _ES_ROOT)
             self._transport.close()
+        elif self._port == MEMCACHED_PORT and self._heard.endswith(b"\n"):
+            # Memcached 1.6 with ASCII authentication (-Y) answers every command so.
+            self._heard = b""
+            self._transport.write(b"CLIENT_ERROR unauthenticated\r\n")
         elif self._port == REDIS_PORT and self._heard.endswith(b"\r\n"):
             self._heard, asked = b"", self._heard.lower()
             if self._locked:
@@ -84,8 +90,8 @@ class _Speaker(asyncio.Protocol):
                 self._transport.write(b"-ERR unknown command\r\n")
 
 
-REDIS_PORT, ELASTICSEARCH_PORT = 6379, 9200
-SPOKEN = (REDIS_PORT, ELASTICSEARCH_PORT)
+REDIS_PORT, ELASTICSEARCH_PORT, MEMCACHED_PORT = 6379, 9200, 11211
+SPOKEN = (REDIS_PORT, ELASTICSEARCH_PORT, MEMCACHED_PORT)
 
 
 def locked(address: IPAddress) -> bool:

@@ -20,7 +20,7 @@ from goalkeeper_sim.listeners import PortListeners, locked
 TCP = Transport.TCP
 OPEN, LOCKED = IPv4Address("127.77.1.1"), IPv4Address("127.77.1.2")
 PORTS = [PortSpec(6379, TCP, "redis"), PortSpec(9200, TCP, "elasticsearch"),
-         PortSpec(27017, TCP, "mongodb")]  # fmt: skip
+         PortSpec(27017, TCP, "mongodb"), PortSpec(11211, TCP, "memcached")]  # fmt: skip
 
 
 @pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
@@ -29,7 +29,8 @@ def test_the_simulated_services_get_every_grade() -> None:
     settings = ScanSettings.model_validate(
         {"nmap_arguments": "-Pn -n -T4", "allow_loopback": True, "privileged": False}
     )
-    endpoints = [(OPEN, 6379, TCP), (LOCKED, 6379, TCP), (OPEN, 9200, TCP), (OPEN, 27017, TCP)]
+    endpoints = [(OPEN, 6379, TCP), (LOCKED, 6379, TCP), (OPEN, 9200, TCP), (OPEN, 27017, TCP),
+                 (LOCKED, 11211, TCP)]  # fmt: skip
 
     async def scan() -> dict[tuple[str, int], tuple[Grade | None, str]]:
         async with PortListeners(endpoints):
@@ -50,6 +51,7 @@ def test_the_simulated_services_get_every_grade() -> None:
             Grade.UNAUTHENTICATED,
             "Elasticsearch 7.17.9 answered `GET /` with its cluster name without a password",
         ),
+        ("127.77.1.2", 11211): (Grade.REACHABLE, "Memcached answered: authentication required"),
         ("127.77.1.1", 27017): (
             Grade.UNCONFIRMED, "port open; closed the connection, no MongoDB reply"
         ),
