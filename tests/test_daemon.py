@@ -211,8 +211,10 @@ async def test_probes_metrics_admin_api_and_clean_stop(
               for f in families.values() for s in f.samples}  # fmt: skip
     assert values[("goalkeeper_ticks_total", (("outcome", "success"),))] == 1
     assert values[("goalkeeper_hosts_scanned_total", ())] == 1
-    assert values[("goalkeeper_open_findings", (("port", "6379"), ("protocol", "tcp"),
-                                                  ("service", "svc6379")))] == 1  # fmt: skip
+    # Verified: the simulator's 6379 answers as Redis, not as the svc6379 the config names.
+    labels = (("grade", "unconfirmed"), ("port", "6379"), ("protocol", "tcp"),
+              ("service", "svc6379"))  # fmt: skip
+    assert values[("goalkeeper_open_findings", labels)] == 1
 
     daemon.signal(signal.SIGTERM)
     assert await daemon.wait_exit(seconds=15) == 0
@@ -454,8 +456,9 @@ async def test_pending_mail_and_the_last_tick_survive_a_restart(
     assert after[("goalkeeper_state_store_up", ())] == 1
     assert after[success] == before[success]
     assert after[("goalkeeper_targets", ())] == 1
-    finding = ("goalkeeper_open_findings", (("port", "6379"), ("protocol", "tcp"),
-                                            ("service", "svc6379")))  # fmt: skip
+    labels = (("grade", "unconfirmed"), ("port", "6379"), ("protocol", "tcp"),
+              ("service", "svc6379"))  # fmt: skip
+    finding = ("goalkeeper_open_findings", labels)
     assert after[finding] == before[finding] == 1
     second.signal(signal.SIGTERM)
     assert await second.wait_exit(seconds=15) == 0
