@@ -90,7 +90,7 @@ class _Speaker(asyncio.Protocol):
                 self._transport.write(b"-ERR unknown command\r\n")
 
 
-REDIS_PORT, ELASTICSEARCH_PORT, MEMCACHED_PORT = 6379, 9200, 11211
+REDIS_PORT, ELASTICSEARCH_PORT, MEMCACHED_PORT, DNS_PORT = 6379, 9200, 11211, 53
 SPOKEN = (REDIS_PORT, ELASTICSEARCH_PORT, MEMCACHED_PORT)
 
 
@@ -99,8 +99,18 @@ def locked(address: IPAddress) -> bool:
     return int(address) % 2 == 0
 
 
+def _dns_reply(query: bytes) -> bytes | None:
+    """A resolver's empty NOERROR answer, recursion available (RFC 1035 §4.1.1): the query's
+    id and question, QR and RA set. None for a datagram too short to be a DNS query."""
+    if len(query) < 12:
+        return None
+    flags = bytes([0x80 | (query[2] & 0x79), 0x80])  # QR, opcode and RD kept; RA, rcode 0
+    return query[:2] + flags + query[4:6] + b"\0\0\0\0\0\0" + query[12:]
+
+
 class _AnswerEveryDatagram(asyncio.DatagramProtocol):
-    def __init__(self, reply: bytes) -> None:
+    def __init__(self, reply: bytes, *, dns: bool = False) -> None:
+        self._dns = dns  # port 53: answer as a resolver would, so verification hears DNS
         self._reply = reply
         self._transport: asyncio.DatagramTransport | None = None
 
@@ -110,7 +120,8 @@ class _AnswerEveryDatagram(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
         if self._transport is not None:
-            self._transport.sendto(self._reply, addr)
+            reply = _dns_reply(data) if self._dns else None
+            self._transport.sendto(reply or self._reply, addr)
 
     def error_received(self, exc: Exception) -> None:
         # An ICMP error for an earlier reply (the scanner has gone); nothing to do, keep serving.
@@ -187,7 +198,8 @@ class PortListeners(Running):
         loop = asyncio.get_running_loop()
         reply = self._udp_reply
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: _AnswerEveryDatagram(reply), local_addr=(str(address), port)
+            lambda: _AnswerEveryDatagram(reply, dns=port == DNS_PORT),
+            local_addr=(str(address), port),
         )
         self._datagrams.append(transport)
         return int(transport.get_extra_info("sockname")[1])

@@ -56,3 +56,24 @@ def test_the_simulated_services_get_every_grade() -> None:
             Grade.UNCONFIRMED, "port open; closed the connection, no MongoDB reply"
         ),
     }  # fmt: skip
+
+
+@pytest.mark.root
+@pytest.mark.skipif(shutil.which("nmap") is None, reason="nmap is not installed")
+@pytest.mark.skipif(__import__("os").geteuid() != 0, reason="a UDP scan needs raw sockets")
+def test_the_simulated_resolver_answers_as_dns() -> None:
+    settings = ScanSettings.model_validate(
+        {"nmap_arguments": "-Pn -n -T4", "allow_loopback": True, "privileged": True}
+    )
+    udp = Transport.UDP
+
+    async def scan() -> list[tuple[Grade | None, str]]:
+        async with PortListeners([(OPEN, 53, udp)]):
+            scanner = VerifyingScanner(NmapScanner(settings), settings, load_catalog())
+            async with scanner:
+                result = await scanner.scan([OPEN], [PortSpec(53, udp, "dns")])
+        return [(p.grade, p.evidence) for p in result.open_ports]
+
+    assert asyncio.run(scan()) == [
+        (Grade.UNAUTHENTICATED, "DNS answered a recursive query for another domain")
+    ]
