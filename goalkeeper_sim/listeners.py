@@ -100,11 +100,13 @@ def locked(address: IPAddress) -> bool:
 
 
 def _dns_reply(query: bytes) -> bytes | None:
-    """A resolver's empty NOERROR answer, recursion available (RFC 1035 §4.1.1): the query's
-    id and question, QR and RA set. None for a datagram too short to be a DNS query."""
+    """An authoritative server's empty NOERROR answer (RFC 1035 §4.1.1): the query's id and
+    question, QR and AA set, no recursion offered (RA clear: the demo's DNS is `reachable`, and
+    the exception its owner declared is honoured). None for a datagram too short for DNS."""
     if len(query) < 12:
         return None
-    flags = bytes([0x80 | (query[2] & 0x79), 0x80])  # QR, opcode and RD kept; RA, rcode 0
+    standard = query[2] & 0x78 == 0  # opcode QUERY; anything else (STATUS) is REFUSED
+    flags = bytes([(0x84 if standard else 0x80) | (query[2] & 0x79), 0x00 if standard else 0x05])
     return query[:2] + flags + query[4:6] + b"\0\0\0\0\0\0" + query[12:]
 
 
