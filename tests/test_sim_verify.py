@@ -74,6 +74,4 @@ def test_the_simulated_resolver_answers_as_dns() -> None:
                 result = await scanner.scan([OPEN], [PortSpec(53, udp, "dns")])
         return [(p.grade, p.evidence) for p in result.open_ports]
 
-    assert asyncio.run(scan()) == [
-        (Grade.REACHABLE, "DNS answered")
-    ]
+    assert asyncio.run(scan()) == [(Grade.REACHABLE, "DNS answered")]
