@@ -147,6 +147,8 @@ class ScanSettings(Model):
     privileged: bool = True
     nmap_arguments: str = "-Pn -n -T4 --max-retries 1 --host-timeout 10m"
     subnet_prefix: int = Field(default=24, ge=8, le=32)
+    # IPv6 is grouped by its own prefix: a /64 is one link, as a /24 is one IPv4 subnet.
+    subnet_prefix_v6: int = Field(default=64, ge=32, le=128)
     max_concurrent_scans: int = Field(default=4, ge=1, le=64)
     max_concurrent_per_subnet: int = Field(default=1, ge=1, le=64)
     batch_size: int = Field(default=1024, ge=1, le=65536)
@@ -297,6 +299,9 @@ class FleioSettings(Model):
 class InventorySettings(Model):
     source: Literal["openstack", "static"] = "openstack"
     static_file: Path = Path("inventory.yaml")
+    # The most addresses one IPv6 network entry of the static file may stand for: a /64 is never
+    # expanded (2^64 targets); the default, 256, is a /120.
+    static_max_ipv6_network: int = Field(default=256, ge=1, le=65536)
     openstack: OpenStackSettings = OpenStackSettings()
     fleio: FleioSettings = FleioSettings()
 

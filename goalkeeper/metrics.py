@@ -36,7 +36,6 @@ NOTIFICATION_OUTCOMES = ("sent", "retried", "failed")
 RELOAD_OUTCOMES = ("success", "failure")
 # goalkeeper.rootcause.CAUSE_KINDS, which this layer may not import (a test keeps them equal).
 CAUSE_KINDS = ("world_rule", "port_security_disabled", "unknown")
-FAMILIES_NOT_SCANNED = ("ipv6",)  # address families the inventory holds but nmap is not run on
 
 
 class Metrics:
@@ -152,13 +151,6 @@ class Metrics:
             "projects; 0 otherwise, also when owners are off by choice.",
             registry=r,
         )
-        self.addresses_skipped = Gauge(
-            "goalkeeper_addresses_skipped",
-            "Addresses of the last tick's inventory not scanned because of their family "
-            "(ipv6: IPv6 is not scanned yet); a known gap, so not in hosts_not_scanned.",
-            ["family"],
-            registry=r,
-        )
         self.delivery_duration = Histogram(
             "goalkeeper_delivery_duration_seconds",
             "Time from a message's commit to the outbox to its delivery (relay or Telegram "
@@ -229,8 +221,6 @@ class Metrics:
         self.set_unmonitored_findings()
         self.set_acknowledged_findings()
         self.set_open_findings_by_cause()
-        for family in FAMILIES_NOT_SCANNED:
-            self.addresses_skipped.labels(family=family)
 
     def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
         """The owner lookup gauges after a tick; None is a source that carries its own owners."""

@@ -441,8 +441,6 @@ class TickReport:
     summary_delivered: bool | None = None  # None: no chat configured, a dry run, or queued
     notification_failures: tuple[str, ...] = ()  # messages given up on since the last tick
     owner_lookup: OwnerLookup | None = None  # how billing resolved owners; None: static source
-    # Of `not_scanned`, by address family ("ipv6"): never handed to the scanner at all.
-    family_not_scanned: Mapping[str, int] = field(default_factory=dict)
     latent_exposures: int = 0  # rules open to the world on scanned ports nothing answered on
 
     @property

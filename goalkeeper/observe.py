@@ -30,7 +30,7 @@ from goalkeeper.model import (
 )
 from goalkeeper.rootcause import LatentExposure, latent_exposures
 from goalkeeper.scanning.catalog import Catalog
-from goalkeeper.scope import IPV6_NOT_SCANNED, OUTSIDE, Selection, in_scope, select_targets
+from goalkeeper.scope import OUTSIDE, Selection, in_scope, select_targets
 
 log = logs.get_logger(__name__)
 
@@ -45,7 +45,7 @@ class Observed:
     ports: tuple[PortSpec, ...]
     targets: Mapping[IPAddress, Target]  # those in scope, by address
     seen: tuple[Finding, ...]
-    not_scanned: Mapping[IPAddress, str]  # with the reason, IPv6 beside the scanner's own
+    not_scanned: Mapping[IPAddress, str]  # with the reason the scanner gave
     latent: tuple[LatentExposure, ...] = ()  # advisories (DESIGN §8), never findings
 
 
@@ -64,8 +64,7 @@ async def observe(
         log.warning("using the last good inventory", age_s=round(inventory_age(snapshot, now=now)),
                     reason=snapshot.stale_reason)  # fmt: skip
     by_address = {t.address: t for t in selection.targets}
-    # Counted as not scanned with the reason, beside what the scanner could not scan.
-    not_scanned = {t.address: IPV6_NOT_SCANNED for t in selection.ipv6} | dict(result.not_scanned)
+    not_scanned = dict(result.not_scanned)
     seen = build_findings(result, by_address, ports, now=now, egress=scope.egress_addresses)
     # Only the pairs this tick really scanned on each address: a port not looked at is no news.
     latent = latent_exposures(
@@ -132,10 +131,6 @@ async def _inventory_and_scan(
             exclude=scope.exclude,
             loopback=scope.allow_loopback,
         )
-        if selection.ipv6:
-            log.warning(
-                "ipv6 addresses not scanned: IPv6 is not scanned yet", count=len(selection.ipv6)
-            )
         for target in selection.refused:
             log.warning(
                 "target refused",

@@ -37,7 +37,7 @@ from goalkeeper.findings import (
     unresolved_projects,
 )
 from goalkeeper.lifecycle import Coverage, FindingKey, LifecyclePlan, plan_lifecycle
-from goalkeeper.metrics import FAMILIES_NOT_SCANNED, Metrics, owner_gauges
+from goalkeeper.metrics import Metrics, owner_gauges
 from goalkeeper.model import (
     AddressesKnown,
     Inventory,
@@ -430,7 +430,6 @@ def _report(
         dry_run=tick.dry_run,
         notification_failures=decision.failures,
         owner_lookup=snapshot.owners,
-        family_not_scanned={"ipv6": len(selection.ipv6)} if selection.ipv6 else {},
         latent_exposures=len(observed.latent),
     )
 
@@ -523,10 +522,7 @@ def _cause_counts(report: TickReport) -> dict[str, int]:
 def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.targets.set(report.targets)
     metrics.hosts_scanned.inc(report.hosts_scanned)
-    skipped = report.family_not_scanned
-    metrics.hosts_not_scanned.inc(len(report.not_scanned) - sum(skipped.values()))
-    for family in FAMILIES_NOT_SCANNED:
-        metrics.addresses_skipped.labels(family=family).set(skipped.get(family, 0))
+    metrics.hosts_not_scanned.inc(len(report.not_scanned))
     metrics.inventory_age.set(report.inventory_age_seconds)
     metrics.owners_unresolved.set(len(report.owners_not_found))
     metrics.set_owner_lookup(report.owner_lookup)

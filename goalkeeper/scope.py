@@ -3,9 +3,8 @@
 Nothing outside `scan.allowed_networks` is ever scanned and nothing inside `scan.exclude`, nor
 any address that is not a remote host's, whatever the networks say (`unscannable` lists them
 with the reason). Every address the scanner sees has passed through `select_targets`, and the
-scanner checks `unscannable` again. IPv6 targets are set apart, not scanned yet: each is counted
-as not scanned (`IPV6_NOT_SCANNED`), never dropped and never "refused" (which says the inventory
-is wrong). Pure: no I/O, no clock.
+scanner checks `unscannable` again. IPv4 and IPv6 are held to the same rules (an IPv6 address
+is compared with IPv6 networks only). Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -21,7 +20,6 @@ OUTSIDE = "outside scan.allowed_networks"
 EXCLUDED = "inside scan.exclude"
 _THIS_NETWORK = IPv4Network("0.0.0.0/8")
 _LIMITED_BROADCAST = IPv4Address("255.255.255.255")
-IPV6_NOT_SCANNED = "IPv6 is not scanned yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +29,6 @@ class Selection:
     excluded: tuple[Target, ...]  # inside exclude
     duplicates: int = 0  # the same address listed again (the first entry wins)
     why: Mapping[IPAddress, str] = field(default_factory=dict)  # refused address -> reason
-    ipv6: tuple[Target, ...] = ()  # not excluded, but not scanned yet (IPV6_NOT_SCANNED)
 
 
 def unscannable(address: IPAddress, *, loopback: bool = False) -> str | None:
@@ -54,11 +51,6 @@ def unscannable(address: IPAddress, *, loopback: bool = False) -> str | None:
     if address.is_link_local:
         return "a link-local address"
     return None
-
-
-def scannable(address: IPAddress) -> bool:
-    """Whether the scanner takes this address family at all (IPv4 only, for now)."""
-    return address.version == 4
 
 
 def contains(networks: Iterable[Network], address: IPAddress) -> bool:
@@ -90,7 +82,7 @@ def in_scope(
     chosen = {
         a
         for a in addresses
-        if scannable(a) and refusal(a, allowed=allowed, exclude=exclude, loopback=loopback) is None
+        if refusal(a, allowed=allowed, exclude=exclude, loopback=loopback) is None
     }
     return sorted(chosen, key=lambda a: (a.version, int(a)))
 
@@ -106,7 +98,6 @@ def select_targets(
     refused: list[Target] = []
     excluded: list[Target] = []
     why: dict[IPAddress, str] = {}
-    ipv6: list[Target] = []
     seen: set[IPAddress] = set()
     duplicates = 0
     for target in targets:
@@ -114,9 +105,6 @@ def select_targets(
             duplicates += 1
             continue
         seen.add(target.address)
-        if not scannable(target.address) and unscannable(target.address, loopback=loopback) is None:
-            (excluded if contains(exclude, target.address) else ipv6).append(target)
-            continue
         reason = refusal(target.address, allowed=allowed, exclude=exclude, loopback=loopback)
         if reason is None:
             selected.append(target)
@@ -125,4 +113,4 @@ def select_targets(
         else:
             refused.append(target)
             why[target.address] = reason
-    return Selection(tuple(selected), tuple(refused), tuple(excluded), duplicates, why, tuple(ipv6))
+    return Selection(tuple(selected), tuple(refused), tuple(excluded), duplicates, why)

@@ -80,6 +80,7 @@ def static_inventory_problems(settings: Settings, config_path: Path) -> list[Pro
             resolve_static_path(settings, config_path),
             allowed=settings.scan.allowed_networks,
             strict=True,
+            max_ipv6_network=settings.inventory.static_max_ipv6_network,
         )
     except ConfigError as err:
         return list(err.problems)
@@ -96,6 +97,7 @@ def static_inventory_warnings(settings: Settings, config_path: Path) -> list[str
             resolve_static_path(settings, config_path),
             allowed=settings.scan.allowed_networks,
             warn=warnings.append,
+            max_ipv6_network=settings.inventory.static_max_ipv6_network,
         )
     except ConfigError:
         return []  # reported as problems by static_inventory_problems

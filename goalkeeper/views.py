@@ -34,7 +34,6 @@ def report_as_dict(report: TickReport) -> dict[str, Any]:
         "excluded": report.excluded,
         "hosts_scanned": report.hosts_scanned,
         "not_scanned": dict(report.not_scanned),
-        "family_not_scanned": dict(report.family_not_scanned),
         "failed_batches": report.failed_batches,
         "findings": [finding_as_dict(f) for f in report.findings],
         "resolved": [finding_as_dict(f) for f in report.resolved],

@@ -39,7 +39,9 @@ def new_run_id(now: datetime) -> str:
 async def inventory_source(settings: Settings, config_path: Path) -> AsyncIterator[InventorySource]:
     if settings.inventory.source == "static":
         yield StaticInventory(
-            resolve_static_path(settings, config_path), allowed=settings.scan.allowed_networks
+            resolve_static_path(settings, config_path),
+            allowed=settings.scan.allowed_networks,
+            max_ipv6_network=settings.inventory.static_max_ipv6_network,
         )
         return
     cloud = CloudInventory(settings.inventory)

@@ -4,7 +4,10 @@ Starts the simulated OpenStack and Fleio, listeners playing the servers' open po
 127.x.y.z addresses, an SMTP sink that writes .eml files and a fake Telegram; runs one tick with
 `inventory.source: openstack` through the same code as `goalkeeper scan`; prints the findings,
 which customer got which mail, and the Telegram summary; stops everything it started. Nothing
-leaves the machine: every address involved is in 127.0.0.0/8.
+leaves the machine: every address scanned is in 127.0.0.0/8. The simulated cloud is dual-stack
+on its public-direct network (fd00:64::/64): those IPv6 targets are in scope but in scan.exclude,
+because an fd00:: address is reachable only inside a network namespace (tests/test_ipv6_netns.py
+scans IPv6 there for real), and the demo says so.
 """
 
 from __future__ import annotations
@@ -30,9 +33,14 @@ from goalkeeper.wiring import one_tick
 from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
 from goalkeeper_sim.smtp import SmtpSink
 from goalkeeper_sim.telegram import FakeTelegram
-from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, World, build_world
+from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, DEFAULT_IPV6_BASE, World, build_world
 
 OPS = "security@provider.example"
+IPV6_NOTE = (
+    "IPv6 targets in scope but excluded here ({count}, {base}): an fd00:: address is reachable "
+    "only inside a network namespace, so the demo plans them and skips them (scan.exclude); "
+    "tests/test_ipv6_netns.py scans IPv6 for real."
+)
 
 
 async def run_demo(
@@ -59,6 +67,9 @@ async def run_demo(
         )  # fmt: skip
     print_demo(tick.report, tick.smtp, tick.telegram,
                world_size=(len(world.projects), len(world.servers)), out=out)  # fmt: skip
+    ipv6 = len(world.public_ipv6_addresses())
+    if ipv6:
+        print("\n" + IPV6_NOTE.format(count=ipv6, base=DEFAULT_IPV6_BASE), file=out)
     return tick.report
 
 
@@ -118,7 +129,9 @@ def sim_settings(
             {
                 "environment": "prod",
                 "scan": {
-                    "allowed_networks": [DEFAULT_ADDRESS_BASE],
+                    "allowed_networks": [DEFAULT_ADDRESS_BASE, DEFAULT_IPV6_BASE],
+                    # Reachable only inside a network namespace: planned, and skipped on purpose.
+                    "exclude": [DEFAULT_IPV6_BASE],
                     "allow_loopback": True,  # the simulated cloud lives on loopback
                     "privileged": privileged,
                     "nmap_arguments": f"-Pn -n -T4 --max-retries 1 --host-timeout {host_timeout}",

@@ -5,7 +5,8 @@ A TCP endpoint accepts and closes each connection (after an optional short banne
 verified; a UDP
 endpoint answers every datagram with a small reply, because nmap calls a silent UDP port
 `open|filtered`, never `open`. One socket per endpoint and no task per connection, so thousands
-start in well under a second. Addresses must be loopback: this module must never open a
+start in well under a second. Addresses must be loopback (or, for a caller inside a network
+namespace of its own, unique local fd00::/8, which nothing routes): this module must never open a
 listener that the outside world can reach, and it never scans anything itself.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import functools
 import resource
 from collections.abc import Callable, Iterable
+from ipaddress import IPv6Network
 from typing import TypeAlias, cast
 
 from goalkeeper.aio import Running
@@ -24,6 +26,7 @@ Endpoint: TypeAlias = tuple[IPAddress, int, Transport]
 
 DEFAULT_UDP_REPLY = b"goalkeeper-sim\n"
 _SPARE_DESCRIPTORS = 256  # for the event loop, nmap's pipes, test servers
+_UNIQUE_LOCAL = IPv6Network("fd00::/8")
 
 
 class _AcceptAndClose(asyncio.Protocol):
@@ -143,10 +146,14 @@ class PortListeners(Running):
         *,
         tcp_banner: bytes = b"",
         udp_reply: bytes = DEFAULT_UDP_REPLY,
+        unique_local: bool = False,
     ) -> None:
+        """`unique_local` also admits fd00::/8 addresses: only for a caller inside a network
+        namespace it made (tests.netns), where such an address is on that namespace's `lo`."""
         self._wanted = tuple(dict.fromkeys(endpoints))
         for address, port, _ in self._wanted:
-            if not address.is_loopback:
+            local = unique_local and address.version == 6 and address in _UNIQUE_LOCAL
+            if not (address.is_loopback or local):
                 raise ValueError(f"{address} is not a loopback address; the simulator stays local")
             if not 0 <= port <= 65535:
                 raise ValueError(f"{port} is not a port number")

@@ -162,7 +162,7 @@ class World:
         return found
 
     def public_ipv6_addresses(self) -> dict[IPv6Address, Server]:
-        """Every public IPv6 address of a server: targets too, but not scanned yet."""
+        """Every public IPv6 address of a server: targets too, scanned with nmap -6."""
         servers = {server.id: server for server in self.servers}
         external = {network.id for network in self.networks if network.external}
         return {

@@ -2,7 +2,8 @@
 
 A test creates a namespace of its own (`network_namespace()`), and `scan_in_namespace()` runs
 this file as a child process inside it (`ip netns exec NS python -m tests.netns`): the child
-brings up the namespace's `lo`, loads an nftables ruleset there, starts PortListeners, runs the
+brings up the namespace's `lo` (with any extra addresses the scenario gives it: IPv6 ones come
+from fd00::/8, unique local), loads an nftables ruleset there, starts PortListeners, runs the
 real NmapScanner and prints each ScanResult as JSON. Every packet stays in that namespace, which
 has nothing but its own loopback, and the namespace is deleted when the test ends. Needs root and
 the `ip` and `nft` tools; `namespace_unavailable()` says why a test must skip.
@@ -43,6 +44,9 @@ class NamespaceScenario:
     scans: Sequence[NamespaceScan]
     listeners: Sequence[tuple[str, int, str]] = ()  # (address, port, "tcp"|"udp")
     nft_ruleset: str = ""  # loaded with `nft -f -` inside the namespace
+    lo_addresses: Sequence[
+        str
+    ] = ()  # CIDR addresses added to the namespace's lo, as "fd00:6::1/64"
 
 
 def namespace_unavailable() -> str | None:
@@ -96,7 +100,7 @@ async def _run_scenario(spec: dict[str, Any]) -> list[dict[str, Any]]:
 
     endpoints = [(ip_address(a), int(p), Transport(t)) for a, p, t in spec["listeners"]]
     results = []
-    async with PortListeners(endpoints):
+    async with PortListeners(endpoints, unique_local=True):  # fd00:: is on this namespace's lo
         for scan in spec["scans"]:
             ports = [PortSpec(int(p), Transport(t), s) for p, t, s in scan["ports"]]
             # The namespace's loopback is all there is to scan in it.
@@ -129,6 +133,11 @@ def _child() -> None:
         sys.exit("refusing to touch this network: run me only via scan_in_namespace()")
     spec = json.load(sys.stdin)
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    for cidr in spec["lo_addresses"]:
+        family = "-6" if ":" in cidr else "-4"
+        # nodad: usable at once; duplicate address detection has no neighbour to ask on lo.
+        extra = ["nodad"] if family == "-6" else []
+        subprocess.run(["ip", family, "addr", "add", cidr, "dev", "lo", *extra], check=True)
     if spec["nft_ruleset"]:
         subprocess.run(["nft", "-f", "-"], input=spec["nft_ruleset"], text=True, check=True)
     print(json.dumps(asyncio.run(_run_scenario(spec))))

@@ -45,13 +45,12 @@ async def test_demo_runs_a_real_tick_and_shows_where_everything_went(tmp_path: P
     assert "OWNER NOT FOUND" in text
     assert "Telegram summary (1 message(s))" in text
     assert report.summary_delivered is True
-    # The simulated cloud is dual-stack on its public-direct network: IPv6 is not scanned yet,
-    # and the tick says so rather than leaving those addresses out.
-    skipped = report.family_not_scanned["ipv6"]
-    assert skipped >= 1
-    assert len(report.not_scanned) == skipped
-    assert set(report.not_scanned.values()) == {"IPv6 is not scanned yet"}
-    assert f"Why not scanned: IPv6 is not scanned yet ({skipped})" in text
+    # The simulated cloud is dual-stack on its public-direct network: its IPv6 targets are in
+    # scope, and skipped on purpose (unreachable outside a namespace), with the reason printed.
+    assert report.excluded >= 1
+    assert report.not_scanned == {}
+    assert report.refused == ()
+    assert f"IPv6 targets in scope but excluded here ({report.excluded}, fd00:64::/64)" in text
 
 
 def test_the_simulator_never_loads_into_the_daemons_process() -> None:

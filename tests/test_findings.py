@@ -42,32 +42,32 @@ def test_scope_refuses_outside_and_skips_excluded() -> None:
         targets, allowed=[ip_network("203.0.113.0/24")], exclude=[ip_network("203.0.113.9/32")]
     )
     assert [str(t.address) for t in selection.targets] == ["203.0.113.5"]
-    assert [str(t.address) for t in selection.refused] == ["198.51.100.1"]
+    assert [str(t.address) for t in selection.refused] == ["198.51.100.1", "2001:db8::1"]
     assert [str(t.address) for t in selection.excluded] == ["203.0.113.9"]
-    assert [str(t.address) for t in selection.ipv6] == ["2001:db8::1"]
+    assert "2001:db8::1" in {str(t.address) for t in selection.refused}  # IPv4 allowed only
     assert selection.duplicates == 1
 
 
 @pytest.mark.parametrize(
     ("allowed", "exclude", "bucket"),
     [
-        (["203.0.113.0/24"], [], "ipv6"),  # not an inventory mistake: a family not scanned yet
-        (["2001:db8::/32"], [], "ipv6"),  # allowed or not, it is not handed to the scanner
+        (["203.0.113.0/24"], [], "refused"),  # an IPv4 network never admits an IPv6 address
+        (["2001:db8::/32"], [], "targets"),  # IPv6 is scanned like IPv4
         (["2001:db8::/32"], ["2001:db8::/64"], "excluded"),  # the operator's exclude still wins
+        (["::/0"], ["2001:db8::1/128"], "excluded"),
     ],
 )
-def test_ipv6_is_set_apart_never_scanned_nor_refused(
+def test_ipv6_is_held_to_allowed_networks_and_exclude_like_ipv4(
     allowed: list[str], exclude: list[str], bucket: str
 ) -> None:
     v6 = target("2001:db8::1")
-    selection = select_targets(
-        [v6],
-        allowed=[ip_network(n) for n in allowed],
-        exclude=[ip_network(n) for n in exclude],
-    )
+    allow, skip = [ip_network(n) for n in allowed], [ip_network(n) for n in exclude]
+    selection = select_targets([v6], allowed=allow, exclude=skip)
     assert getattr(selection, bucket) == (v6,)
-    assert selection.targets == () and selection.refused == ()
-    assert in_scope([v6.address], allowed=[ip_network(n) for n in allowed], exclude=[]) == []
+    others = {"targets", "refused", "excluded"} - {bucket}
+    assert all(getattr(selection, name) == () for name in others)
+    chosen = in_scope([v6.address], allowed=allow, exclude=skip)
+    assert chosen == ([v6.address] if bucket == "targets" else [])
 
 
 def test_empty_allowed_networks_admit_nothing() -> None:

@@ -34,7 +34,6 @@ def test_series_read_zero_before_the_first_tick() -> None:
         assert samples[(f"goalkeeper_{name}", (("channel", "email"),))] == 0
         assert samples[(f"goalkeeper_{name}", (("channel", "telegram"),))] == 0
     assert samples[("goalkeeper_state_store_up", ())] == 0  # unknown until the daemon checks
-    assert samples[("goalkeeper_addresses_skipped", (("family", "ipv6"),))] == 0
     assert not [name for name, _ in samples if name.endswith("_created")]
 
 

@@ -192,7 +192,9 @@ async def test_an_owner_lookup_incident_reaches_the_report_the_summary_and_the_m
 V6_ALLOWED, V6_OUTSIDE = IPv6Address("fd00:46::1"), IPv6Address("fd00:99::1")
 
 
-async def test_ipv6_addresses_are_counted_not_scanned_with_the_reason(store: StateStore) -> None:
+async def test_ipv6_addresses_in_scope_are_scanned_and_the_others_refused(
+    store: StateStore,
+) -> None:
     scanner = Recording()
     held: set[IPAddress] = {A, V6_ALLOWED, V6_OUTSIDE}
     inventory = Announcing(held, held, scanner.started)
@@ -203,18 +205,16 @@ async def test_ipv6_addresses_are_counted_not_scanned_with_the_reason(store: Sta
         scanner=scanner, store=store, dispatch=Kept(), catalog=load_catalog(), metrics=metrics,
     )  # fmt: skip
 
-    assert scanner.calls == [[A]]  # IPv6 is never handed to the scanner, allowed or not
-    why = "IPv6 is not scanned yet"
-    assert report.not_scanned == {str(V6_ALLOWED): why, str(V6_OUTSIDE): why}
-    assert report.family_not_scanned == {"ipv6": 2}
-    assert report.refused == ()  # not an inventory mistake
-    assert (report.targets, report.hosts_scanned) == (1, 1)
+    assert scanner.calls == [[A, V6_ALLOWED]]  # IPv4 first, then IPv6 (scope.in_scope's order)
+    assert report.not_scanned == {}
+    assert report.refused == (str(V6_OUTSIDE),)  # outside allowed_networks, like IPv4
+    assert (report.targets, report.hosts_scanned) == (2, 2)
+    assert {f.key for f in report.findings} == {(str(a), 6379, "tcp") for a in (A, V6_ALLOWED)}
+    stored = {r.key for r in await store.list_findings()}
+    assert (str(V6_ALLOWED), 6379, "tcp") in stored  # the store keeps IPv6 findings too
     summary = render_summary(report)
-    assert "not scanned: 2" in summary and f"Why not scanned: {why} (2)" in summary
-    registry = metrics.registry
-    assert registry.get_sample_value("goalkeeper_addresses_skipped", {"family": "ipv6"}) == 2
-    # A known gap, not an outage: the hosts-not-scanned alert does not fire on it.
-    assert registry.get_sample_value("goalkeeper_hosts_not_scanned_total") == 0
+    assert "not scanned: 0" in summary and "Why not scanned" not in summary
+    assert metrics.registry.get_sample_value("goalkeeper_hosts_not_scanned_total") == 0
 
 
 class Listing:

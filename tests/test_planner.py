@@ -115,6 +115,19 @@ PLANS = [
 ]
 
 
+def test_ipv6_is_grouped_by_subnet_prefix_v6() -> None:
+    given = addresses("2001:db8:0:1::5", "2001:db8:0:2::1", "2001:db8:1::1")
+    plan = plan_scan(given, subnet_prefix=24, batch_size=2, subnet_prefix_v6=48)
+    got = [([str(s) for s in b.subnets], [str(a) for a in b.addresses]) for b in plan.batches]
+    assert got == [
+        (["2001:db8::/48"], ["2001:db8:0:1::5", "2001:db8:0:2::1"]),
+        (["2001:db8:1::/48"], ["2001:db8:1::1"]),
+    ]
+    assert subnet_of(given[0], subnet_prefix=24, subnet_prefix_v6=56) == ip_network("2001:db8::/56")
+    with pytest.raises(ValueError, match="subnet_prefix_v6"):
+        plan_scan(given, subnet_prefix=24, batch_size=2, subnet_prefix_v6=129)
+
+
 @pytest.mark.parametrize(("given", "prefix", "size", "expected"), PLANS)
 def test_plan_scan(
     given: list[str], prefix: int, size: int, expected: list[tuple[list[str], list[str]]]

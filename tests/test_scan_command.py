@@ -444,22 +444,29 @@ def test_help_documents_the_exit_codes(capsys: pytest.CaptureFixture[str]) -> No
     assert "3 done, but some messages were not delivered" in text
 
 
-async def test_ipv6_in_the_static_inventory_is_reported_not_scanned(cloud: Cloud) -> None:
-    config = cloud.config()
-    v6 = {"address": "fd00:44::10", "server_name": "db-1", "project_id": "p-acme"}
-    dual_stack = [*INVENTORY, v6]
-    (cloud.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": dual_stack}))
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        (
+            {"address": "fd00:44::10", "server_name": "db-1", "project_id": "p-acme"},
+            "targets[6]: fd00:44::10 (db-1) is outside scan.allowed_networks",
+        ),
+        (
+            {"network": "fd00:44::/64", "server_name": "pool"},
+            "targets[6]: fd00:44::/64 has 18446744073709551616 addresses",
+        ),
+    ],
+)
+async def test_an_ipv6_static_entry_outside_or_too_large_exits_2_naming_it(
+    cloud: Cloud, entry: dict[str, str], expected: str
+) -> None:
+    # IPv6 entries are targets, held to allowed_networks like IPv4; a /64 is never expanded.
+    config = cloud.config()  # writes the fixture's inventory, which this one replaces
+    (cloud.tmp / "inventory.yaml").write_text(yaml.safe_dump({"targets": [*INVENTORY, entry]}))
     code, out, err = await cloud.goalkeeper("scan", "--json", config=config)
-    assert code == 0, err
-    report = json.loads(out)
-    assert report["not_scanned"] == {"fd00:44::10": "IPv6 is not scanned yet"}
-    assert report["family_not_scanned"] == {"ipv6": 1}
-    assert report["targets"] == report["hosts_scanned"] == 5
-    summary = "\n".join(m.plain for m in cloud.telegram.messages)
-    assert "Why not scanned: IPv6 is not scanned yet (1)" in summary
-    code, out, err = await cloud.goalkeeper("scan", "--dry-run", config=config)
-    assert code == 0, err
-    assert "NOT SCANNED fd00:44::10: IPv6 is not scanned yet" in out
+    assert code == 2, (out, err)
+    assert expected in " ".join(err.split())
+    assert cloud.smtp.messages == [] and cloud.telegram.messages == []
 
 
 def mail(*, delivered: bool, queued: bool = False) -> MailOutcome:

@@ -15,7 +15,7 @@ from goalkeeper.inventory.static import StaticInventory, read_static_targets
 from goalkeeper.validity import static_inventory_problems
 from goalkeeper.yamlfile import key_path
 
-ALLOWED = (ip_network("127.77.0.0/16"),)
+ALLOWED = (ip_network("127.77.0.0/16"), ip_network("fd00:77::/64"))
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -193,9 +193,7 @@ async def test_static_source_rereads_the_file(tmp_path: Path) -> None:
     assert [t.address for t in (await source.fetch()).targets] == [ip_address("127.77.0.2")]
 
 
-def test_ipv6_entries_are_kept_for_the_tick_to_count_not_scanned(tmp_path: Path) -> None:
-    # IPv6 is not scanned yet, so it is not held to the (IPv4) allowed networks: not an error,
-    # and not dropped either.
+def test_ipv6_addresses_and_small_networks_are_targets(tmp_path: Path) -> None:
     path = write(
         tmp_path,
         """
@@ -216,6 +214,45 @@ targets:
         "fd00:77::103",
     ]
     assert targets[1].server_name == "web-1-v6"
+
+
+@pytest.mark.parametrize(
+    ("entry", "limit", "expected"),
+    [
+        (
+            "{network: fd00:77::/64, server_name: pool}",
+            256,
+            "targets[1]: fd00:77::/64 has 18446744073709551616 addresses, more than an IPv6 "
+            "network entry may stand for (256, inventory.static_max_ipv6_network)",
+        ),
+        (
+            "{network: fd00:77::/119}",
+            256,
+            "targets[1]: fd00:77::/119 has 512 addresses, more than an IPv6 network entry may "
+            "stand for (256",
+        ),
+        ("{network: fd00:77::/126}", 2, "targets[1]: fd00:77::/126 has 4 addresses"),
+        (
+            "{address: 'fd00:99::1', server_name: stray}",
+            256,
+            "targets[1]: fd00:99::1 (stray) is outside scan.allowed_networks",
+        ),
+    ],
+)
+def test_an_ipv6_network_too_large_or_outside_is_an_error_naming_the_entry(
+    tmp_path: Path, entry: str, limit: int, expected: str
+) -> None:
+    path = write(tmp_path, f"targets:\n  - {{address: 127.77.0.1}}\n  - {entry}\n")
+    with pytest.raises(ConfigError) as caught:
+        read_static_targets(path, allowed=ALLOWED, max_ipv6_network=limit)
+    assert expected in str(caught.value)
+
+
+def test_the_ipv6_network_limit_comes_from_the_settings(tmp_path: Path) -> None:
+    path = write(tmp_path, "targets:\n  - {network: fd00:77::/120}\n")
+    assert len(read_static_targets(path, allowed=ALLOWED)) == 256  # the default: a /120
+    with pytest.raises(ConfigError, match=r"inventory\.static_max_ipv6_network"):
+        read_static_targets(path, allowed=ALLOWED, max_ipv6_network=255)
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,8 @@
 The file is read on every tick, so edits apply without a restart. Any entry outside
 `scan.allowed_networks` makes the whole file invalid (a configuration error naming the entry):
 a static file is written by the operator, so a wrong address there is a mistake to fix, not
-something to skip quietly. IPv6 entries are kept but not scanned yet (each tick counts them as
-not scanned, with the reason), so they are not held to `allowed_networks` until they are. This
+something to skip quietly. IPv6 entries are held to the same rule; an IPv6 network entry may
+stand for at most `inventory.static_max_ipv6_network` addresses (a /64 is never expanded). This
 module reads one local file; it never touches the network.
 """
 
@@ -23,11 +23,12 @@ from goalkeeper.config import ConfigError, Network, Problem, Settings
 from goalkeeper.exceptions import read_allow
 from goalkeeper.mailaddress import customer_owner, mail_address_problem
 from goalkeeper.model import AddressesKnown, Inventory, IPAddress, Target
-from goalkeeper.scope import contains, scannable
+from goalkeeper.scope import contains
 from goalkeeper.yamlfile import UnreadableFile, key_path, read_yaml
 
 log = logs.get_logger(__name__)
 MAX_NETWORK_ADDRESSES = 65536
+MAX_IPV6_NETWORK_ADDRESSES = 256  # inventory.static_max_ipv6_network's default
 # About 40,000 entries; the bounds stop a wrong path (a device, a log) or a YAML bomb.
 MAX_FILE_BYTES = 8 << 20
 MAX_FILE_VALUES = 1_000_000
@@ -71,6 +72,7 @@ def read_static_targets(
     allowed: Iterable[Network],
     strict: bool = False,
     warn: Callable[[str], None] | None = None,
+    max_ipv6_network: int = MAX_IPV6_NETWORK_ADDRESSES,
 ) -> tuple[Target, ...]:
     """Every target of the file, one per address; raise ConfigError listing every problem with
     its entry.
@@ -94,7 +96,7 @@ def read_static_targets(
         if strict:
             problems += _entry_problems(entry, key, source)
         try:
-            expanded = list(_expand(entry))
+            expanded = list(_expand(entry, max_ipv6_network=max_ipv6_network))
         except ValueError as err:
             problems.append(Problem(source=source, key=key, message=str(err)))
             continue
@@ -178,9 +180,7 @@ def _read_file(path: Path, source: str) -> StaticFile:
 
 def _outside(entry: StaticEntry, expanded: list[Target], allowed: tuple[Network, ...]) -> str:
     """Why `entry` reaches past scan.allowed_networks, or "" when it does not."""
-    outside = [
-        t.address for t in expanded if scannable(t.address) and not contains(allowed, t.address)
-    ]
+    outside = [t.address for t in expanded if not contains(allowed, t.address)]
     if not outside:
         return ""
     what = entry.address or entry.network
@@ -199,19 +199,26 @@ class StaticInventory:
         *,
         allowed: Iterable[Network],
         clock: Clock = utc_now,
+        max_ipv6_network: int = MAX_IPV6_NETWORK_ADDRESSES,
     ) -> None:
         self.path = path
         self.allowed = tuple(allowed)
         self.clock = clock
+        self.max_ipv6_network = max_ipv6_network
 
     async def fetch(self, on_addresses: AddressesKnown | None = None) -> Inventory:
         """The file's targets; read at once, so nothing is announced before (`on_addresses` is
         never called)."""
-        targets = read_static_targets(self.path, allowed=self.allowed, warn=_log_warning)
+        targets = read_static_targets(
+            self.path,
+            allowed=self.allowed,
+            warn=_log_warning,
+            max_ipv6_network=self.max_ipv6_network,
+        )
         return Inventory(targets=targets, fetched_at=self.clock(), source=f"static:{self.path}")
 
 
-def _expand(entry: StaticEntry) -> Iterable[Target]:
+def _expand(entry: StaticEntry, *, max_ipv6_network: int) -> Iterable[Target]:
     owner = customer_owner(entry.owner_name, entry.owner_email)
     allow, problem = read_allow(entry.allow)
     common: dict[str, Any] = {
@@ -233,6 +240,12 @@ def _expand(entry: StaticEntry) -> Iterable[Target]:
         network = ip_network(str(entry.network).strip(), strict=True)
     except ValueError as err:
         raise ValueError(f"not a CIDR network: {entry.network!r} ({err})") from None
+    if network.version == 6 and network.num_addresses > max_ipv6_network:
+        raise ValueError(
+            f"{network} has {network.num_addresses} addresses, more than an IPv6 network entry may "
+            f"stand for ({max_ipv6_network}, inventory.static_max_ipv6_network): list the "
+            "servers' addresses instead; an IPv6 network is never expanded whole"
+        )
     if network.num_addresses > MAX_NETWORK_ADDRESSES:
         raise ValueError(f"{network} has more than {MAX_NETWORK_ADDRESSES} addresses")
     # An IPv4 network's first and last addresses name the network and its broadcast, never a

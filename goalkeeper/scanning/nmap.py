@@ -171,6 +171,7 @@ class NmapScanner(Closing):
         plan = plan_scan(
             addresses,
             subnet_prefix=self._settings.subnet_prefix,
+            subnet_prefix_v6=self._settings.subnet_prefix_v6,
             batch_size=self._settings.batch_size,
             runs=self.pace.runs,
         )

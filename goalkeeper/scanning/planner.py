@@ -18,9 +18,10 @@ from goalkeeper.model import IPAddress
 
 Subnet: TypeAlias = IPv4Network | IPv6Network
 
-# An IPv6 subnet is a /64 whatever scan.subnet_prefix says: /64 is the size of one IPv6 link (one
-# router, one neighbour cache), which is what the per-subnet cap exists to protect; stretching the
-# IPv4 prefix (/24 + 96 = /120) would cut one link into thousands of "subnets".
+# An IPv6 subnet is a /64 unless scan.subnet_prefix_v6 says otherwise, never scan.subnet_prefix:
+# /64 is the size of one IPv6 link (one router, one neighbour cache), which is what the
+# per-subnet cap exists to protect; stretching the IPv4 prefix (/24 + 96 = /120) would cut one
+# link into thousands of "subnets".
 IPV6_SUBNET_PREFIX = 64
 
 # Spreading a small scan over every run stops here: below a few hundred hosts nmap's fixed cost
@@ -99,14 +100,21 @@ class Pace:
         return rate, min(rate, FORCED_RATE_LIMIT)
 
 
-def subnet_of(address: IPAddress, *, subnet_prefix: int) -> Subnet:
-    """The subnet `address` counts against: IPv4 /subnet_prefix, IPv6 always /64."""
-    prefix = subnet_prefix if isinstance(address, IPv4Address) else IPV6_SUBNET_PREFIX
+def subnet_of(
+    address: IPAddress, *, subnet_prefix: int, subnet_prefix_v6: int = IPV6_SUBNET_PREFIX
+) -> Subnet:
+    """The subnet `address` counts against: IPv4 /subnet_prefix, IPv6 /subnet_prefix_v6."""
+    prefix = subnet_prefix if isinstance(address, IPv4Address) else subnet_prefix_v6
     return ip_network(f"{address}/{prefix}", strict=False)
 
 
 def plan_scan(
-    addresses: Sequence[IPAddress], *, subnet_prefix: int, batch_size: int, runs: int = 1
+    addresses: Sequence[IPAddress],
+    *,
+    subnet_prefix: int,
+    batch_size: int,
+    runs: int = 1,
+    subnet_prefix_v6: int = IPV6_SUBNET_PREFIX,
 ) -> ScanPlan:
     """Pack `addresses` (duplicates removed) into batches of whole subnets, at most `batch_size`.
 
@@ -115,13 +123,17 @@ def plan_scan(
     nmap runs going at once, a scan too small to fill them gets smaller batches (down to
     SPREAD_BATCH_FLOOR hosts), so that every run has a share. The order is deterministic
     whatever order the addresses come in: IPv4 before IPv6, subnets ascending, addresses
-    ascending.
+    ascending. IPv4 and IPv6 never share a batch: nmap runs one family per run (`-6`).
     """
     if not 0 <= subnet_prefix <= 32:
         raise ValueError(f"subnet_prefix must be 0..32, not {subnet_prefix}")
+    if not 0 <= subnet_prefix_v6 <= 128:
+        raise ValueError(f"subnet_prefix_v6 must be 0..128, not {subnet_prefix_v6}")
     if batch_size < 1 or runs < 1:
         raise ValueError(f"batch_size and runs must be at least 1, not {batch_size}, {runs}")
-    by_subnet = _by_subnet(addresses, subnet_prefix=subnet_prefix)
+    by_subnet = _by_subnet(
+        addresses, subnet_prefix=subnet_prefix, subnet_prefix_v6=subnet_prefix_v6
+    )
     total = sum(len(members) for members in by_subnet.values())
     batch_size = min(batch_size, max(SPREAD_BATCH_FLOOR, -(-total // runs)))
     batches: list[Batch] = []
@@ -150,17 +162,19 @@ def plan_scan(
 
 
 def _by_subnet(
-    addresses: Sequence[IPAddress], *, subnet_prefix: int
+    addresses: Sequence[IPAddress], *, subnet_prefix: int, subnet_prefix_v6: int
 ) -> dict[Subnet, set[IPAddress]]:
     by_subnet: dict[Subnet, set[IPAddress]] = {}
     # One subnet object per subnet, not per address: ip_network() is slow (docs/performance.md).
     subnets_by_key: dict[tuple[int, int], Subnet] = {}
     for address in addresses:
-        prefix = subnet_prefix if isinstance(address, IPv4Address) else IPV6_SUBNET_PREFIX
+        prefix = subnet_prefix if isinstance(address, IPv4Address) else subnet_prefix_v6
         key = (address.version, int(address) >> (address.max_prefixlen - prefix))
         subnet = subnets_by_key.get(key)
         if subnet is None:
-            subnet = subnets_by_key[key] = subnet_of(address, subnet_prefix=subnet_prefix)
+            subnet = subnets_by_key[key] = subnet_of(
+                address, subnet_prefix=subnet_prefix, subnet_prefix_v6=subnet_prefix_v6
+            )
         by_subnet.setdefault(subnet, set()).add(address)
     return by_subnet
 
