@@ -258,10 +258,41 @@ class ScanSettings(Model):
         return self
 
 
+MAX_REGIONS = 32
+
+
 class OpenStackSettings(Model):
     cloud: str | None = None
     region: str | None = None
+    # Every region to read, each on its own (one failing does not sink the others); empty:
+    # only `region` (null: the cloud's own, from clouds.yaml or OS_REGION_NAME).
+    regions: tuple[str, ...] = ()
     api_timeout: float = Field(default=60, gt=0, le=3600)
+
+    @field_validator("regions")
+    @classmethod
+    def _distinct_regions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        names = [name.strip() for name in value]
+        if any(not name for name in names):
+            raise ValueError("a region name must not be empty")
+        if len(set(names)) != len(names):
+            raise ValueError(f"a region is listed twice: {names}")
+        if len(names) > MAX_REGIONS:
+            raise ValueError(f"at most {MAX_REGIONS} regions (each is a metric label)")
+        return tuple(names)
+
+    @model_validator(mode="after")
+    def _region_or_regions(self) -> OpenStackSettings:
+        if self.regions and self.region is not None and self.region not in self.regions:
+            raise ValueError(
+                f"region {self.region!r} is not in regions {list(self.regions)}: set one of them"
+            )
+        return self
+
+    @property
+    def region_names(self) -> tuple[str | None, ...]:
+        """The regions to read, each a name for openstack.connect (None: the cloud's own)."""
+        return self.regions or (self.region,)
 
 
 class FleioSettings(Model):

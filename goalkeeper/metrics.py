@@ -62,6 +62,21 @@ class Metrics:
         self.targets = Gauge(
             "goalkeeper_targets", "Addresses in scope in the last tick.", registry=r
         )
+        # Bounded: region names come from inventory.openstack.regions (config.MAX_REGIONS).
+        self.targets_by_region = Gauge(
+            "goalkeeper_targets_by_region",
+            'Addresses in scope in the last tick, by OpenStack region ("": a single region or '
+            "a static inventory).",
+            ["region"],
+            registry=r,
+        )
+        self.region_up = Gauge(
+            "goalkeeper_region_up",
+            "1 when the last tick read the region fresh, 0 when it failed (its targets came from "
+            "its last good copy, or were not scanned).",
+            ["region"],
+            registry=r,
+        )
         self.hosts_scanned = Counter(
             "goalkeeper_hosts_scanned", "Hosts nmap scanned to the end.", registry=r
         )
@@ -221,6 +236,14 @@ class Metrics:
         self.set_unmonitored_findings()
         self.set_acknowledged_findings()
         self.set_open_findings_by_cause()
+
+    def set_regions(self, targets: Mapping[str, int], down: Mapping[str, str]) -> None:
+        """The per-region gauges after a tick: targets in scope, and whether it was read."""
+        self.targets_by_region.clear()
+        self.region_up.clear()
+        for region in {*targets, *down}:
+            self.targets_by_region.labels(region=region).set(targets.get(region, 0))
+            self.region_up.labels(region=region).set(0 if region in down else 1)
 
     def set_owner_lookup(self, lookup: OwnerLookup | None) -> None:
         """The owner lookup gauges after a tick; None is a source that carries its own owners."""

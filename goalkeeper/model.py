@@ -79,6 +79,7 @@ class Target:
     # The server's own goalkeeper.allow (DESIGN §9): what it accepts, or why it cannot be read.
     allow: Allowance | None = None
     allow_problem: str | None = None
+    region: str = ""  # the OpenStack region it was read from ("": one region, or static)
 
 
 class OwnerLookupState(enum.StrEnum):
@@ -142,6 +143,8 @@ class Inventory:
     source: str
     stale_reason: str | None = None  # set when this is the last good copy after a failed refresh
     owners: OwnerLookup | None = None  # None: the source carries its own owners (static)
+    # Regions that could not be read this time, and why (their targets: the last good copy).
+    regions_down: Mapping[str, str] = field(default_factory=dict)
 
 
 class Grade(enum.StrEnum):
@@ -442,6 +445,9 @@ class TickReport:
     notification_failures: tuple[str, ...] = ()  # messages given up on since the last tick
     owner_lookup: OwnerLookup | None = None  # how billing resolved owners; None: static source
     latent_exposures: int = 0  # rules open to the world on scanned ports nothing answered on
+    regions_down: Mapping[str, str] = field(default_factory=dict)  # region -> why not read
+    # Targets in scope by region ("" when the inventory has no regions), for summary and metrics.
+    targets_by_region: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def duration_seconds(self) -> float:

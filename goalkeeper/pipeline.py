@@ -431,6 +431,8 @@ def _report(
         notification_failures=decision.failures,
         owner_lookup=snapshot.owners,
         latent_exposures=len(observed.latent),
+        regions_down=dict(snapshot.regions_down),
+        targets_by_region=dict(Counter(t.region for t in observed.targets.values())),
     )
 
 
@@ -521,6 +523,7 @@ def _cause_counts(report: TickReport) -> dict[str, int]:
 
 def _record(metrics: Metrics, report: TickReport) -> None:
     metrics.targets.set(report.targets)
+    metrics.set_regions(report.targets_by_region, report.regions_down)
     metrics.hosts_scanned.inc(report.hosts_scanned)
     metrics.hosts_not_scanned.inc(len(report.not_scanned))
     metrics.inventory_age.set(report.inventory_age_seconds)

@@ -4,7 +4,9 @@
 listeners that play every open port of the world on its 127.x.y.z public addresses, and tells
 the real clients where to find them: OS_* variables or a clouds.yaml for openstacksdk, a URL
 and a token for Fleio. It owns no logic of its own beyond wiring and must never be imported by
-the daemon; the credentials it hands out are throwaway values for loopback fakes.
+the daemon; the credentials it hands out are throwaway values for loopback fakes. With
+`regions`, each further region's Nova and Neutron run on a port of their own, listed in the
+first one's Keystone catalog (goalkeeper_sim.regions builds their worlds).
 """
 
 from __future__ import annotations
@@ -34,9 +36,15 @@ class SimulatedCloud(Running):
         fleio_max_page_size: int = 1000,
         listeners: bool = True,
         host: str = "127.0.0.1",
+        regions: dict[str, World] | None = None,
     ) -> None:
         self.world = world
         self.openstack = OpenStackSim(world, page_size=page_size)
+        # Further regions (name -> world): their own Nova and Neutron, this cloud's Keystone.
+        self.regions = {
+            name: OpenStackSim(other, page_size=page_size, region=name)
+            for name, other in (regions or {}).items()
+        }
         self.fleio = FleioSim(world, max_page_size=fleio_max_page_size)
         self.host = host
         self._with_listeners = listeners
@@ -52,8 +60,15 @@ class SimulatedCloud(Running):
             site = web.TCPSite(runner, self.host, 0)
             await site.start()
             self._ports.append(_bound_port(runner))
+        for region in self.regions.values():
+            runner = web.AppRunner(region.app(), handle_signals=False, access_log=None)
+            self._runners.append(runner)
+            await runner.setup()
+            await web.TCPSite(runner, self.host, 0).start()
+            region.serve_region_of(self.openstack, f"http://{self.host}:{_bound_port(runner)}")
         if self._with_listeners:
-            self.listeners = PortListeners(self.world.exposed())
+            worlds = [self.world, *(r.world for r in self.regions.values())]
+            self.listeners = PortListeners(e for w in worlds for e in w.exposed())
             await self.listeners.start()
 
     async def close(self) -> None:
@@ -61,6 +76,8 @@ class SimulatedCloud(Running):
             await self.listeners.close()
             self.listeners = None
         self.openstack.release()
+        for region in self.regions.values():
+            region.release()
         self.fleio.release()
         runners, self._runners = self._runners, []
         for runner in runners:
@@ -124,6 +141,8 @@ class SimulatedCloud(Running):
         top = {"region_name", "identity_api_version", "interface", "auth_type"}
         entry: dict[str, object] = {k: v for k, v in keys.items() if k in top}
         entry["auth"] = {k: v for k, v in keys.items() if k not in top}
+        if self.regions:  # openstacksdk refuses a region_name its cloud entry does not list
+            entry["regions"] = [self.openstack.region, *self.regions]
         path.write_text(yaml.safe_dump({"clouds": {cloud: entry}}), encoding="utf-8")
         path.chmod(0o600)
         return path

@@ -82,7 +82,7 @@ class SimTick:
     telegram: FakeTelegram
 
 
-async def sim_tick(
+async def sim_tick(  # noqa: PLR0913 (each keyword is one knob of the simulated tick)
     world: World,
     directory: Path,
     *,
@@ -92,13 +92,15 @@ async def sim_tick(
     now: datetime | None = None,
     overrides: Mapping[str, Any] | None = None,
     progress: Progress = SILENT,
+    regions: dict[str, World] | None = None,
 ) -> SimTick:
     """Serve `world` on loopback and run one real tick against it (the demo's and the tests'
     end-to-end tick); the state store, clouds.yaml and config are written under `directory`, so
     ticks in the same directory follow each other. `now` is the tick's time (a fake clock);
-    `overrides` are merged, section by section, into the settings (`{"exceptions": [...]}`)."""
+    `overrides` are merged, section by section, into the settings (`{"exceptions": [...]}`);
+    `regions` are further regions' worlds (goalkeeper_sim.regions), served beside `world`'s."""
     async with (
-        SimulatedCloud(world) as cloud,
+        SimulatedCloud(world, regions=regions) as cloud,
         SmtpSink(directory=mail_dir) as smtp,
         FakeTelegram() as telegram,
     ):

@@ -78,7 +78,16 @@ class OpenStackSim(Faults):
         # Keystone's [DEFAULT] list_limit: a longer listing is cut and marked `truncated`.
         self.list_limit: int | None = None
         self._tokens: dict[str, _Token] = {}
+        # Other regions' Nova and Neutron (region name -> origin), listed in this Keystone's
+        # catalog; their fakes take this one's tokens (`serve_region_of`).
+        self.other_regions: dict[str, str] = {}
         self.load(world)
+
+    def serve_region_of(self, primary: OpenStackSim, origin: str) -> None:
+        """Be `primary`'s cloud's region `self.region` at `origin`: take its Keystone's tokens,
+        and be listed in its catalog."""
+        self._tokens = primary._tokens
+        primary.other_regions[self.region] = origin
 
     def load(self, world: World) -> None:
         """Serve `world` from now on; it is rendered and indexed here, once, not per request."""
@@ -153,6 +162,7 @@ class OpenStackSim(Faults):
             project=(token.project_id, self.project_name),
             username=self.username,
             region=self.region,
+            regions=self.other_regions,
         )
         return web.json_response(body, status=201, headers={"X-Subject-Token": value})
 

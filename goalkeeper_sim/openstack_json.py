@@ -76,9 +76,17 @@ def token(
     project: tuple[str, str],
     username: str,
     region: str,
+    regions: Mapping[str, str] | None = None,
 ) -> Json:
-    """A Keystone v3 token body, valid for `period`, with a catalog of every service on `origin`."""
+    """A Keystone v3 token body, valid for `period`, with a catalog of every service on `origin`.
+
+    `regions` (region name -> origin) adds other regions' Nova and Neutron: the Keystone v3 API
+    reference's token `catalog` lists each service once with one endpoint per region and
+    interface, so a client picks a region by its endpoints' `region`. Keystone is global: each
+    region's identity endpoint is the one on `origin`.
+    """
     domain = {"id": "default", "name": "Default"}
+    where = {region: origin, **(regions or {})}
     catalog = [
         {
             "id": stable_id(kind),
@@ -88,17 +96,19 @@ def token(
                 {
                     "id": stable_id(url + interface),
                     "interface": interface,
-                    "region": region,
-                    "region_id": region,
+                    "region": name_of_region,
+                    "region_id": name_of_region,
                     "url": url,
                 }
+                for name_of_region, base in where.items()
+                for url in (f"{origin if kind == 'identity' else base}{path}",)
                 for interface in ("public", "internal", "admin")
             ],
         }
-        for kind, name, url in (
-            ("identity", "keystone", f"{origin}/identity"),
-            ("compute", "nova", f"{origin}/compute/v2.1"),
-            ("network", "neutron", f"{origin}/network"),
+        for kind, name, path in (
+            ("identity", "keystone", "/identity"),
+            ("compute", "nova", "/compute/v2.1"),
+            ("network", "neutron", "/network"),
         )
     ]
     user = {"id": stable_id(username), "name": username, "domain": domain}

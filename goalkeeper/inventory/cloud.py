@@ -6,8 +6,11 @@ is, so one bad morning of an API does not silence the scan; with no good invento
 fetch raises InventoryUnavailable naming what failed. Each inventory carries how well billing
 resolved its projects' owners (model.OwnerLookup), so a join that resolves nobody is an
 incident in the summary and the metrics, not a quiet morning of NOT FOUND mails. Time comes
-from an injected clock. This module joins and caches; it does not talk to either API itself
-and never logs a credential.
+from an injected clock. Each region of `inventory.openstack.regions` is read on its own: one that
+fails is named in `Inventory.regions_down` with the reason, its targets taken from its own last
+good copy (none: its servers go unscanned this tick, and it says so), while the others are read
+fresh; only when every region fails is the whole last good inventory used. This module joins
+and caches; it does not talk to either API itself and never logs a credential.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class InventoryUnavailable(Exception):
 class _RefreshFailed(Exception):
     """What failed in one refresh, OpenStack's and Fleio's failures together."""
 
+    def __init__(self, message: str, regions_down: Mapping[str, str]) -> None:
+        super().__init__(message)
+        self.regions_down = regions_down
+
 
 class CloudInventory:
     """An InventorySource over OpenStack and Fleio that keeps its last good inventory.
@@ -57,11 +64,25 @@ class CloudInventory:
         settings: InventorySettings,
         *,
         openstack: OpenStackInventory | None = None,
+        regions: Mapping[str, OpenStackInventory] | None = None,
         fleio: FleioClient | None = None,
         clock: Clock = utc_now,
         min_age: timedelta = timedelta(0),
     ) -> None:
-        self.openstack = openstack or OpenStackInventory(settings.openstack)
+        if regions:
+            self.regions = dict(regions)
+        elif openstack is not None:
+            self.regions = {"": openstack}
+        elif settings.openstack.regions:
+            self.regions = {
+                name: OpenStackInventory(settings.openstack, region=name)
+                for name in settings.openstack.regions
+            }
+        else:  # the cloud's own region, unnamed on its targets
+            self.regions = {"": OpenStackInventory(settings.openstack)}
+        self.openstack = next(iter(self.regions.values()))
+        # Each region's last good targets and when they were read.
+        self._region_copies: dict[str, tuple[tuple[Target, ...], datetime]] = {}
         billing = settings.fleio
         if fleio is None and billing.enabled is not False and billing.url and billing.token:
             fleio = FleioClient(billing)
@@ -84,28 +105,50 @@ class CloudInventory:
             try:
                 inventory = await self._refresh(now, on_addresses)
             except _RefreshFailed as err:
-                return self._fall_back(now, str(err))
+                return self._fall_back(now, str(err), err.regions_down)
             self._last_good = inventory
             return inventory
 
     async def aclose(self) -> None:
-        await asyncio.to_thread(self.openstack.close)
+        for reader in self.regions.values():
+            await asyncio.to_thread(reader.close)
 
     async def _refresh(self, now: datetime, on_addresses: AddressesKnown | None) -> Inventory:
         billing = _no_billing() if self.fleio is None else self.fleio.read()
-        # Both at once; each failure is kept so the message can name every system that failed.
-        targets, owners = await asyncio.gather(
-            self.openstack.targets(on_addresses), billing, return_exceptions=True
+        # All at once; each failure is kept so the message can name every system that failed.
+        read, owners = await asyncio.gather(
+            asyncio.gather(
+                *(reader.targets(on_addresses) for reader in self.regions.values()),
+                return_exceptions=True,
+            ),
+            billing,
+            return_exceptions=True,
         )
-        failures = [str(r) for r in (targets, owners) if isinstance(r, OpenStackError | FleioError)]
-        if failures:
-            raise _RefreshFailed("; ".join(failures))
+        if isinstance(read, BaseException):  # the inner gather keeps each region's error
+            raise read
+        down = {
+            name: str(r)
+            for name, r in zip(self.regions, read, strict=True)
+            if isinstance(r, OpenStackError)
+        }
+        failures = [str(owners)] if isinstance(owners, FleioError) else []
+        if failures or len(down) == len(self.regions):
+            raise _RefreshFailed("; ".join([*down.values(), *failures]), down)
         # Anything else is a bug, not an outage: the last good copy must not hide it.
-        if isinstance(targets, BaseException):
-            raise targets
+        for result in (*read, owners):
+            if isinstance(result, BaseException) and not isinstance(result, OpenStackError):
+                raise result
         if isinstance(owners, BaseException):
             raise owners
-        joined = join_owners(targets, owners.owners)
+        targets: list[Target] = []
+        for name, result in zip(self.regions, read, strict=True):
+            if isinstance(result, BaseException):
+                down[name] = self._region_fallback(name, down[name], now)
+                targets += self._region_copies.get(name, ((), now))[0]
+            else:
+                self._region_copies[name] = (result, now)
+                targets += result
+        joined = join_owners(tuple(targets), owners.owners)
         lookup = self._lookup(joined, owners)
         log.info(
             "inventory refreshed",
@@ -115,7 +158,22 @@ class CloudInventory:
         )
         if lookup.incident:
             log.warning("owner lookup incident", detail=lookup.describe())
-        return Inventory(targets=joined, fetched_at=now, source=SOURCE, owners=lookup)
+        return Inventory(
+            targets=joined, fetched_at=now, source=SOURCE, owners=lookup, regions_down=down
+        )
+
+    def _region_fallback(self, name: str, failure: str, now: datetime) -> str:
+        """Why region `name` is not read fresh, and what is used instead (its last good copy)."""
+        copy = self._region_copies.get(name)
+        if copy is None:
+            reason = f"{failure}; no earlier copy of region {name}: its servers are not scanned"
+        else:
+            reason = (
+                f"{failure}; region {name}'s targets are from {copy[1].isoformat()} "
+                f"({_age(now - copy[1])} old)"
+            )
+        log.warning("region not read", region=name, reason=reason)
+        return reason
 
     def _lookup(self, joined: tuple[Target, ...], billing: BillingDirectory) -> OwnerLookup:
         if self.fleio is not None:
@@ -131,7 +189,7 @@ class CloudInventory:
             min_share=self.min_resolved_share,
         )
 
-    def _fall_back(self, now: datetime, failure: str) -> Inventory:
+    def _fall_back(self, now: datetime, failure: str, down: Mapping[str, str]) -> Inventory:
         last = self._last_good
         if last is None:
             log.error("inventory unavailable", error=failure)
@@ -149,7 +207,8 @@ class CloudInventory:
             f"{failure}; using the inventory fetched at {last.fetched_at.isoformat()} "
             f"({_age(age)} old)"
         )
-        return dataclasses.replace(last, stale_reason=reason)
+        named = {name: why for name, why in down.items() if name}  # "": the only region
+        return dataclasses.replace(last, stale_reason=reason, regions_down=named)
 
 
 def join_owners(targets: tuple[Target, ...], owners: Mapping[str, Owner]) -> tuple[Target, ...]:

@@ -69,8 +69,12 @@ class OpenStackError(Exception):
 class OpenStackInventory:
     """Reads the targets; one connection, made on first use and remade after any failure."""
 
-    def __init__(self, settings: OpenStackSettings) -> None:
+    def __init__(self, settings: OpenStackSettings, *, region: str | None = None) -> None:
+        """`region` is the one region this reads (None: `settings.region`, the cloud's own);
+        named regions are written on each target."""
         self.settings = settings
+        self.region = region if region is not None else settings.region
+        self._label = region or ""
         self._connection: Any = None
         # A cancelled await leaves its thread running: the lock keeps the next read off the
         # connection until that thread is done with it.
@@ -83,7 +87,9 @@ class OpenStackInventory:
         soon as Neutron's listings are read, while Nova and Keystone are still being read.
         """
         # Joined in the thread too: a firewall per port is work the event loop need not do.
-        return await asyncio.to_thread(lambda: build_targets(self.read_listings(on_addresses)))
+        return await asyncio.to_thread(
+            lambda: build_targets(self.read_listings(on_addresses), region=self._label)
+        )
 
     def read_listings(self, on_addresses: AddressesKnown | None = None) -> Listings:
         """Blocking: the listings, read whole and side by side. Call it from a worker thread.
@@ -154,7 +160,7 @@ class OpenStackInventory:
             # cloud=None reads the OS_* variables; a name picks an entry of clouds.yaml.
             self._connection = openstack.connect(
                 cloud=self.settings.cloud,
-                region_name=self.settings.region,
+                region_name=self.region,
                 api_timeout=self.settings.api_timeout,
                 app_name="goalkeeper",
             )
@@ -178,7 +184,8 @@ class OpenStackInventory:
             detail = text if text.startswith(kind) else f"{kind}: {text}"
         for secret in self._secrets():
             detail = detail.replace(secret, "***")
-        return f"OpenStack failed while {step}: {detail}"
+        region = f" (region {self.region})" if self._label else ""
+        return f"OpenStack{region} failed while {step}: {detail}"
 
     def _secrets(self) -> list[str]:
         try:

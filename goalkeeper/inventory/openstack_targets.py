@@ -66,8 +66,9 @@ class Listings:
     security_groups: Mapping[str, SecurityGroup] = field(default_factory=dict)  # id -> group
 
 
-def build_targets(listings: Listings) -> tuple[Target, ...]:
-    """Floating IPs through their port to the server, then public fixed IPs; one per address."""
+def build_targets(listings: Listings, *, region: str = "") -> tuple[Target, ...]:
+    """Floating IPs through their port to the server, then public fixed IPs; one per address;
+    each target carries `region`."""
     found: dict[IPAddress, Target] = {}
     firewalls = _Firewalls(listings.security_groups)
     unresolved = 0
@@ -84,7 +85,7 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         project_id = server.project_id if server else fip.project_id
         for address in _addresses(fip.address):
             found.setdefault(
-                address, _target(address, server, port, project_id, listings, firewalls)
+                address, _target(address, server, port, project_id, listings, firewalls, region)
             )
     for port in listings.ports.values():
         if (
@@ -99,7 +100,7 @@ def build_targets(listings: Listings) -> tuple[Target, ...]:
         project_id = server.project_id if server else port.project_id
         for address in _addresses(*port.addresses):
             found.setdefault(
-                address, _target(address, server, port, project_id, listings, firewalls)
+                address, _target(address, server, port, project_id, listings, firewalls, region)
             )
     if unresolved:
         log.warning("floating ips with a vanished port skipped", count=unresolved)
@@ -115,6 +116,7 @@ def _target(
     project_id: str,
     listings: Listings,
     firewalls: _Firewalls,
+    region: str,
 ) -> Target:
     allow, problem = read_allow(server.allow if server else None)
     return Target(
@@ -126,6 +128,7 @@ def _target(
         firewall=firewalls.of(port),
         allow=allow,
         allow_problem=problem,
+        region=region,
     )
 
 

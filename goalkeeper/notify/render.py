@@ -89,6 +89,7 @@ class ServerBlock:
     project_id: str
     addresses: tuple[str, ...]
     ports: tuple[PortLine, ...]
+    region: str = ""  # the OpenStack region ("" with one region): one mail spans them all
     allow_problem: str = ""  # its goalkeeper.allow could not be read, in plain words
     allow_command: str | None = None  # how to accept its open ports on the server itself
 
@@ -282,11 +283,11 @@ def _server_blocks(
     findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice], words: ExceptionWords
 ) -> list[ServerBlock]:
     shared = rule_ports(findings)
-    groups: dict[tuple[str, str, str, str], list[Finding]] = defaultdict(list)
+    groups: dict[tuple[str, str, str, str, str], list[Finding]] = defaultdict(list)
     for finding in findings:
         groups[_server_key(finding)].append(finding)
     blocks = []
-    for (server_id, name, project_id, project_name), members in groups.items():
+    for (region, server_id, name, project_id, project_name), members in groups.items():
         # Worst first (DESIGN §7): what answers without a password leads.
         members.sort(key=lambda f: (grade_rank(f.grade), f.address, f.protocol, f.port))
         allow_problem, command = words.server_texts(members)
@@ -296,6 +297,7 @@ def _server_blocks(
                 server_id=server_id,
                 project_name=project_name,
                 project_id=project_id,
+                region=region,
                 addresses=tuple(dict.fromkeys(str(f.address) for f in members)),
                 ports=tuple(
                     PortLine(
@@ -320,16 +322,17 @@ def _server_blocks(
         )
     return sorted(
         blocks,
-        key=lambda b: (min(grade_rank(p.grade) for p in b.ports), b.project_name, b.name,
-                       b.addresses),
+        key=lambda b: (min(grade_rank(p.grade) for p in b.ports), b.project_name, b.region,
+                       b.name, b.addresses),
     )  # fmt: skip
 
 
-def _server_key(finding: Finding) -> tuple[str, str, str, str]:
+def _server_key(finding: Finding) -> tuple[str, str, str, str, str]:
     target = finding.target
-    # Without a server id, the address is the only thing that tells two servers apart.
+    # Without a server id, the address is the only thing that tells two servers apart; server
+    # ids are Nova's, so one region's does not tell its servers from another region's.
     server_id = target.server_id or f"address:{finding.address}"
-    return (server_id, target.server_name, target.project_id, target.project_name)
+    return (target.region, server_id, target.server_name, target.project_id, target.project_name)
 
 
 def _fallback_advice(service: str) -> ServiceAdvice:

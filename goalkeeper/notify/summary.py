@@ -39,6 +39,7 @@ def render_summary(
     )
     if report.not_scanned:
         lines.append("Why not scanned: " + e(_tally(report.not_scanned.values())))
+    lines.extend(_region_lines(report))
     lines.append(f"Refused (outside allowed_networks): {len(report.refused)}")
     lines.append(f"Excluded: {report.excluded}")
     if report.failed_batches:
@@ -172,6 +173,20 @@ def _mail_lines(report: TickReport, *, counts: bool) -> list[str]:
         )
         if not counts:
             lines.extend(f"  {_outside(f)}" for f in report.notification_failures)
+    return lines
+
+
+def _region_lines(report: TickReport) -> list[str]:
+    """Targets by region, and each region not read with why; nothing for one unnamed region."""
+    by_region = sorted({*report.targets_by_region, *report.regions_down})
+    if by_region in ([], [""]):
+        return []
+    counts = (
+        f"{html.escape(r or '(default)')} {report.targets_by_region.get(r, 0)}" for r in by_region
+    )
+    lines = ["By region: " + ", ".join(counts)]
+    for region, why in sorted(report.regions_down.items()):
+        lines.append(f"⚠️ <b>Region {html.escape(region)} not read</b>: {_outside(why)}")
     return lines
 
 
