@@ -31,6 +31,12 @@ from goalkeeper.progress import SILENT, Progress, terminal_bar
 from goalkeeper.scanning.catalog import load_catalog
 from goalkeeper.wiring import one_tick
 from goalkeeper_sim.cloud import SIM_CLOUD_NAME, SimulatedCloud
+from goalkeeper_sim.regions import (
+    SECOND_ADDRESS_BASE,
+    SECOND_IPV6_BASE,
+    SECOND_REGION,
+    regional_world,
+)
 from goalkeeper_sim.smtp import SmtpSink
 from goalkeeper_sim.telegram import FakeTelegram
 from goalkeeper_sim.world import DEFAULT_ADDRESS_BASE, DEFAULT_IPV6_BASE, World, build_world
@@ -49,27 +55,37 @@ async def run_demo(
 ) -> TickReport:  # fmt: skip
     _fresh_directory(out_dir / "mail")
     root = os.geteuid() == 0
+    services = [
+        p for p in load_catalog().ports
+        # Without root: no UDP scan, and no listener below port 1024.
+        if p.service in _DEMO_SERVICES and (root or (p.port >= 1024 and p.protocol == "tcp"))
+    ]  # fmt: skip
     world = build_world(
         seed,
         projects=projects,
         servers_per_project=servers_per_project,
         unknown_project_share=0.2,
-        services=[
-            p for p in load_catalog().ports
-            # Without root: no UDP scan, and no listener below port 1024.
-            if p.service in _DEMO_SERVICES and (root or (p.port >= 1024 and p.protocol == "tcp"))
-        ],
-    )  # fmt: skip
+        services=services,
+    )
+    # A second region (its own Nova and Neutron, the same Keystone and customers): one run reads
+    # both, and a customer with servers in both gets one report naming each server's region.
+    second = regional_world(world, seed=seed + 1, servers_per_project=2, services=services)
+    regions = {"inventory": {"openstack": {"regions": ["RegionOne", SECOND_REGION]}},
+               "scan": {"allowed_networks": [DEFAULT_ADDRESS_BASE, SECOND_ADDRESS_BASE,
+                                             DEFAULT_IPV6_BASE, SECOND_IPV6_BASE],
+                        "exclude": [DEFAULT_IPV6_BASE, SECOND_IPV6_BASE]}}  # fmt: skip
     with terminal_bar(sys.stderr) as bar:
         tick = await sim_tick(
             world, out_dir, privileged=root, host_timeout="60s", mail_dir=out_dir / "mail",
-            progress=bar,
+            progress=bar, regions={SECOND_REGION: second}, overrides=regions,
         )  # fmt: skip
     print_demo(tick.report, tick.smtp, tick.telegram,
-               world_size=(len(world.projects), len(world.servers)), out=out)  # fmt: skip
-    ipv6 = len(world.public_ipv6_addresses())
+               world_size=(len(world.projects), len(world.servers) + len(second.servers)),
+               out=out)  # fmt: skip
+    ipv6 = len(world.public_ipv6_addresses()) + len(second.public_ipv6_addresses())
     if ipv6:
-        print("\n" + IPV6_NOTE.format(count=ipv6, base=DEFAULT_IPV6_BASE), file=out)
+        bases = f"{DEFAULT_IPV6_BASE}, {SECOND_IPV6_BASE}"
+        print("\n" + IPV6_NOTE.format(count=ipv6, base=bases), file=out)
     return tick.report
 
 
@@ -197,12 +213,14 @@ def print_demo(
         f"{report.duration_seconds:.1f} s.\n",
         file=out,
     )
-    print(f"{'address':<15} {'port':>9}  {'service':<14} {'server':<22} owner", file=out)
+    print(f"{'address':<15} {'port':>9}  {'service':<14} {'region':<10} {'server':<22} owner",
+          file=out)  # fmt: skip
     for f in report.findings:
         owner = f.owner.email or f"NOT FOUND ({f.target.project_name or f.target.project_id})"
         port = f"{f.port}/{f.protocol}"
         print(
-            f"{f.address!s:<15} {port:>9}  {f.service:<14} {f.target.server_name[:22]:<22} {owner}",
+            f"{f.address!s:<15} {port:>9}  {f.service:<14} {f.target.region or '-':<10} "
+            f"{f.target.server_name[:22]:<22} {owner}",
             file=out,
         )
     print("\nMails (SMTP sink):", file=out)

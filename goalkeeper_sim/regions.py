@@ -10,8 +10,10 @@ goalkeeper_sim.cloud; this module only builds the world.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from goalkeeper.model import PortSpec
 from goalkeeper_sim.world import World, build_world
 
 SECOND_REGION = "RegionTwo"
@@ -20,7 +22,13 @@ SECOND_IPV6_BASE = "fd00:65::/64"
 T = TypeVar("T")
 
 
-def regional_world(first: World, *, seed: int, servers_per_project: int = 3) -> World:
+def regional_world(
+    first: World,
+    *,
+    seed: int,
+    servers_per_project: int = 3,
+    services: Sequence[PortSpec] | None = None,
+) -> World:
     """Servers for another region of `first`'s cloud, owned by `first`'s projects."""
     other = build_world(
         seed,
@@ -29,6 +37,7 @@ def regional_world(first: World, *, seed: int, servers_per_project: int = 3) -> 
         unknown_project_share=0,
         address_base=SECOND_ADDRESS_BASE,
         ipv6_base=SECOND_IPV6_BASE,
+        services=services,
     )
     renamed = {p.id: q.id for p, q in zip(other.projects, first.projects, strict=True)}
     renamed[other.admin_project_id] = first.admin_project_id
