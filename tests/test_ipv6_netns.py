@@ -68,8 +68,6 @@ async def test_ipv6_targets_are_scanned_with_nmap_6_syn_and_connect() -> None:
     assert syn["scanned"] == connect["scanned"] == sorted(both)
     assert opened(syn) == sorted([*OPEN_TCP, ["fd00:6:0:1::1", 11211, "udp"]])
     assert opened(connect) == OPEN_TCP  # a connect scan probes no UDP
-    syn_reasons = {p[0]: p[3] for p in syn["open_ports"] if p[1] == 6379}
-    assert syn_reasons["fd00:6:0:2::1"].startswith("open (syn-ack)")
     # One IPv4 run and one IPv6 run (both /64s fit one batch): families never share a run.
     assert syn["nmap_runs"] == connect["nmap_runs"] == 2
     assert syn["not_scanned"] == connect["not_scanned"] == {}

@@ -261,7 +261,7 @@ def headline(findings: Sequence[Finding], advice: Mapping[str, ServiceAdvice]) -
     worst = [f for f in findings if f.grade is Grade.UNAUTHENTICATED]
     if not worst:
         return ""
-    by_service: dict[str, set[tuple[str, str, str, str]]] = defaultdict(set)
+    by_service: dict[str, set[tuple[str, str, str, str, str]]] = defaultdict(set)
     for finding in worst:
         by_service[finding.service].add(_server_key(finding))
     service = max(sorted(by_service), key=lambda s: len(by_service[s]))
