@@ -348,14 +348,7 @@ class NmapScanner(Closing):
         source: IPAddress | None,
         watch: _BatchWatch,
     ) -> _Outcome:
-        argv = self._argv(batch, probe, pace, source)
-        targets = [str(address) for address in batch.addresses]
-        stdin: bytes | None = None
-        if len(targets) > ARGV_TARGETS_MAX:
-            argv += ["-iL", "-"]
-            stdin = "".join(f"{target}\n" for target in targets).encode()
-        else:
-            argv += targets
+        argv, stdin = with_targets(self._argv(batch, probe, pace, source), batch.addresses)
         try:
             process = await asyncio.create_subprocess_exec(
                 *argv,
@@ -441,6 +434,15 @@ async def _communicate(
     )
     await process.wait()
     return stdout, stderr
+
+
+def with_targets(argv: list[str], addresses: Sequence[IPAddress]) -> tuple[list[str], bytes | None]:
+    """`argv` with the targets, and what nmap reads on stdin: a few on the command line, more
+    as a list on stdin (-iL -), away from argv limits and from ps."""
+    targets = [str(address) for address in addresses]
+    if len(targets) <= ARGV_TARGETS_MAX:
+        return [*argv, *targets], None
+    return [*argv, "-iL", "-"], "".join(f"{target}\n" for target in targets).encode()
 
 
 def nmap_environment(environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -34,10 +34,10 @@ from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transpor
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scanning.grading import ScriptAnswer, ServiceAnswer, grade_answer
 from goalkeeper.scanning.nmap import (
-    ARGV_TARGETS_MAX,
     NmapScanner,
     die_with_parent,
     nmap_environment,
+    with_targets,
 )
 
 log = structlog.get_logger(__name__)
@@ -344,13 +344,7 @@ class VerifyingScanner(Closing):
             group, self._settings, nmap_path=self._nmap_path,
             max_rate=max(1, self._settings.max_rate // RUNS_AT_ONCE), probes=self._probes,
         )  # fmt: skip
-        targets = [str(a) for a in group.addresses]
-        stdin: bytes | None = None
-        if len(targets) > ARGV_TARGETS_MAX:
-            argv += ["-iL", "-"]
-            stdin = "".join(f"{t}\n" for t in targets).encode()
-        else:
-            argv += targets
+        argv, stdin = with_targets(argv, group.addresses)
         process = await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
