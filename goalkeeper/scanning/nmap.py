@@ -350,25 +350,13 @@ class NmapScanner(Closing):
     ) -> _Outcome:
         argv, stdin = with_targets(self._argv(batch, probe, pace, source), batch.addresses)
         try:
-            process = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=nmap_environment(),
-                preexec_fn=die_with_parent(os.getpid()),
-                limit=_LINE_LIMIT,
-            )
+            process = await start_nmap(argv, stdin=stdin)
         except OSError as err:
             raise _BatchFailed(f"nmap could not start: {err.strerror or err}") from None
         try:
             stdout, stderr = await _communicate(process, stdin, watch.line)
         finally:
-            if process.returncode is None:
-                # Cancelled: SIGKILL, then reap. nmap does not fork, so this stops every probe.
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+            await reap(process)
         errors = stderr.decode("utf-8", "replace").splitlines()
         if process.returncode != 0:
             raise _BatchFailed(_exit_reason(process.returncode, errors))
@@ -434,6 +422,29 @@ async def _communicate(
     )
     await process.wait()
     return stdout, stderr
+
+
+async def start_nmap(argv: list[str], *, stdin: bytes | None) -> asyncio.subprocess.Process:
+    """nmap as a child we can kill: piped output (read line by line, up to _LINE_LIMIT), only
+    PATH and the C locale of our environment, and killed by the kernel if this process dies."""
+    return await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=nmap_environment(),
+        preexec_fn=die_with_parent(os.getpid()),
+        limit=_LINE_LIMIT,
+    )
+
+
+async def reap(process: asyncio.subprocess.Process) -> None:
+    """A run that did not end (cancelled, timed out): SIGKILL, then reap. nmap does not fork,
+    so this stops every probe."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
 
 
 def with_targets(argv: list[str], addresses: Sequence[IPAddress]) -> tuple[list[str], bytes | None]:

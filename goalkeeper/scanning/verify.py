@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
 import shlex
 import shutil
 import tempfile
@@ -33,12 +32,7 @@ from goalkeeper.config import ScanSettings
 from goalkeeper.model import IPAddress, OpenPort, PortSpec, ScanResult, Transport
 from goalkeeper.scanning.catalog import Catalog
 from goalkeeper.scanning.grading import ScriptAnswer, ServiceAnswer, grade_answer
-from goalkeeper.scanning.nmap import (
-    NmapScanner,
-    die_with_parent,
-    nmap_environment,
-    with_targets,
-)
+from goalkeeper.scanning.nmap import NmapScanner, reap, start_nmap, with_targets
 
 log = structlog.get_logger(__name__)
 
@@ -345,24 +339,14 @@ class VerifyingScanner(Closing):
             max_rate=max(1, self._settings.max_rate // RUNS_AT_ONCE), probes=self._probes,
         )  # fmt: skip
         argv, stdin = with_targets(argv, group.addresses)
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=nmap_environment(),
-            preexec_fn=die_with_parent(os.getpid()),
-        )
+        process = await start_nmap(argv, stdin=stdin)
         # nmap's own --host-timeout bounds each host; this bounds a run that hangs anyway.
         bound = self._settings.verify.host_timeout * 2 + 30
         try:
             async with asyncio.timeout(bound):
                 stdout, stderr = await process.communicate(stdin)
         finally:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
+            await reap(process)
         if process.returncode != 0:
             lines = stderr.decode("utf-8", "replace").strip().splitlines()
             raise ValueError(f"nmap failed: {lines[0] if lines else process.returncode}")
